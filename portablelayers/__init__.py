@@ -1,0 +1,16 @@
+"""portablelayers: the layers of "Deep Learning from Scratch", written once against the
+Python Array API standard, so they run on NumPy, CuPy, PyTorch, JAX, Dask and
+array-api-strict arrays alike.
+
+Code written for the book runs by changing its import:
+
+    from portablelayers import MulLayer, AddLayer, ReLU, Sigmoid, Affine, SoftmaxWithLoss
+"""
+
+from . import functions, gradcheck
+from .layers import *  # noqa: F403  (the layers are the package's public surface)
+from .layers import __all__ as _layer_names
+
+__version__ = "0.1.0"
+
+__all__ = ["functions", "gradcheck", *_layer_names]

@@ -1,0 +1,102 @@
+"""Helpers every layer uses to find its array namespace and to check its inputs.
+
+This module is the only place that knows how array libraries differ in the small ways
+layers care about (how to name a library in an error, which arrays can be read eagerly).
+Layers call these helpers and contain no backend branches of their own.
+"""
+
+from __future__ import annotations
+
+import array_api_compat
+from array_api_compat import device, is_array_api_obj, is_dask_array, size
+
+__all__ = [
+    "as_float",
+    "default_float",
+    "device",
+    "is_array",
+    "library_name",
+    "namespace",
+    "read_bool",
+    "size",
+    "static_shape",
+    "sum_to_shape",
+]
+
+
+def is_array(x) -> bool:
+    """True for an array of any Array API library (not for Python numbers)."""
+    return is_array_api_obj(x)
+
+
+def library_name(x) -> str:
+    """The fully qualified type of `x`, for error messages ("numpy.ndarray", "torch.Tensor")."""
+    cls = type(x)
+    return f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
+
+
+def namespace(*arrays):
+    """The Array API namespace shared by `arrays`; Python numbers and None are ignored.
+
+    Raises TypeError naming both libraries when arrays of two libraries are mixed, and
+    TypeError when no argument is an array.
+    """
+    found = [a for a in arrays if is_array(a)]
+    if not found:
+        raise TypeError(
+            "expected at least one array, got "
+            + ", ".join(type(a).__name__ for a in arrays if a is not None)
+        )
+    try:
+        return array_api_compat.array_namespace(*found)
+    except TypeError:
+        names = sorted({library_name(a) for a in found})
+        raise TypeError(
+            "all arrays in one call must come from the same array library, got "
+            + " and ".join(names)
+        ) from None
+
+
+def default_float(xp, dev=None):
+    """The namespace's default real floating dtype (float64 on NumPy, float32 on torch)."""
+    return xp.__array_namespace_info__().default_dtypes(device=dev)["real floating"]
+
+
+def as_float(xp, x, what: str = "input"):
+    """`x` itself when it is real floating; integer and bool arrays are promoted to the
+    namespace's default floating dtype (as NumPy's own ufuncs do); complex is refused."""
+    if xp.isdtype(x.dtype, "real floating"):
+        return x
+    if xp.isdtype(x.dtype, ("integral", "bool")):
+        return xp.astype(x, default_float(xp, device(x)))
+    raise TypeError(f"{what} must be a real-valued array, got dtype {x.dtype}")
+
+
+def static_shape(x) -> tuple[int | None, ...]:
+    """Shape of `x` with unknown dimensions (Dask's NaN) given as None."""
+    return tuple(None if d is None or d != d else int(d) for d in x.shape)
+
+
+def read_bool(condition) -> bool | None:
+    """The value of a 0-D boolean array when it can be read without forcing lazy work.
+
+    Returns None on Dask (reading would compute the whole graph) and under jax.jit
+    (a tracer has no value); validation that needs data values is skipped then.
+    """
+    if is_dask_array(condition):
+        return None
+    try:
+        return bool(condition)
+    except Exception:  # a JAX tracer raises a ConcretizationTypeError
+        return None
+
+
+def sum_to_shape(xp, grad, shape: tuple[int, ...]):
+    """Reduce a broadcast gradient back to `shape` (the inverse of broadcasting)."""
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = xp.sum(grad, axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = xp.sum(grad, axis=axes, keepdims=True)
+    return grad

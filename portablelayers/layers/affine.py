@@ -1,0 +1,70 @@
+"""The fully connected layer."""
+
+from __future__ import annotations
+
+import math
+
+from .._backend import namespace, static_shape
+from .base import Layer, parameter
+
+__all__ = ["Affine"]
+
+
+class Affine(Layer):
+    """out = x @ W + b for W of shape (D, M) and b of shape (M,).
+
+    Input of shape (N, d1, d2, ...) is flattened to (N, D) with D = d1*d2*...; `dx` comes
+    back in the input's shape. A 1-D input of length D is one sample and gives shape (M,).
+    """
+
+    W, dW = parameter("W")
+    b, db = parameter("b")
+
+    def __init__(self, W, b):
+        super().__init__()
+        namespace(W, b)  # TypeError if W and b come from different libraries
+        if W.ndim != 2 or tuple(b.shape) != (W.shape[1],):
+            raise ValueError(f"Affine needs W of shape (D, M) and b of shape (M,), got W "
+                             f"{tuple(W.shape)} and b {tuple(b.shape)}")
+        self.params = {"W": W, "b": b}
+        self.grads = {"W": None, "b": None}
+        self.x = None  # the last input, flattened to 2-D
+        self.original_x_shape = None
+
+    def forward(self, x):
+        W, b = self.params["W"], self.params["b"]
+        xp = namespace(x, W, b)
+        x2d = self._as_2d(xp, x, W)
+        self.original_x_shape, self.x = tuple(x.shape), x2d
+        out = xp.matmul(x2d, W) + b
+        return out[0, ...] if x.ndim == 1 else out
+
+    def backward(self, dout):
+        x2d = self.saved(self.x)
+        W = self.params["W"]
+        xp = namespace(dout, W)
+        if dout.ndim == 1:
+            dout = xp.reshape(dout, (1, -1))
+        dx = xp.matmul(dout, xp.matrix_transpose(W))
+        dW = xp.matmul(xp.matrix_transpose(x2d), dout)
+        # Gradients take their parameter's dtype, even when x was promoted to a wider one.
+        self.grads["W"] = xp.astype(dW, W.dtype, copy=False)
+        self.grads["b"] = xp.astype(xp.sum(dout, axis=0), self.params["b"].dtype, copy=False)
+        return xp.reshape(dx, self.original_x_shape)
+
+    @staticmethod
+    def _as_2d(xp, x, W):
+        """x as (N, D), checking D against W before any state changes."""
+        d = W.shape[0]
+        shape = static_shape(x)
+        if x.ndim == 0:
+            raise ValueError(f"Affine input must have at least 1 axis, got a 0-D array; W has "
+                             f"shape {tuple(W.shape)}")
+        features = shape[0] if x.ndim == 1 else (
+            None if None in shape[1:] else math.prod(shape[1:]))
+        if features is not None and features != d:
+            raise ValueError(f"Affine input of shape {tuple(x.shape)} has {features} features "
+                             f"per sample, but W of shape {tuple(W.shape)} expects {d}")
+        if x.dtype != W.dtype:  # matmul of mixed dtypes is refused by torch: promote first
+            x = xp.astype(x, xp.result_type(x, W))
+        return xp.reshape(x, (1, d) if x.ndim == 1 else (-1, d))
