@@ -7,6 +7,8 @@ Layers call these helpers and contain no backend branches of their own.
 
 from __future__ import annotations
 
+import importlib
+
 import array_api_compat
 from array_api_compat import device, is_array_api_obj, is_dask_array, size
 
@@ -18,6 +20,7 @@ __all__ = [
     "library_name",
     "namespace",
     "read_bool",
+    "resolve_namespace",
     "size",
     "static_shape",
     "sum_to_shape",
@@ -55,6 +58,39 @@ def namespace(*arrays):
             "all arrays in one call must come from the same array library, got "
             + " and ".join(names)
         ) from None
+
+
+# Backend names (as the CLI and nox sessions spell them) -> (module to import, pip extra).
+BACKENDS = {
+    "numpy": ("numpy", None),
+    "array_api_strict": ("array_api_strict", "array_api_strict"),
+    "torch": ("torch", "torch"),
+    "jax": ("jax.numpy", "jax"),
+    "dask": ("dask.array", "dask"),
+    "cupy": ("cupy", "cupy"),
+}
+
+
+def resolve_namespace(xp=None):
+    """The Array API namespace for `xp`: None (NumPy), a backend name from BACKENDS, an
+    array module (numpy, torch, jax.numpy, dask.array, cupy, array_api_strict) or an
+    already compatible namespace. A backend that is not installed gives an ImportError
+    naming the extra to install."""
+    if xp is None:
+        xp = "numpy"
+    if isinstance(xp, str):
+        if xp not in BACKENDS:
+            raise ValueError(f"unknown backend {xp!r}; expected one of {', '.join(BACKENDS)}")
+        module_name, extra = BACKENDS[xp]
+        try:
+            xp = importlib.import_module(module_name)
+        except ImportError as exc:
+            hint = f"pip install 'portablelayers[{extra}]'" if extra else "pip install numpy"
+            raise ImportError(f"backend {module_name.split('.')[0]!r} is not installed "
+                              f"({exc}); install it with: {hint}") from None
+    # The namespace of a 0-D array made by the module: wraps NumPy, torch, Dask and CuPy
+    # in array-api-compat and returns JAX and array-api-strict as they are.
+    return array_api_compat.array_namespace(xp.asarray(0.0))
 
 
 def default_float(xp, dev=None):
