@@ -1,0 +1,116 @@
+"""Weight initialisation as the book does it: a standard normal scaled by a std.
+
+The std is a number, or a name as the book's `weight_init_std` accepts it:
+'relu'/'he' -> sqrt(2 / fan_in) (He, for ReLU), 'sigmoid'/'xavier' -> sqrt(1 / fan_in)
+(Xavier/Glorot as the book simplifies it, for sigmoid and tanh).
+
+    init = Initializer("torch", seed=0)            # float32 on torch's default device
+    W1 = init.weight((784, 50), "he")
+    b1 = init.zeros((50,))
+
+The normal draws are made on the host (portablelayers.random.host_normal), so the same
+seed gives the same weights on every backend; they are then created in the requested
+dtype on the requested device.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import secrets
+
+from ._backend import resolve_namespace
+from .random import host_normal
+
+__all__ = ["Initializer", "weight_std"]
+
+# Accepted names -> the numerator of std = sqrt(numerator / fan_in).
+_NAMED_STDS = {"relu": 2.0, "he": 2.0, "sigmoid": 1.0, "xavier": 1.0, "glorot": 1.0, "tanh": 1.0}
+
+
+def weight_std(weight_init_std, fan_in) -> float:
+    """The std for a book-style `weight_init_std` (a name or a number) and `fan_in`."""
+    if isinstance(weight_init_std, str):
+        key = weight_init_std.lower()
+        if key not in _NAMED_STDS:
+            raise ValueError(f"weight_init_std must be a number or one of "
+                             f"{', '.join(map(repr, _NAMED_STDS))}, got {weight_init_std!r}")
+        if isinstance(fan_in, bool) or not isinstance(fan_in, numbers.Integral) or fan_in < 1:
+            raise ValueError(f"fan_in must be a positive integer for weight_init_std="
+                             f"{weight_init_std!r}, got {fan_in!r}")
+        return math.sqrt(_NAMED_STDS[key] / int(fan_in))
+    if isinstance(weight_init_std, bool) or not isinstance(weight_init_std, numbers.Real):
+        raise TypeError(f"weight_init_std must be a number or one of "
+                        f"{', '.join(map(repr, _NAMED_STDS))}, got "
+                        f"{type(weight_init_std).__name__} {weight_init_std!r}")
+    std = float(weight_init_std)
+    if not (math.isfinite(std) and std >= 0.0):
+        raise ValueError(f"weight_init_std must be finite and >= 0, got {weight_init_std!r}")
+    return std
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from None
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
+               for n in shape):
+        raise ValueError(f"shape must be a tuple of non-negative ints, got {shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+def _default_fan_in(shape: tuple[int, ...]) -> int:
+    """Inputs per output unit: D of an Affine W (D, M); C*FH*FW of conv filters (FN, C, FH, FW)."""
+    if len(shape) <= 2:
+        return shape[0] if shape else 1
+    return math.prod(shape[1:])
+
+
+class Initializer:
+    """Seeded weights, zeros and ones in namespace `xp`, on `device`, of `dtype`.
+
+    `xp` is None (NumPy), a backend name ("torch"), an array module or a namespace;
+    `dtype` defaults to float32 and may be a dtype or its name ("float64"). One seed gives
+    a reproducible sequence: the first weight() call draws W1, the second W2, and so on.
+    """
+
+    def __init__(self, xp=None, device=None, dtype=None, seed=None):
+        self.xp = resolve_namespace(xp)
+        if isinstance(dtype, str):
+            if not hasattr(self.xp, dtype):
+                raise ValueError(f"unknown dtype name {dtype!r} for {self.xp.__name__}")
+            dtype = getattr(self.xp, dtype)
+        self.dtype = self.xp.float32 if dtype is None else dtype
+        if not self.xp.isdtype(self.dtype, "real floating"):
+            raise ValueError(f"Initializer dtype must be a real floating dtype, got {self.dtype}")
+        self.device = device
+        if seed is None:  # a fresh seed, kept so the run can be repeated
+            seed = secrets.randbits(63)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        self.seed = int(seed)
+        self._draws = 0  # weight() calls so far: each draws from its own sub-stream
+
+    def weight(self, shape, weight_init_std=0.01, fan_in=None):
+        """`std * standard normal` of `shape`; std as in `weight_std` (fan_in from shape)."""
+        shape = _check_shape(shape)
+        std = weight_std(weight_init_std, _default_fan_in(shape) if fan_in is None else fan_in)
+        # Seeding NumPy with (seed, k) gives independent, reproducible streams W1, W2, ...
+        z = host_normal(self.xp, shape, [self.seed, self._draws], self.dtype, self.device)
+        self._draws += 1
+        return std * z
+
+    def zeros(self, shape):
+        """Zeros of `shape` (the book's biases)."""
+        return self.xp.zeros(_check_shape(shape), dtype=self.dtype, device=self.device)
+
+    def ones(self, shape):
+        """Ones of `shape` (BatchNorm's gamma)."""
+        return self.xp.ones(_check_shape(shape), dtype=self.dtype, device=self.device)
+
+    def __repr__(self):
+        return (f"Initializer(xp={self.xp.__name__}, device={self.device!r}, "
+                f"dtype={self.dtype}, seed={self.seed})")
