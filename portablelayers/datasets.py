@@ -1,0 +1,314 @@
+"""Datasets for training examples: MNIST from its IDX files, and the 8x8 digits shipped inside
+the package (no network needed).
+
+Every loader returns the book's layout, `(x_train, t_train), (x_test, t_test)`, as NumPy arrays:
+images as uint8 or, with `normalize=True`, float32 in [0, 1]; flat rows `(N, H*W)` or, with
+`flatten=False`, `(N, 1, H, W)`; labels as uint8 class indices or, with `one_hot_label=True`,
+float32 rows `(N, 10)`. Pass `xp=` (a backend name or module) and `device=` to get them on
+another backend instead, or call `to_backend` later.
+
+This is an I/O module: it reads files on the host with NumPy, which layer code never does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import struct
+import sys
+import urllib.error
+import urllib.request
+import zlib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DataFileError",
+    "MNIST_FILES",
+    "MNIST_MIRRORS",
+    "download_mnist",
+    "holdout_split",
+    "load_digits",
+    "load_idx",
+    "load_mnist",
+    "load_mnist_test",
+    "mnist_dir",
+    "to_backend",
+]
+
+# The four official files and the md5 of each (gzipped) file.
+MNIST_FILES = {
+    "train_img": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train_label": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+    "test_img": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+    "test_label": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+}
+# Mirrors of the original files (yann.lecun.com no longer serves them reliably).
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+MNIST_ENV = "PORTABLELAYERS_MNIST"
+
+# IDX type codes (third byte of the magic number) -> big-endian NumPy dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataFileError(ValueError):
+    """A data file exists but is not what it should be (corrupt, truncated, wrong checksum)."""
+
+
+# --- IDX files -------------------------------------------------------------------------------
+
+def load_idx(path) -> np.ndarray:
+    """The array stored in one IDX file (gzipped or raw), in native byte order.
+
+    Raises DataFileError naming the file when it is not IDX, is truncated or has extra bytes.
+    """
+    path = Path(path)
+    raw = _read_maybe_gzip(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataFileError(f"{path}: not an IDX file (magic number {raw[:4].hex() or 'empty'}, "
+                            "expected 0000 followed by a type code and the number of axes)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataFileError(f"{path}: truncated IDX header ({len(raw)} bytes, expected at "
+                            f"least {header}); delete the file and fetch it again")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = header + math.prod(shape) * dtype.itemsize
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "longer than its header says"
+        raise DataFileError(f"{path}: IDX file {what} ({len(raw)} bytes, expected {expected} "
+                            f"for shape {shape}); delete the file and fetch it again")
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))  # a writable copy in native byte order
+
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != b"\x1f\x8b":  # not gzip: a raw (already unpacked) file
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataFileError(f"{path}: corrupt or truncated gzip file ({exc}); delete the file "
+                            "and fetch it again") from None
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- MNIST -----------------------------------------------------------------------------------
+
+def mnist_dir(path=None) -> Path:
+    """Where MNIST is read from: `path`, else $PORTABLELAYERS_MNIST, else the user cache
+    (~/.cache/portablelayers/mnist, or under $XDG_CACHE_HOME)."""
+    if path is not None:
+        return Path(path).expanduser()
+    if os.environ.get(MNIST_ENV):
+        return Path(os.environ[MNIST_ENV]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "portablelayers" / "mnist"
+
+
+def _locate(directory: Path, key: str) -> Path | None:
+    """The file for `key` in `directory`: the official .gz name, or the same name unpacked."""
+    name = MNIST_FILES[key][0]
+    for candidate in (directory / name, directory / name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _require(directory: Path, keys) -> dict[str, Path]:
+    found = {key: _locate(directory, key) for key in keys}
+    missing = [MNIST_FILES[key][0] for key, p in found.items() if p is None]
+    if missing:
+        raise FileNotFoundError(
+            f"MNIST file(s) {', '.join(missing)} not found in {directory}. Put the official "
+            f"files there (gzipped or unpacked), point path= or ${MNIST_ENV} at the folder that "
+            "holds them, or pass download=True (needs network)."
+            + ("" if "train_img" not in keys or _locate(directory, "test_img") is None else
+               " This folder holds the test set: load_mnist_test() reads it alone."))
+    return found
+
+
+def _read_mnist_pair(img_path: Path, label_path: Path, img_key: str, label_key: str):
+    """Images (N, 28, 28) and labels (N,) as uint8, checked against the official files."""
+    for key, p in ((img_key, img_path), (label_key, label_path)):
+        name, md5 = MNIST_FILES[key]
+        # Gzipped files are checked by md5; an unpacked file has no official checksum, so it
+        # is checked by parsing (IDX structure, shapes, label range) below.
+        if p.suffix == ".gz" and (got := _md5(p)) != md5:
+            raise DataFileError(f"{p}: md5 {got} differs from the official {name} ({md5}); "
+                                "the file is corrupt or not MNIST: delete it and fetch it again")
+    images, labels = load_idx(img_path), load_idx(label_path)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataFileError(f"{img_path}: expected uint8 images of shape (N, 28, 28), got "
+                            f"{images.dtype} {images.shape}")
+    if labels.dtype != np.uint8 or labels.shape != (images.shape[0],) or labels.max() > 9:
+        raise DataFileError(f"{label_path}: expected {images.shape[0]} uint8 labels in 0..9, "
+                            f"got {labels.dtype} {labels.shape}")
+    return images, labels
+
+
+def load_mnist(normalize=True, flatten=True, one_hot_label=False, path=None, download=False,
+               *, xp=None, device=None):
+    """MNIST as the book loads it: `((x_train, t_train), (x_test, t_test))`, 60,000 + 10,000.
+
+    Files are read from `path`, $PORTABLELAYERS_MNIST or the cache (see `mnist_dir`);
+    `download=True` fetches the missing ones first. A missing or corrupt file gives an error
+    naming it and saying what to do.
+    """
+    directory = mnist_dir(path)
+    if download:
+        download_mnist(directory)
+    files = _require(directory, MNIST_FILES)
+    train = _read_mnist_pair(files["train_img"], files["train_label"], "train_img",
+                             "train_label")
+    test = _read_mnist_pair(files["test_img"], files["test_label"], "test_img", "test_label")
+    out = tuple(_book_layout(x, t, 255.0, normalize, flatten, one_hot_label)
+                for x, t in (train, test))
+    return to_backend(out, xp, device)
+
+
+def load_mnist_test(normalize=True, flatten=True, one_hot_label=False, path=None,
+                    *, xp=None, device=None):
+    """Only the 10,000-image MNIST test set, `(x_test, t_test)`, from a folder that may lack
+    the training files (see `load_mnist` for the arguments; `holdout_split` divides it)."""
+    files = _require(mnist_dir(path), ("test_img", "test_label"))
+    x, t = _read_mnist_pair(files["test_img"], files["test_label"], "test_img", "test_label")
+    return to_backend(_book_layout(x, t, 255.0, normalize, flatten, one_hot_label), xp, device)
+
+
+def holdout_split(x, t, n_train):
+    """`((x[:n_train], t[:n_train]), (x[n_train:], t[n_train:]))`: the first samples train,
+    the rest are held out (e.g. 8,000 / 2,000 of the MNIST test set)."""
+    n = x.shape[0]
+    if not 0 < n_train < n:
+        raise ValueError(f"n_train must lie in [1, {n - 1}] for {n} samples, got {n_train}")
+    return (x[:n_train, ...], t[:n_train, ...]), (x[n_train:, ...], t[n_train:, ...])
+
+
+def download_mnist(path=None, *, mirrors=None, timeout=30.0, progress=True) -> Path:
+    """Fetch the MNIST files missing from `path` (see `mnist_dir`) and return the folder.
+
+    Each file is tried from `mirrors` (default MNIST_MIRRORS) in turn and kept only when its
+    md5 matches the official one. Raises ConnectionError, with every mirror's reason, when
+    no mirror can deliver a file (for example offline).
+    """
+    directory = mnist_dir(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, md5 in MNIST_FILES.values():
+        target = directory / name
+        if target.is_file() and _md5(target) == md5:
+            continue
+        _fetch(name, md5, target, MNIST_MIRRORS if mirrors is None else mirrors, timeout,
+               progress)
+    return directory
+
+
+def _fetch(name, md5, target: Path, mirrors, timeout, progress):
+    part = target.with_name(target.name + ".part")
+    reasons = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + name
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as f:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                _copy_with_progress(response, f, total, name if progress else None)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reasons.append(f"{url}: {getattr(exc, 'reason', exc)}")
+            continue
+        if (got := _md5(part)) == md5:
+            os.replace(part, target)
+            return
+        reasons.append(f"{url}: md5 {got}, expected {md5}")
+    part.unlink(missing_ok=True)
+    raise ConnectionError(
+        f"could not download {name} ({'; '.join(reasons)}). If this machine is offline, copy "
+        f"the official MNIST files into {target.parent} by hand or point ${MNIST_ENV} at them.")
+
+
+def _copy_with_progress(src, dst, total, label):
+    """Copy a download to `dst`, with a tqdm bar (when installed) if `label` is given."""
+    bar = None
+    if label is not None:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr)
+        except ImportError:
+            print(f"downloading {label} ...", file=sys.stderr)
+    try:
+        while chunk := src.read(1 << 16):
+            dst.write(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+# --- The 8x8 digits shipped with the package -------------------------------------------------
+
+def load_digits(normalize=True, flatten=True, one_hot_label=False, *, test_size=300, seed=0,
+                xp=None, device=None):
+    """The 1,797 8x8 handwritten digits bundled with the package (no network, no scikit-learn),
+    split by a fixed permutation (`seed`) into 1,497 training and `test_size` test images.
+
+    Pixels are 0..16, so `normalize` divides by 16; `flatten` gives (N, 64) else (N, 1, 8, 8).
+    Source and licence: portablelayers/data/DIGITS_LICENSE.
+    """
+    data_file = resources.files("portablelayers") / "data" / "digits.csv.gz"
+    with data_file.open("rb") as f:
+        table = np.loadtxt(gzip.open(f), delimiter=",", dtype=np.uint8)
+    images, labels = np.reshape(table[:, :64], (-1, 8, 8)), table[:, 64]
+    n = labels.shape[0]
+    if not 0 < test_size < n:
+        raise ValueError(f"test_size must lie in [1, {n - 1}], got {test_size}")
+    order = np.random.default_rng(seed).permutation(n)
+    train, test = order[test_size:], order[:test_size]
+    out = tuple(_book_layout(images[i], labels[i], 16.0, normalize, flatten, one_hot_label)
+                for i in (train, test))
+    return to_backend(out, xp, device)
+
+
+# --- Shared conventions ----------------------------------------------------------------------
+
+def _book_layout(images, labels, scale, normalize, flatten, one_hot_label):
+    """Images (N, H, W) uint8 and labels (N,) in the book's conventions."""
+    x = images.astype(np.float32) / np.float32(scale) if normalize else images
+    x = x.reshape(x.shape[0], -1) if flatten else x[:, np.newaxis, :, :]
+    t = np.eye(10, dtype=np.float32)[labels] if one_hot_label else labels
+    return np.ascontiguousarray(x), t
+
+
+def to_backend(arrays, xp=None, device=None):
+    """`arrays` (one array or nested tuples/lists of them) moved to backend `xp` (a name such
+    as "torch", a module or a namespace; None keeps NumPy unless a device is given) and
+    `device`, keeping dtypes."""
+    if xp is None and device is None:
+        return arrays
+    from ._backend import resolve_namespace
+
+    namespace = resolve_namespace(xp)
+
+    def move(a):
+        if isinstance(a, (tuple, list)):
+            return type(a)(move(item) for item in a)
+        return namespace.asarray(a, device=device)
+
+    return move(arrays)
