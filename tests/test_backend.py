@@ -1,0 +1,59 @@
+"""Namespace errors: mixing libraries, non-arrays; and resolve_namespace."""
+
+import numpy as np
+import pytest
+from conftest import BACKEND
+from support import make
+
+from portablelayers import Affine, MulLayer, SoftmaxWithLoss
+from portablelayers._backend import library_name, namespace, resolve_namespace
+
+
+class ForeignArray:
+    """A stand-in for an array of another Array API library."""
+
+    shape, ndim, dtype = (2, 6), 2, "float64"
+
+    def __array_namespace__(self, api_version=None):
+        return ForeignNamespace  # any namespace other than NumPy's
+
+
+class ForeignNamespace:
+    __name__ = "foreign"
+
+
+def _other_library_array(xp):
+    """An array of a library different from the one under test."""
+    return ForeignArray() if BACKEND == "numpy" else np.ones((2, 6))
+
+
+def test_mixed_libraries_name_both(xp, rng):
+    layer = Affine(make(xp, rng.standard_normal((6, 3))), make(xp, np.zeros(3)))
+    foreign = _other_library_array(xp)
+    names = [library_name(foreign), library_name(layer.W)]
+    with pytest.raises(TypeError, match="same array library") as info:
+        layer.forward(foreign)
+    assert all(name in str(info.value) for name in names), str(info.value)
+    # The layer is still usable afterwards.
+    assert tuple(layer.forward(make(xp, np.ones((2, 6)))).shape) == (2, 3)
+
+
+def test_mixed_libraries_in_mul_and_loss(xp):
+    foreign = _other_library_array(xp)
+    with pytest.raises(TypeError, match="same array library"):
+        MulLayer().forward(make(xp, np.ones((2, 6))), foreign)
+    with pytest.raises(TypeError, match="same array library"):
+        SoftmaxWithLoss().forward(make(xp, np.ones((2, 6))), foreign)
+
+
+def test_namespace_needs_an_array():
+    with pytest.raises(TypeError, match="expected at least one array, got int, float"):
+        namespace(1, 2.0)
+
+
+def test_resolve_namespace_accepts_names_modules_and_namespaces(xp):
+    assert resolve_namespace(xp) is xp
+    assert resolve_namespace(BACKEND) is xp
+    assert resolve_namespace(None).__name__ == "array_api_compat.numpy"
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
+        resolve_namespace("tensorflow")

@@ -1,0 +1,28 @@
+"""numerical_gradient itself, against gradients known in closed form."""
+
+import numpy as np
+from support import assert_close, make, to_numpy
+
+from portablelayers.gradcheck import numerical_gradient, relative_error
+
+
+def test_gradient_of_sum_of_cubes(xp, rng):
+    x_np = rng.standard_normal((2, 3))
+    x = make(xp, x_np)
+    grad = numerical_gradient(lambda v: xp.sum(v**3), x)
+    assert grad.dtype == xp.float64 and tuple(grad.shape) == (2, 3)
+    assert_close(grad, 3 * x_np**2, rtol=1e-8)
+    np.testing.assert_array_equal(to_numpy(x), x_np)  # x was not written to
+
+
+def test_float32_input_is_differentiated_in_float64(xp):
+    x = make(xp, [0.5, -1.25], "float32")
+    grad = numerical_gradient(lambda v: xp.sum(xp.sin(v)), x)
+    assert grad.dtype == xp.float64
+    assert_close(grad, np.cos(np.array([0.5, -1.25])), rtol=1e-8)
+
+
+def test_relative_error(xp):
+    a, b = make(xp, [1.0, 2.0, -4.0]), make(xp, [1.0, 2.0, -4.004])
+    assert abs(relative_error(a, b) - 0.001) < 1e-6
+    assert relative_error(a, a) == 0.0
