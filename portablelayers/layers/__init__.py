@@ -1,19 +1,26 @@
 """All layers, one module per family; the package root re-exports them."""
 
-from .activations import ReLU, Relu, Sigmoid
+from .activations import Identity, LeakyReLU, ReLU, Relu, Sigmoid, Tanh
 from .affine import Affine
 from .arithmetic import AddLayer, MulLayer
 from .base import Layer, parameter
-from .losses import SoftmaxWithLoss
+from .losses import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
+from .reshape import Flatten
 
 __all__ = [
     "AddLayer",
     "Affine",
+    "Flatten",
+    "Identity",
     "Layer",
+    "LeakyReLU",
+    "MeanSquaredError",
     "MulLayer",
     "ReLU",
     "Relu",
     "Sigmoid",
+    "SigmoidWithLoss",
     "SoftmaxWithLoss",
+    "Tanh",
     "parameter",
 ]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .._backend import namespace
+from .._backend import as_float, namespace
 from ..functions import sigmoid
 from .base import Layer
 
-__all__ = ["ReLU", "Relu", "Sigmoid"]
+__all__ = ["Identity", "LeakyReLU", "ReLU", "Relu", "Sigmoid", "Tanh"]
 
 
 class ReLU(Layer):
@@ -45,3 +45,57 @@ class Sigmoid(Layer):
     def backward(self, dout):
         out = self.saved(self.out)
         return dout * (1.0 - out) * out
+
+
+class Tanh(Layer):
+    """out = tanh(x); backward uses the stored output: dx = dout * (1 - out**2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = None
+
+    def forward(self, x):
+        xp = namespace(x)
+        self.out = xp.tanh(as_float(xp, x))
+        return self.out
+
+    def backward(self, dout):
+        out = self.saved(self.out)
+        return dout * (1.0 - out * out)
+
+
+class LeakyReLU(Layer):
+    """out = x for x > 0, negative_slope * x otherwise; `mask` marks x <= 0 like ReLU's."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+        self.mask = None
+
+    def forward(self, x):
+        xp = namespace(x)
+        x = as_float(xp, x)
+        self.mask = x <= 0
+        return xp.where(self.mask, x * self.negative_slope, x)
+
+    def backward(self, dout):
+        mask = self.saved(self.mask)
+        xp = namespace(dout)
+        return xp.where(mask, dout * self.negative_slope, dout)
+
+
+class Identity(Layer):
+    """out = x, dx = dout: a placeholder where a network needs no activation."""
+
+    def __init__(self):
+        super().__init__()
+        self._seen_forward = None
+
+    def forward(self, x):
+        namespace(x)  # TypeError for anything but an array
+        self._seen_forward = True
+        return x
+
+    def backward(self, dout):
+        self.saved(self._seen_forward)
+        return dout

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .._backend import as_float, namespace
-from ..functions import log_softmax, one_hot_targets
+from .._backend import as_float, namespace, read_bool, size, static_shape
+from ..functions import log_softmax, one_hot_targets, sigmoid
 from .base import Layer
 
-__all__ = ["SoftmaxWithLoss"]
+__all__ = ["MeanSquaredError", "SigmoidWithLoss", "SoftmaxWithLoss"]
 
 
 class SoftmaxWithLoss(Layer):
@@ -40,3 +40,78 @@ class SoftmaxWithLoss(Layer):
         y = self.saved(self.y)
         batch_size = 1 if y.ndim == 1 else y.shape[0]
         return (y - self._t_one_hot) * (dout / batch_size)
+
+
+def _targets_like(xp, t, x, what):
+    """`t` in x's dtype after checking it has x's shape (ValueError naming both)."""
+    if static_shape(t) != static_shape(x):
+        raise ValueError(f"{what} needs targets t of the input's shape {static_shape(x)}, "
+                         f"got {static_shape(t)}")
+    return xp.astype(as_float(xp, t), x.dtype, copy=False)
+
+
+class SigmoidWithLoss(Layer):
+    """Sigmoid followed by the binary cross-entropy against `t`, for logits x of any shape.
+
+    `t` has x's shape and holds 0/1 labels or probabilities. The loss is the mean over all
+    elements (torch's `binary_cross_entropy_with_logits` with reduction="mean"), returned as
+    a 0-D array. It is computed as max(x, 0) - x*t + log(1 + exp(-|x|)), which is finite
+    for logits as large as 1e4. `backward(dout=1)` returns (sigmoid(x) - t) * dout / x.size.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.loss = None
+        self.y = None  # sigmoid output
+        self.t = None
+        self._count = None  # elements averaged over
+
+    def forward(self, x, t):
+        xp = namespace(x, t)
+        x = as_float(xp, x)
+        t = _targets_like(xp, t, x, "SigmoidWithLoss")
+        if read_bool(xp.any((t < 0.0) | (t > 1.0))):  # skipped on Dask and under jax.jit
+            raise ValueError("SigmoidWithLoss targets t must lie in [0, 1]")
+        count = size(x)
+        if count is None:  # unknown Dask shape: count lazily
+            count = xp.sum(xp.ones_like(x))
+        per_element = xp.maximum(x, 0.0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+        self.t, self._count = t, count
+        self.y = sigmoid(x)
+        self.loss = xp.sum(per_element) / count
+        return self.loss
+
+    def backward(self, dout=1):
+        y = self.saved(self.y)
+        return (y - self.t) * dout / self._count
+
+
+class MeanSquaredError(Layer):
+    """The book's sum-of-squares error averaged over the batch: 0.5 * sum((y - t)**2) / N.
+
+    `forward(y, t)` takes y and t of the same shape (N, ...); a 1-D y is one sample (N = 1).
+    Returns the loss as a 0-D array. `backward(dout=1)` returns (y - t) * dout / N.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, y, t):
+        xp = namespace(y, t)
+        y = as_float(xp, y)
+        t = _targets_like(xp, t, y, "MeanSquaredError")
+        self.y, self.t = y, t
+        diff = y - t
+        self.loss = 0.5 * xp.sum(diff * diff) / self._batch_size(y)
+        return self.loss
+
+    def backward(self, dout=1):
+        y = self.saved(self.y)
+        return (y - self.t) * dout / self._batch_size(y)
+
+    @staticmethod
+    def _batch_size(y):
+        return 1 if y.ndim <= 1 else y.shape[0]

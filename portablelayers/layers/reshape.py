@@ -1,0 +1,47 @@
+"""Layers that only change the shape of their input."""
+
+from __future__ import annotations
+
+import math
+
+from .._backend import namespace, static_shape
+from .base import Layer
+
+__all__ = ["Flatten"]
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), e.g. between a convolution and an Affine layer;
+    backward gives dout back the input's shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.input_shape = None
+        self._output_shape = None
+
+    def forward(self, x):
+        xp = namespace(x)
+        shape = static_shape(x)
+        if x.ndim < 2:
+            raise ValueError(f"Flatten needs input of shape (N, d1, ...) with at least 2 axes, "
+                             f"got shape {shape}")
+        out = xp.reshape(x, _flat_shape(shape))
+        self.input_shape, self._output_shape = tuple(x.shape), static_shape(out)
+        return out
+
+    def backward(self, dout):
+        input_shape = self.saved(self.input_shape)
+        if static_shape(dout) != self._output_shape:
+            raise ValueError(f"Flatten.backward expects dout of the forward output's shape "
+                             f"{self._output_shape}, got {static_shape(dout)}")
+        xp = namespace(dout)
+        return xp.reshape(dout, input_shape)
+
+
+def _flat_shape(shape):
+    """(N, prod(rest)) with -1 only for an unknown size (Dask): -1 next to a zero-length
+    axis would be ambiguous."""
+    n, rest = shape[0], shape[1:]
+    if None in rest:
+        return (n, -1)
+    return (-1 if n is None else n, math.prod(rest))
