@@ -5,11 +5,13 @@ from .affine import Affine
 from .arithmetic import AddLayer, MulLayer
 from .base import Layer, parameter
 from .losses import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
+from .normalization import BatchNormalization
 from .reshape import Flatten
 
 __all__ = [
     "AddLayer",
     "Affine",
+    "BatchNormalization",
     "Flatten",
     "Identity",
     "Layer",

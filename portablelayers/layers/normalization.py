@@ -1,0 +1,126 @@
+"""Batch normalization (the book's chapter 6), per feature on 2-D input, per channel on 4-D."""
+
+from __future__ import annotations
+
+from .._backend import as_float, device, namespace, static_shape
+from .base import Layer, parameter
+
+__all__ = ["BatchNormalization"]
+
+
+class BatchNormalization(Layer):
+    """out = gamma * (x - mean) / sqrt(var + eps) + beta.
+
+    Input (N, D) is normalised per feature, input (N, C, H, W) (or any (N, C, ...)) per
+    channel over the batch and all spatial positions; gamma and beta have shape (D,) or (C,).
+
+    `forward(x, train_flg=True)` normalises with the batch mean and the biased batch
+    variance, and updates the running statistics as the book does:
+    running = momentum * running + (1 - momentum) * batch_stat. `running_var` stores the
+    biased batch variance (the book's choice; torch stores the unbiased one). With
+    `train_flg=False` the running statistics are used instead. Running statistics left as
+    None are created as zeros (like the book) in the input's dtype and device on the first
+    forward. `eps` defaults to the book's 10e-7 (torch uses 1e-5).
+    """
+
+    gamma, dgamma = parameter("gamma")
+    beta, dbeta = parameter("beta")
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None,
+                 eps=10e-7):
+        super().__init__()
+        namespace(gamma, beta, running_mean, running_var)  # TypeError on mixed libraries
+        shape = tuple(gamma.shape)
+        if len(shape) != 1 or tuple(beta.shape) != shape:
+            raise ValueError(f"BatchNormalization needs gamma and beta of the same shape (C,), "
+                             f"got gamma {shape} and beta {tuple(beta.shape)}")
+        for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+            if stat is not None and tuple(stat.shape) != shape:
+                raise ValueError(f"{name} must have the shape of gamma {shape}, "
+                                 f"got {tuple(stat.shape)}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+        if not eps > 0.0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        self.params = {"gamma": gamma, "beta": beta}
+        self.grads = {"gamma": None, "beta": None}
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.running_mean, self.running_var = running_mean, running_var
+        self.input_shape = None
+        self.train_flg = None  # the mode of the last forward, which backward differentiates
+        self.xn = None  # normalised input
+        self.std = None  # sqrt(var + eps), broadcastable against x
+
+    def forward(self, x, train_flg=True):
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        xp = namespace(x, gamma, beta, self.running_mean, self.running_var)
+        x = as_float(xp, x)
+        self._check_input(x)
+        axes, stat_shape = self._axes(x)
+        # Created lazily: only the first input tells the dtype and device to keep them in.
+        if self.running_mean is None:
+            self.running_mean = xp.zeros(gamma.shape, dtype=x.dtype, device=device(x))
+        if self.running_var is None:
+            self.running_var = xp.zeros(gamma.shape, dtype=x.dtype, device=device(x))
+
+        if train_flg:
+            mu = xp.mean(x, axis=axes, keepdims=True)
+            xc = x - mu
+            var = xp.mean(xc * xc, axis=axes, keepdims=True)  # biased, as the book
+            std = xp.sqrt(var + self.eps)
+            m = self.momentum
+            # New arrays rebound to the attributes: an in-place update would be lost on JAX.
+            self.running_mean = self._blend(xp, self.running_mean, mu, m)
+            self.running_var = self._blend(xp, self.running_var, var, m)
+        else:
+            mean = xp.astype(xp.reshape(self.running_mean, stat_shape), x.dtype, copy=False)
+            var = xp.astype(xp.reshape(self.running_var, stat_shape), x.dtype, copy=False)
+            xc = x - mean
+            std = xp.sqrt(var + self.eps)
+        xn = xc / std
+        self.input_shape, self.train_flg, self.xn, self.std = tuple(x.shape), train_flg, xn, std
+        return xp.reshape(gamma, stat_shape) * xn + xp.reshape(beta, stat_shape)
+
+    def backward(self, dout):
+        xn = self.saved(self.xn)
+        gamma = self.params["gamma"]
+        xp = namespace(dout, gamma)
+        if static_shape(dout) != static_shape(xn):
+            raise ValueError(f"BatchNormalization.backward expects dout of the forward output's "
+                             f"shape {static_shape(xn)}, got {static_shape(dout)}")
+        axes, stat_shape = self._axes(xn)
+        dbeta = xp.sum(dout, axis=axes)
+        dgamma = xp.sum(xn * dout, axis=axes)
+        dxn = xp.reshape(gamma, stat_shape) * dout
+        if self.train_flg:
+            # The book's chain dxn -> dxc -> dstd -> dvar -> dmu, collected into one line:
+            # mean and variance depend on every x, which adds the two mean terms.
+            dx = (dxn - xp.mean(dxn, axis=axes, keepdims=True)
+                  - xn * xp.mean(dxn * xn, axis=axes, keepdims=True)) / self.std
+        else:  # the running statistics are constants
+            dx = dxn / self.std
+        self.grads["gamma"] = xp.astype(dgamma, gamma.dtype, copy=False)
+        self.grads["beta"] = xp.astype(dbeta, self.params["beta"].dtype, copy=False)
+        return dx
+
+    def _check_input(self, x):
+        """ValueError unless x is (N, C, ...) with C = len(gamma); no state changes before."""
+        channels = self.params["gamma"].shape[0]
+        shape = static_shape(x)
+        if x.ndim < 2 or shape[1] not in (channels, None):
+            raise ValueError(f"BatchNormalization input must have shape (N, {channels}) or "
+                             f"(N, {channels}, H, W) to match gamma of shape ({channels},), "
+                             f"got {shape}")
+
+    @staticmethod
+    def _axes(x):
+        """The axes a statistic is taken over (all but the channel axis 1), and the shape
+        that broadcasts a (C,) vector against x."""
+        axes = (0, *range(2, x.ndim))
+        return axes, (1, -1) + (1,) * (x.ndim - 2)
+
+    @staticmethod
+    def _blend(xp, running, batch_stat, momentum):
+        """momentum * running + (1 - momentum) * batch_stat, kept in running's dtype."""
+        new = momentum * running + (1.0 - momentum) * xp.reshape(batch_stat, running.shape)
+        return xp.astype(new, running.dtype, copy=False)
