@@ -4,6 +4,7 @@ from .activations import Identity, LeakyReLU, ReLU, Relu, Sigmoid, Tanh
 from .affine import Affine
 from .arithmetic import AddLayer, MulLayer
 from .base import Layer, parameter
+from .dropout import Dropout
 from .losses import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
 from .normalization import BatchNormalization
 from .reshape import Flatten
@@ -12,6 +13,7 @@ __all__ = [
     "AddLayer",
     "Affine",
     "BatchNormalization",
+    "Dropout",
     "Flatten",
     "Identity",
     "Layer",
