@@ -1,0 +1,299 @@
+"""The Trainer: its training loop against a hand-written NumPy reference, its epochs,
+batches and shuffling, its output, history, plot and errors, on every backend.
+
+Trainer is a driver, not a layer: it reads the loss to the host on purpose (float(loss) for
+the log), so its methods are not tagged with lazy_xp_function; the layers it drives are
+tagged in their own test modules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from array_api_compat import is_dask_array
+from support import make, to_numpy
+
+from portablelayers import optim
+from portablelayers._backend import device
+from portablelayers.nets import MultiLayerNet, TwoLayerNet
+from portablelayers.train import Trainer
+
+
+def toy_data(xp, n=25, d=6, classes=3, seed=0, dtype="float64"):
+    """Small separable-ish data: n samples of d features, labels from a random linear map."""
+    gen = np.random.default_rng(seed)
+    x = gen.standard_normal((n, d))
+    t = np.argmax(x @ gen.standard_normal((d, classes)), axis=1)
+    return make(xp, x, dtype), make(xp, t, "int64"), x, t
+
+
+# --- Against an independent NumPy reference ----------------------------------------------
+
+def reference_two_layer_sgd(params, x, t, x_test, t_test, epochs, batch_size, lr, seed):
+    """The training loop the Trainer promises, written out in NumPy: a fresh permutation
+    per epoch, every batch (the last partial one too), loss before each update, SGD."""
+    W1, b1, W2, b2 = (params[k].copy() for k in ("W1", "b1", "W2", "b2"))
+    gen = np.random.default_rng(seed)
+
+    def scores(inp):
+        return np.maximum(inp @ W1 + b1, 0.0) @ W2 + b2
+
+    def accuracy(inp, lab):
+        return float(np.mean(np.argmax(scores(inp), axis=1) == lab))
+
+    losses, train_acc, test_acc = [], [], []
+    n = x.shape[0]
+    for _ in range(epochs):
+        order = gen.permutation(n)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            xb, tb = x[idx], t[idx]
+            h = np.maximum(xb @ W1 + b1, 0.0)
+            s = h @ W2 + b2
+            s = s - s.max(axis=1, keepdims=True)
+            log_p = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+            one_hot = np.eye(W2.shape[1])[tb]
+            losses.append(-np.sum(one_hot * log_p) / len(idx))
+            ds = (np.exp(log_p) - one_hot) / len(idx)
+            dh = (ds @ W2.T) * (h > 0)
+            W2 -= lr * h.T @ ds
+            b2 -= lr * ds.sum(axis=0)
+            W1 -= lr * xb.T @ dh
+            b1 -= lr * dh.sum(axis=0)
+        train_acc.append(accuracy(x, t))
+        test_acc.append(accuracy(x_test, t_test))
+    return losses, train_acc, test_acc, accuracy(x_test, t_test)
+
+
+def test_matches_numpy_reference(xp):
+    x, t, x_np, t_np = toy_data(xp, n=20)
+    x_test, t_test, x_test_np, t_test_np = toy_data(xp, n=12, seed=1)
+    net = TwoLayerNet(6, 5, 3, weight_init_std=0.5, xp=xp, dtype=xp.float64, seed=3)
+    start = {k: np.array(to_numpy(v)) for k, v in net.params.items()}  # copies
+    trainer = Trainer(net, x, t, x_test, t_test, epochs=3, mini_batch_size=8,
+                      optimizer="SGD", optimizer_param={"lr": 0.5}, verbose=False, seed=7)
+    final = trainer.train()
+
+    losses, train_acc, test_acc, final_ref = reference_two_layer_sgd(
+        start, x_np, t_np, x_test_np, t_test_np, epochs=3, batch_size=8, lr=0.5, seed=7)
+    assert trainer.iter_per_epoch == 3 and trainer.max_iter == 9  # 8 + 8 + 4
+    np.testing.assert_allclose(trainer.train_loss_list, losses, rtol=1e-10)
+    assert trainer.train_acc_list == pytest.approx(train_acc)
+    assert trainer.test_acc_list == pytest.approx(test_acc)
+    assert final == pytest.approx(final_ref) and trainer.final_test_acc == final
+    assert losses[-1] < losses[0]  # it did learn something
+    for value in net.params.values():  # parameters keep dtype and device
+        assert value.dtype == xp.float64 and device(value) == device(x)
+
+
+def test_loss_with_weight_decay_is_the_batch_loss_before_its_update(xp):
+    x, t, _, _ = toy_data(xp, n=20)
+    kwargs = {"xp": xp, "dtype": xp.float64, "seed": 1}
+    net = MultiLayerNet(6, [5], 3, weight_decay_lambda=0.1, **kwargs)
+    twin = MultiLayerNet(6, [5], 3, weight_decay_lambda=0.1, **kwargs)
+    first = np.random.default_rng(5).permutation(20)[:8]  # the Trainer's first batch
+    idx = xp.asarray(first, device=device(x))
+    expected = float(twin.loss(xp.take(x, idx, axis=0), xp.take(t, idx, axis=0)))
+    trainer = Trainer(net, x, t, x, t, epochs=1, mini_batch_size=8, optimizer="adam",
+                      optimizer_param={"lr": 0.01}, verbose=False, seed=5)
+    trainer.train()
+    assert trainer.train_loss_list[0] == pytest.approx(expected, rel=1e-12)
+
+
+# --- Epochs, batches, shuffling (a spy network records what it is given) ------------------
+
+class SpyNet:
+    """Records the batches and evaluation sets the Trainer passes; `losses[k]` is the loss
+    of the k-th step (default 1.0)."""
+
+    def __init__(self, xp, like, losses=None):
+        self.xp, self.like = xp, like
+        self.params = {"w": xp.zeros((1,), dtype=xp.float64, device=device(like))}
+        self.batches, self.evaluated, self.losses = [], [], losses or {}
+
+    def loss(self, x, t):
+        value = self.losses.get(len(self.batches), 1.0)
+        return self.xp.asarray(value, dtype=self.xp.float64, device=device(self.like))
+
+    def gradient(self, x, t):
+        self.batches.append((x, t))
+        return {"w": self.xp.ones((1,), dtype=self.xp.float64, device=device(self.like))}
+
+    def accuracy(self, x, t):
+        self.evaluated.append(tuple(x.shape))
+        return 0.25
+
+
+def indexed_data(xp, n):
+    """x[i] = [i, -i], t[i] = i: a batch tells which samples it holds."""
+    i = np.arange(n)
+    return make(xp, np.stack([i, -i], axis=1), "float64"), make(xp, i, "int64")
+
+
+def test_each_epoch_visits_every_sample_once(xp):
+    x, t = indexed_data(xp, 23)
+    spy = SpyNet(xp, x)
+    trainer = Trainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False, seed=0)
+    trainer.train()
+    assert len(spy.batches) == 9
+    sizes = [int(b[0].shape[0]) for b in spy.batches]
+    assert sizes == [10, 10, 3] * 3  # the last partial batch is included
+    orders = []
+    for epoch in range(3):
+        chunks = spy.batches[3 * epoch: 3 * epoch + 3]
+        ids = np.concatenate([to_numpy(bx)[:, 0] for bx, _ in chunks]).astype(int)
+        labels = np.concatenate([to_numpy(bt) for _, bt in chunks])
+        np.testing.assert_array_equal(ids, labels)  # x and t stay paired
+        assert sorted(ids) == list(range(23))  # without replacement
+        orders.append(ids)
+    assert not np.array_equal(orders[0], orders[1])  # reshuffled every epoch
+    for bx, bt in spy.batches:  # batches stay on the data's device, in its dtype
+        assert device(bx) == device(x) and device(bt) == device(x) and bx.dtype == x.dtype
+    # SGD lr 0.01 applied to w with gradient 1 at each of the 9 steps.
+    np.testing.assert_allclose(to_numpy(spy.params["w"]), [-0.09], rtol=1e-12)
+    if is_dask_array(spy.params["w"]):  # persisted each step: no graph of all the steps
+        assert len(spy.params["w"].__dask_graph__()) == 1
+    assert trainer.history["train_loss"] == [1.0] * 9
+    assert trainer.history["train_acc"] == [0.25] * 3
+    times = trainer.history["epoch_time"]
+    assert len(times) == 3 and times == sorted(times) and times[0] >= 0.0
+
+
+def test_same_seed_same_history(xp):
+    x, t, _, _ = toy_data(xp, n=20)
+
+    def run(seed):
+        net = TwoLayerNet(6, 5, 3, weight_init_std=0.3, xp=xp, dtype=xp.float64, seed=0)
+        trainer = Trainer(net, x, t, x, t, epochs=2, mini_batch_size=8, optimizer="momentum",
+                          optimizer_param={"lr": 0.1}, verbose=False, seed=seed)
+        trainer.train()
+        history = trainer.history
+        del history["epoch_time"]
+        return history
+
+    first = run(11)
+    assert run(11) == first
+    assert run(12)["train_loss"] != first["train_loss"]
+
+
+def test_evaluate_sample_num_per_epoch(xp):
+    x, t = indexed_data(xp, 30)
+    x_test, t_test = indexed_data(xp, 12)
+    spy = SpyNet(xp, x)
+    Trainer(spy, x, t, x_test, t_test, epochs=2, mini_batch_size=30,
+            evaluate_sample_num_per_epoch=5, verbose=False, seed=0).train()
+    # Per epoch: the first 5 training and test samples; at the end: the whole test set.
+    assert spy.evaluated == [(5, 2), (5, 2), (5, 2), (5, 2), (12, 2)]
+
+
+def test_batch_larger_than_training_set(xp):
+    x, t = indexed_data(xp, 4)
+    spy = SpyNet(xp, x)
+    trainer = Trainer(spy, x, t, x, t, epochs=2, mini_batch_size=100, verbose=False)
+    trainer.train()
+    assert trainer.iter_per_epoch == 1 and [int(b[0].shape[0]) for b in spy.batches] == [4, 4]
+
+
+# --- Divergence and bad arguments ---------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_loss_names_the_step(xp, bad):
+    x, t = indexed_data(xp, 20)
+    spy = SpyNet(xp, x, losses={4: bad})
+    trainer = Trainer(spy, x, t, x, t, epochs=3, mini_batch_size=8, verbose=False, seed=0)
+    with pytest.raises(FloatingPointError, match=r"became (nan|inf) at step 5 \(epoch 2, "
+                                                 r"batch 2 of 3\)"):
+        trainer.train()
+    assert trainer.train_loss_list == [1.0] * 4
+
+
+@pytest.mark.parametrize("name, cls", [("SGD", optim.SGD), ("momentum", optim.Momentum),
+                                       ("Nesterov", optim.Nesterov), ("ADAGRAD", optim.AdaGrad),
+                                       ("rmsprop", optim.RMSprop), ("Adam", optim.Adam),
+                                       ("adamw", optim.AdamW)])
+def test_optimizer_names_case_insensitive(xp, name, cls):
+    x, t = indexed_data(xp, 4)
+    trainer = Trainer(SpyNet(xp, x), x, t, x, t, optimizer=name,
+                      optimizer_param={"lr": 0.125}, verbose=False)
+    assert type(trainer.optimizer) is cls and trainer.optimizer.lr == 0.125
+
+
+def test_optimizer_object_and_default_lr(xp):
+    x, t = indexed_data(xp, 4)
+    adam = optim.Adam(lr=0.5)
+    assert Trainer(SpyNet(xp, x), x, t, x, t, optimizer=adam).optimizer is adam
+    assert Trainer(SpyNet(xp, x), x, t, x, t).optimizer.lr == 0.01  # the book's default
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"optimizer": "lbfgs"}, ValueError, "unknown optimizer 'lbfgs'; expected one of sgd"),
+    ({"optimizer": 3}, TypeError, "optimizer must be a name"),
+    ({"epochs": 0}, ValueError, "epochs must be a positive int, got 0"),
+    ({"mini_batch_size": 2.5}, ValueError, "mini_batch_size must be a positive int"),
+    ({"evaluate_sample_num_per_epoch": -1}, ValueError, "evaluate_sample_num_per_epoch"),
+    ({"optimizer_param": {"lr": -1.0}}, ValueError, "lr must be >= 0"),
+])
+def test_bad_arguments(xp, kwargs, error, match):
+    x, t = indexed_data(xp, 4)
+    with pytest.raises(error, match=match):
+        Trainer(SpyNet(xp, x), x, t, x, t, **kwargs)
+
+
+def test_bad_data_and_network(xp):
+    x, t = indexed_data(xp, 6)
+    with pytest.raises(ValueError, match=r"x_train and t_train must hold the same"):
+        Trainer(SpyNet(xp, x), x, t[:5], x, t)
+    with pytest.raises(ValueError, match=r"x_test and t_test"):
+        Trainer(SpyNet(xp, x), x, t, x[:2, ...], t)
+    with pytest.raises(TypeError, match="network must have a gradient"):
+        Trainer(object(), x, t, x, t)
+    other = np.zeros((6, 2))
+    if isinstance(x, np.ndarray):  # on NumPy, mix with another library
+        other = pytest.importorskip("array_api_strict").asarray(other)
+    with pytest.raises(TypeError, match="same array library"):
+        Trainer(SpyNet(xp, x), x, t, other, t)
+
+
+# --- Output, history, plot ----------------------------------------------------------------
+
+def test_quiet_when_not_a_terminal(xp, capsys):
+    x, t = indexed_data(xp, 10)
+    Trainer(SpyNet(xp, x), x, t, x, t, epochs=2, mini_batch_size=5, seed=0).train()
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "=== epoch:1, train acc:0.25, test acc:0.25 ===",
+        "=== epoch:2, train acc:0.25, test acc:0.25 ===",
+        "=============== Final Test Accuracy ===============",
+        "test acc:0.25",
+    ]
+    assert err == ""  # no progress bar when stderr is not a terminal
+    Trainer(SpyNet(xp, x), x, t, x, t, epochs=1, verbose=False).train()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_progress_bar(xp, capsys):
+    pytest.importorskip("tqdm")
+    x, t = indexed_data(xp, 10)
+    Trainer(SpyNet(xp, x), x, t, x, t, epochs=2, mini_batch_size=5, seed=0,
+            progress=True).train()
+    out, err = capsys.readouterr()
+    assert "epoch 2/2" in err and "4/4" in err and "loss=1.0000" in err
+    assert "samples/s" in err and "step/s" in err
+    assert "=== epoch:2, train acc:0.25" in out
+
+
+def test_plot_writes_png(xp, tmp_path):
+    pytest.importorskip("matplotlib")
+    x, t, _, _ = toy_data(xp, n=20)
+    net = TwoLayerNet(6, 5, 3, xp=xp, dtype=xp.float64, seed=0)
+    trainer = Trainer(net, x, t, x, t, epochs=2, mini_batch_size=8, verbose=False, seed=0)
+    with pytest.raises(RuntimeError, match="call train"):
+        trainer.plot(tmp_path / "early.png")
+    trainer.train()
+    path = trainer.plot(tmp_path / "curves.png")
+    data = (tmp_path / "curves.png").read_bytes()
+    assert path == tmp_path / "curves.png" and data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = np.frombuffer(data[16:24], dtype=">u4")  # the IHDR chunk
+    assert (width, height) == (1000, 400)
