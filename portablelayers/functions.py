@@ -15,7 +15,9 @@ import array_api_extra as xpx
 from ._backend import as_float, namespace, read_bool, static_shape
 
 __all__ = [
+    "col2im",
     "cross_entropy_error",
+    "im2col",
     "log_softmax",
     "one_hot_targets",
     "relu",
@@ -96,3 +98,104 @@ def cross_entropy_error(y, t):
     if y.ndim == 1:
         y, t = xp.reshape(y, (1, -1)), xp.reshape(t, (1, -1))
     return -xp.sum(t * xp.log(y + 1e-7)) / y.shape[0]
+
+
+# --- Convolution helpers: the book's im2col / col2im -------------------------------------
+#
+# The standard has no scatter-add and no fancy-index assignment, so everything here loops
+# over the filter_h * filter_w kernel offsets (never over samples or pixels) and moves one
+# strided slab of the image per offset. On the CPU this measured as fast as NumPy's
+# sliding_window_view and faster than torch's unfold / fold: no backend needs its own version.
+
+
+def _check_window_settings(filter_h, filter_w, stride, pad, names=("filter_h", "filter_w")):
+    """TypeError/ValueError unless the window sizes and stride are ints >= 1 and pad >= 0."""
+    for name, value, low in ((names[0], filter_h, 1), (names[1], filter_w, 1),
+                             ("stride", stride, 1), ("pad", pad, 0)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _window_grid(shape, filter_h, filter_w, stride, pad, what="input"):
+    """(out_h, out_w) for sliding a filter_h x filter_w window over `shape` (N, C, H, W).
+
+    Raises TypeError/ValueError for a wrong ndim, non-integer or out-of-range settings, or a
+    window larger than the padded input.
+    """
+    _check_window_settings(filter_h, filter_w, stride, pad)
+    if len(shape) != 4:
+        raise ValueError(f"{what} must have 4 axes (N, C, H, W), got shape {tuple(shape)}")
+    H, W = shape[2], shape[3]
+    if H is None or W is None:
+        raise ValueError(f"{what} needs known height and width, got shape {tuple(shape)}")
+    if filter_h > H + 2 * pad or filter_w > W + 2 * pad:
+        raise ValueError(f"window {filter_h}x{filter_w} is larger than the padded {what} "
+                         f"{H + 2 * pad}x{W + 2 * pad} (H={H}, W={W}, pad={pad})")
+    return (H + 2 * pad - filter_h) // stride + 1, (W + 2 * pad - filter_w) // stride + 1
+
+
+def _offset_slices(i, j, stride, out_h, out_w):
+    """Index of the out_h x out_w strided slab at kernel offset (i, j) of an (N, C, H, W) image.
+
+    Stops are the last index read + 1, so they lie inside the axis (strict checks this).
+    """
+    return (slice(None), slice(None), slice(i, i + stride * (out_h - 1) + 1, stride),
+            slice(j, j + stride * (out_w - 1) + 1, stride))
+
+
+def _window_slabs(img, filter_h, filter_w, stride, out_h, out_w):
+    """For each kernel offset (i, j) in row-major order, the slab of the values at that
+    offset in every window: slab[n, c, y, x] = img[n, c, i + stride*y, j + stride*x]."""
+    return [img[_offset_slices(i, j, stride, out_h, out_w)]
+            for i in range(filter_h) for j in range(filter_w)]
+
+
+def _add_window_slabs(img, slabs, filter_h, filter_w, stride):
+    """`img` with each slab added back at its kernel offset: the adjoint of _window_slabs."""
+    out_h, out_w = slabs[0].shape[2], slabs[0].shape[3]
+    for k, slab in enumerate(slabs):
+        i, j = divmod(k, filter_w)
+        # at() adds in place where the array allows it and returns a new array on JAX.
+        img = xpx.at(img)[_offset_slices(i, j, stride, out_h, out_w)].add(slab)
+    return img
+
+
+def im2col(x, filter_h, filter_w, stride=1, pad=0):
+    """Unfold every filter-sized window of `x` (N, C, H, W) into one row.
+
+    Returns shape (N*out_h*out_w, C*filter_h*filter_w): rows in (N, out_h, out_w) order,
+    columns in (C, filter_h, filter_w) order, exactly the book's layout. Padding is zeros.
+    """
+    xp = namespace(x)
+    out_h, out_w = _window_grid(static_shape(x), filter_h, filter_w, stride, pad)
+    C = x.shape[1]
+    img = xpx.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=xp) if pad else x
+    col = xp.stack(_window_slabs(img, filter_h, filter_w, stride, out_h, out_w), axis=2)
+    col = xp.permute_dims(col, (0, 3, 4, 1, 2))  # (N, out_h, out_w, C, FH*FW)
+    return xp.reshape(col, (-1, C * filter_h * filter_w))  # N*out_h*out_w rows
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """The adjoint of `im2col`: sum every row of `col` back into its window of an image.
+
+    Overlapping windows add up; the padding border is cropped. Returns shape `input_shape`
+    (N, C, H, W) in the dtype and on the device of `col`.
+    """
+    from ._backend import device  # kept local: this section is appended to the module
+
+    xp = namespace(col)
+    input_shape = tuple(int(d) for d in input_shape)
+    out_h, out_w = _window_grid(input_shape, filter_h, filter_w, stride, pad, "input_shape")
+    N, C, H, W = input_shape
+    expected = (N * out_h * out_w, C * filter_h * filter_w)
+    if static_shape(col) not in (expected, (None, expected[1])):
+        raise ValueError(f"col2im expects col of shape {expected} for input_shape "
+                         f"{input_shape}, got {static_shape(col)}")
+    col = xp.reshape(col, (N, out_h, out_w, C, filter_h * filter_w))
+    col = xp.permute_dims(col, (0, 3, 4, 1, 2))  # (N, C, FH*FW, out_h, out_w)
+    img = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=col.dtype, device=device(col))
+    slabs = [col[:, :, k, :, :] for k in range(filter_h * filter_w)]
+    img = _add_window_slabs(img, slabs, filter_h, filter_w, stride)
+    return img[:, :, pad:pad + H, pad:pad + W]

@@ -4,6 +4,7 @@ from .activations import Identity, LeakyReLU, ReLU, Relu, Sigmoid, Tanh
 from .affine import Affine
 from .arithmetic import AddLayer, MulLayer
 from .base import Layer, parameter
+from .conv import AvgPooling, Convolution, Pooling
 from .dropout import Dropout
 from .losses import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
 from .normalization import BatchNormalization
@@ -12,7 +13,9 @@ from .reshape import Flatten
 __all__ = [
     "AddLayer",
     "Affine",
+    "AvgPooling",
     "BatchNormalization",
+    "Convolution",
     "Dropout",
     "Flatten",
     "Identity",
@@ -20,6 +23,7 @@ __all__ = [
     "LeakyReLU",
     "MeanSquaredError",
     "MulLayer",
+    "Pooling",
     "ReLU",
     "Relu",
     "Sigmoid",

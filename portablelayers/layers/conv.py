@@ -1,0 +1,206 @@
+"""Convolution and pooling layers (chapter 7), built on im2col / col2im.
+
+Each layer turns its input into the book's column matrix with `im2col`, does its work
+as a matrix product or a reduction over rows, and sends gradients back with `col2im`
+(the exact adjoint of `im2col`), so no layer needs scatter-add or fancy-index assignment.
+"""
+
+from __future__ import annotations
+
+import math
+
+import array_api_extra as xpx
+
+from .._backend import as_float, device, namespace, static_shape
+from ..functions import (
+    _add_window_slabs,
+    _check_window_settings,
+    _window_grid,
+    _window_slabs,
+    col2im,
+    im2col,
+)
+from .base import Layer, parameter
+
+__all__ = ["AvgPooling", "Convolution", "Pooling"]
+
+
+def _check_dout(layer, dout, expected):
+    """ValueError unless `dout` has the shape of the last forward output."""
+    got = static_shape(dout)
+    if len(got) != len(expected) or any(
+            g is not None and e is not None and g != e for g, e in zip(got, expected, strict=True)):
+        raise ValueError(f"{type(layer).__name__}.backward expects dout of shape {expected} "
+                         f"(the forward output), got {got}")
+
+
+class Convolution(Layer):
+    """2-D convolution: W of shape (FN, C, FH, FW), b of shape (FN,).
+
+    Input (N, C, H, W) gives output (N, FN, out_h, out_w) with
+    out_h = (H + 2*pad - FH) // stride + 1 (likewise out_w). Padding is zeros.
+    """
+
+    W, dW = parameter("W")
+    b, db = parameter("b")
+
+    def __init__(self, W, b, stride=1, pad=0):
+        super().__init__()
+        namespace(W, b)  # TypeError if W and b come from different libraries
+        if W.ndim != 4 or tuple(b.shape) != (W.shape[0],):
+            raise ValueError(f"Convolution needs W of shape (FN, C, FH, FW) and b of shape "
+                             f"(FN,), got W {tuple(W.shape)} and b {tuple(b.shape)}")
+        _check_window_settings(W.shape[2], W.shape[3], stride, pad, names=("FH", "FW"))
+        self.params = {"W": W, "b": b}
+        self.grads = {"W": None, "b": None}
+        self.stride, self.pad = stride, pad
+        # Saved by forward, as in the book.
+        self.x = None
+        self.col = None
+        self.col_W = None
+
+    def forward(self, x):
+        W, b = self.params["W"], self.params["b"]
+        xp = namespace(x, W, b)
+        FN, C, FH, FW = W.shape
+        shape = static_shape(x)
+        if x.ndim != 4:
+            raise ValueError(f"Convolution input must have 4 axes (N, C, H, W), got shape "
+                             f"{shape}")
+        if shape[1] != C:
+            raise ValueError(f"Convolution input of shape {shape} has {shape[1]} channels, "
+                             f"but W of shape {tuple(W.shape)} expects {C}")
+        out_h, out_w = _window_grid(shape, FH, FW, self.stride, self.pad)
+        x = as_float(xp, x, "Convolution input")
+        dtype = xp.result_type(x, W)  # torch refuses matmul of mixed dtypes: one dtype
+        x = xp.astype(x, dtype, copy=False)
+
+        col = im2col(x, FH, FW, self.stride, self.pad)  # (N*out_h*out_w, C*FH*FW)
+        col_W = xp.astype(xp.matrix_transpose(xp.reshape(W, (FN, -1))), dtype, copy=False)
+        out = xp.matmul(col, col_W) + b                 # one row of FN outputs per window
+        out = xp.reshape(out, (-1, out_h, out_w, FN))
+
+        self.x, self.col, self.col_W = x, col, col_W
+        return xp.permute_dims(out, (0, 3, 1, 2))
+
+    def backward(self, dout):
+        col = self.saved(self.col)
+        FN, C, FH, FW = self.params["W"].shape
+        shape = static_shape(self.x)
+        out_h, out_w = _window_grid(shape, FH, FW, self.stride, self.pad)
+        _check_dout(self, dout, (shape[0], FN, out_h, out_w))
+        xp = namespace(dout, col)
+
+        dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, FN))  # rows match col
+        db = xp.sum(dout, axis=0)
+        dW = xp.matmul(xp.matrix_transpose(col), dout)                      # (C*FH*FW, FN)
+        dW = xp.reshape(xp.matrix_transpose(dW), (FN, C, FH, FW))
+        # Gradients take their parameter's dtype, even when x was promoted to a wider one.
+        self.grads["W"] = xp.astype(dW, self.params["W"].dtype, copy=False)
+        self.grads["b"] = xp.astype(db, self.params["b"].dtype, copy=False)
+
+        # dcol = dout @ col_W.T, computed as (col_W @ dout.T).T: the same numbers, but in
+        # memory each kernel offset's column is then contiguous, which makes col2im's
+        # strided adds several times faster on NumPy.
+        dcol = xp.matrix_transpose(xp.matmul(self.col_W, xp.matrix_transpose(dout)))
+        return col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
+
+
+class Pooling(Layer):
+    """Max pooling over pool_h x pool_w windows, moved by `stride`, of each channel.
+
+    The padding is -inf, so it never wins a window's maximum; `pad` must be smaller than
+    the window so that no window is padding only. Where a window holds several equal
+    maxima, the gradient goes to the first one (as the book's argmax does).
+
+    The book reduces each row of im2col's matrix; this works on the pool_h*pool_w strided
+    slabs that matrix is made of (one per window position), which gives the same numbers
+    without copying the input twice or reducing along a short axis.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        super().__init__()
+        _check_window_settings(pool_h, pool_w, stride, pad, names=("pool_h", "pool_w"))
+        if pad >= pool_h or pad >= pool_w:
+            raise ValueError(f"pad must be smaller than the pool window {pool_h}x{pool_w} "
+                             f"(else a window can hold padding only), got pad={pad}")
+        self.pool_h, self.pool_w = pool_h, pool_w
+        self.stride, self.pad = stride, pad
+        self.x = None
+        self.winners = None  # per window position, where it holds the window's maximum
+
+    def _slabs(self, xp, x, pad_value):
+        """x as a float array, and its window slabs after padding with `pad_value`."""
+        shape = static_shape(x)
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} input must have 4 axes (N, C, H, W), got "
+                             f"shape {shape}")
+        out_h, out_w = _window_grid(shape, self.pool_h, self.pool_w, self.stride, self.pad)
+        x = as_float(xp, x, f"{type(self).__name__} input")
+        p = self.pad
+        img = xpx.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=pad_value,
+                      xp=xp) if p else x
+        return x, _window_slabs(img, self.pool_h, self.pool_w, self.stride, out_h, out_w)
+
+    def _input_gradient(self, xp, slabs):
+        """col2im for slabs: add each back at its window position, then crop the padding."""
+        N, C, H, W = self.x.shape
+        p = self.pad
+        img = xp.zeros((N, C, H + 2 * p, W + 2 * p), dtype=slabs[0].dtype,
+                       device=device(slabs[0]))
+        img = _add_window_slabs(img, slabs, self.pool_h, self.pool_w, self.stride)
+        return img[:, :, p:p + H, p:p + W]
+
+    def forward(self, x):
+        xp = namespace(x)
+        x, slabs = self._slabs(xp, x, -math.inf)
+        out = slabs[0]
+        for slab in slabs[1:]:
+            out = xp.maximum(out, slab)
+        # One-hot over the window positions: the first position holding the maximum wins,
+        # as with the book's argmax. Boolean masks, not integer indices: no scatter needed.
+        taken = xp.zeros(out.shape, dtype=xp.bool, device=device(out))
+        winners = []
+        for slab in slabs:
+            wins = (slab == out) & ~taken
+            winners.append(wins)
+            taken = taken | wins
+        self.x, self.winners = x, winners
+        return out
+
+    def backward(self, dout):
+        winners = self.saved(self.winners)
+        _check_dout(self, dout, tuple(winners[0].shape))
+        xp = namespace(dout, winners[0])
+        # Each window's gradient goes to its winner only. (Multiplying by the 0/1 mask is
+        # several times faster than xp.where on NumPy, whose where branches per element.)
+        return self._input_gradient(xp, [dout * xp.astype(wins, dout.dtype) for wins in winners])
+
+
+class AvgPooling(Pooling):
+    """Average pooling with Pooling's signature and window arithmetic.
+
+    Padding counts as zeros in the average (every window divides by pool_h*pool_w), as
+    torch's `avg_pool2d` with its default `count_include_pad=True`.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        super().__init__(pool_h, pool_w, stride, pad)
+        self.out_shape = None
+
+    def forward(self, x):
+        xp = namespace(x)
+        x, slabs = self._slabs(xp, x, 0.0)
+        total = slabs[0]
+        for slab in slabs[1:]:
+            total = total + slab
+        self.x, self.out_shape = x, static_shape(total)
+        return total / (self.pool_h * self.pool_w)
+
+    def backward(self, dout):
+        out_shape = self.saved(self.out_shape)
+        _check_dout(self, dout, out_shape)
+        xp = namespace(dout)
+        # Every value of a window (padding included) got 1/pool_size of its mean.
+        share = dout / (self.pool_h * self.pool_w)
+        return self._input_gradient(xp, [share] * (self.pool_h * self.pool_w))
