@@ -1,8 +1,9 @@
 """Convolution and pooling layers (chapter 7), built on im2col / col2im.
 
-Each layer turns its input into the book's column matrix with `im2col`, does its work
-as a matrix product or a reduction over rows, and sends gradients back with `col2im`
-(the exact adjoint of `im2col`), so no layer needs scatter-add or fancy-index assignment.
+Convolution is the book's: `im2col`, one matrix product, and `col2im` (the exact adjoint
+of `im2col`) for the input gradient. Pooling works on the strided slabs im2col is built
+from (one per window position) and adds gradients back the way col2im does, so no layer
+needs scatter-add or fancy-index assignment, which the Array API standard does not have.
 """
 
 from __future__ import annotations
