@@ -1,11 +1,50 @@
-"""The `portablelayers` command (also `python -m portablelayers`)."""
+"""The `portablelayers` command (also `python -m portablelayers`).
+
+    portablelayers demo                     # the chapter-5 shopping examples
+    portablelayers train                    # TwoLayerNet on the bundled 8x8 digits
+    portablelayers train --net simple-conv --backend torch --epochs 5 --plot curves.png
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import warnings
 
 __all__ = ["build_parser", "main"]
+
+NETS = ("two-layer", "multi-layer", "simple-conv", "deep-conv")
+DATASETS = ("digits", "mnist")
+BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+# The hidden layer's width when --hidden-size is not given (the book's DeepConvNet uses 50).
+DEFAULT_HIDDEN = {"two-layer": 100, "multi-layer": 100, "simple-conv": 100, "deep-conv": 50}
+MNIST_HOLDOUT_TRAIN = 8000  # test-set-only MNIST: the first 8,000 train, the rest are held out
+
+
+class UsageError(Exception):
+    """A problem with the command line or the environment: one line, exit code 2."""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +60,204 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the book's chapter-5 examples on MulLayer and AddLayer and print "
                     "their prices and gradients, exactly as the book's plain Python does.",
     )
+    _add_train_parser(sub)
     return parser
+
+
+def _add_train_parser(sub):
+    train = sub.add_parser(
+        "train",
+        help="train one of the book's networks on handwritten digits and report its accuracy",
+        description="Train one of the book's networks with the book's Trainer and print the "
+                    "accuracy on the test images. With no options it trains TwoLayerNet on "
+                    "the 8x8 digits bundled with the package (1,497 training and 300 test "
+                    "images; no network needed) on NumPy in a few seconds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument(
+        "--net", choices=NETS, default="two-layer",
+        help="the network: TwoLayerNet (Affine-ReLU-Affine), MultiLayerNet (two ReLU hidden "
+             "layers, He init), SimpleConvNet (conv-relu-pool-affine-relu-affine) or "
+             "DeepConvNet (six 3x3 convolutions, dropout)")
+    train.add_argument(
+        "--dataset", choices=DATASETS, default="digits",
+        help="'digits': the bundled 8x8 digits; 'mnist': the 28x28 MNIST files from "
+             "--data-dir. When only MNIST's test files are there, its first 8,000 images "
+             "train and the last 2,000 are held out for testing")
+    train.add_argument(
+        "--data-dir", metavar="DIR", default=None,
+        help="folder of the MNIST IDX files (default: $PORTABLELAYERS_MNIST, else "
+             "~/.cache/portablelayers/mnist)")
+    train.add_argument(
+        "--download", action="store_true",
+        help="fetch the MNIST files missing from the data folder first (needs network)")
+    train.add_argument(
+        "--backend", choices=BACKENDS, default="numpy",
+        help="the array library to train on; each but numpy is installed by the extra of "
+             "the same name, e.g. pip install 'portablelayers[torch]'")
+    train.add_argument(
+        "--device", default=None,
+        help="a device of the backend, named as the backend lists it (e.g. 'cpu' or "
+             "'cuda:0' for torch, 'cpu' or 'gpu:0' for jax, '0' for cupy); default: the "
+             "backend's default device")
+    train.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32",
+        help="floating dtype of the weights and images")
+    train.add_argument("--epochs", type=_positive_int, default=20,
+                       help="passes over the training images")
+    train.add_argument("--batch-size", type=_positive_int, default=100,
+                       help="images per mini-batch (the last batch of an epoch may be smaller)")
+    train.add_argument(
+        "--optimizer", type=str.lower, choices=OPTIMIZER_NAMES, default="adam",
+        help="the update rule (case-insensitive, as the book's Trainer names them)")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help="learning rate (default: 0.01, the book Trainer's; 0.001 for "
+                            "deep-conv, the book's rate for it)")
+    train.add_argument(
+        "--hidden-size", type=_positive_int, default=None,
+        help="width of the hidden affine layer(s) (default: 100, or 50 for deep-conv as in "
+             "the book)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the initial weights and of the shuffling")
+    train.add_argument("--plot", metavar="FILE", default=None,
+                       help="write a PNG of the loss and accuracy curves to FILE (needs "
+                            "matplotlib: pip install 'portablelayers[train]')")
+    train.add_argument("--save", metavar="FILE", default=None,
+                       help="save the trained parameters to FILE (.npz; load them back "
+                            "with net.load_params(FILE))")
+    train.add_argument("--quiet", action="store_true",
+                       help="print only the final test accuracy (no per-epoch lines, no "
+                            "progress bar)")
+
+
+# --- train ---------------------------------------------------------------------------------
+
+def _resolve_backend(name):
+    from ._backend import resolve_namespace
+
+    try:
+        return resolve_namespace(name)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _device_aliases(dev) -> set[str]:
+    """The names a user may give for device `dev` ('cpu', 'cuda:0', 'gpu:0', '0', ...)."""
+    names = {str(dev), repr(dev)}
+    text = str(dev)
+    if "'" in text:  # array_api_strict.Device('device1') -> device1
+        names.add(text.split("'")[1])
+    dev_id, platform = getattr(dev, "id", None), getattr(dev, "platform", None)
+    if isinstance(dev_id, int):
+        names.add(str(dev_id))
+        if platform:
+            names.add(f"{platform}:{dev_id}")
+    names |= {n.removesuffix(":0") for n in names if n.endswith(":0")}
+    return {n.lower() for n in names}
+
+
+def _resolve_device(xp, name):
+    """The device of namespace `xp` called `name` (None: the default device)."""
+    if name is None:
+        return None
+    with warnings.catch_warnings():  # torch warns about device types while listing them
+        warnings.simplefilter("ignore")
+        devices = [d for d in xp.__array_namespace_info__().devices() if d is not None]
+    for dev in devices:
+        if name.lower() in _device_aliases(dev):
+            return dev
+    listed = ", ".join(sorted(min(_device_aliases(d), key=len) for d in devices))
+    raise UsageError(f"unknown device {name!r} for this backend; available: {listed}")
+
+
+def _load_data(args, flatten):
+    """((x_train, t_train), (x_test, t_test)) as NumPy arrays, and a description."""
+    from . import datasets
+
+    if args.dataset == "digits":
+        return datasets.load_digits(flatten=flatten), "bundled 8x8 digits"
+    directory = datasets.mnist_dir(args.data_dir)
+    try:
+        return datasets.load_mnist(flatten=flatten, path=directory,
+                                   download=args.download), f"MNIST from {directory}"
+    except FileNotFoundError:
+        if datasets._locate(directory, "test_img") is None or args.download:
+            raise
+    # Only the test set is there: train on its first images, test on the rest.
+    x, t = datasets.load_mnist_test(flatten=flatten, path=directory)
+    n = MNIST_HOLDOUT_TRAIN
+    print(f"note: {directory} holds only MNIST's test set (no train-*.gz files); training "
+          f"on its first {n:,} images and testing on the last {x.shape[0] - n:,}",
+          file=sys.stderr)
+    return datasets.holdout_split(x, t, n), f"MNIST test set from {directory}, split {n:,}/rest"
+
+
+def _build_net(args, input_dim, xp, dev, dtype):
+    from . import nets
+
+    hidden = args.hidden_size or DEFAULT_HIDDEN[args.net]
+    common = {"xp": xp, "device": dev, "dtype": dtype, "seed": args.seed}
+    size = input_dim[0] * input_dim[1] * input_dim[2]
+    if args.net == "two-layer":
+        return nets.TwoLayerNet(size, hidden, 10, weight_init_std=0.01, **common)
+    if args.net == "multi-layer":
+        return nets.MultiLayerNet(size, [hidden, hidden], 10, activation="relu",
+                                  weight_init_std="relu", **common)
+    if args.net == "simple-conv":
+        small = input_dim[1] < 16  # 8x8 digits: 3x3 filters with padding keep the image
+        conv = ({"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1} if small else
+                {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1})
+        return nets.SimpleConvNet(input_dim, conv_param=conv, hidden_size=hidden,
+                                  output_size=10, weight_init_std=0.01, **common)
+    return nets.DeepConvNet(input_dim, hidden_size=hidden, output_size=10, **common)
+
+
+def train_command(args) -> int:
+    from . import datasets
+    from .train import Trainer
+
+    if args.lr is None:
+        args.lr = 0.001 if args.net == "deep-conv" else 0.01
+    xp = _resolve_backend(args.backend)
+    dev = _resolve_device(xp, args.device)
+    flatten = args.net in ("two-layer", "multi-layer")
+    try:
+        ((x_train, t_train), (x_test, t_test)), source = _load_data(args, flatten)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{exc} (On the command line: --data-dir DIR, --download.)") from None
+    except (ConnectionError, datasets.DataFileError) as exc:
+        raise UsageError(str(exc)) from None
+    dtype = getattr(xp, args.dtype)
+    side = int(round((x_train[0].size) ** 0.5))
+    input_dim = (1, side, side)
+    (x_train, t_train), (x_test, t_test) = datasets.to_backend(
+        ((x_train.astype(args.dtype), t_train), (x_test.astype(args.dtype), t_test)), xp, dev)
+    network = _build_net(args, input_dim, xp, dev, dtype)
+
+    say = (lambda *a: None) if args.quiet else print
+    say(f"{type(network).__name__} on {source}: {x_train.shape[0]:,} training and "
+        f"{x_test.shape[0]:,} test images; backend {args.backend}"
+        + (f" ({args.device})" if args.device else "")
+        + f", {args.dtype}, {args.optimizer} lr {args.lr}, batch {args.batch_size}, "
+          f"{args.epochs} epochs, seed {args.seed}")
+    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
+                      mini_batch_size=args.batch_size, optimizer=args.optimizer,
+                      optimizer_param={"lr": args.lr}, verbose=not args.quiet,
+                      seed=args.seed)
+    start = time.perf_counter()
+    try:
+        accuracy = trainer.train()
+    except FloatingPointError as exc:
+        raise UsageError(str(exc)) from None
+    seconds = time.perf_counter() - start
+    if args.plot:
+        trainer.plot(args.plot)
+        say(f"wrote the loss and accuracy curves to {args.plot}")
+    if args.save:
+        network.save_params(args.save)
+        say(f"saved the parameters to {args.save}")
+    print(f"test accuracy: {accuracy:.4f} ({x_test.shape[0]:,} test images, {seconds:.1f} s)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
 
         demo_main()
         return 0
+    if args.command == "train":
+        try:
+            return train_command(args)
+        except UsageError as exc:
+            print(f"portablelayers train: error: {exc}", file=sys.stderr)
+            return 2
     parser.print_help(sys.stderr)
     return 2
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import shutil
 import sys
 import time
 
@@ -75,13 +76,16 @@ class Trainer:
     `evaluate_sample_num_per_epoch` limits the per-epoch accuracies to the first samples
     (the final test accuracy always uses the whole test set). `seed` fixes the shuffling.
     `verbose` prints per-epoch lines; `progress` (None: only when stderr is a terminal)
-    shows a tqdm bar with epoch, step, loss and throughput. Results are in `history`.
+    shows a tqdm bar with epoch, step, loss and throughput; `file` takes the lines instead
+    of stdout. Accuracy is computed in batches of `evaluate_batch_size` (default:
+    `mini_batch_size`) when the network's accuracy() accepts a batch size. Results are in
+    `history`.
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
                  mini_batch_size=100, optimizer="SGD", optimizer_param=None,
                  evaluate_sample_num_per_epoch=None, verbose=True, *, seed=None,
-                 progress=None, file=None, evaluate_batch_size=1000):
+                 progress=None, file=None, evaluate_batch_size=None):
         # Every check comes before any state is set.
         for method in ("gradient", "accuracy"):
             if not callable(getattr(network, method, None)):
@@ -96,7 +100,10 @@ class Trainer:
         mini_batch_size = _positive_int("mini_batch_size", mini_batch_size)
         evaluate_sample_num_per_epoch = _positive_int(
             "evaluate_sample_num_per_epoch", evaluate_sample_num_per_epoch, allow_none=True)
-        evaluate_batch_size = _positive_int("evaluate_batch_size", evaluate_batch_size)
+        # Accuracy is measured in batches of the training batch size by default: the same
+        # array shapes as training (JAX compiles each new shape once).
+        evaluate_batch_size = _positive_int("evaluate_batch_size", evaluate_batch_size,
+                                            allow_none=True) or mini_batch_size
         if optimizer_param is None:
             optimizer_param = {"lr": 0.01}  # the book's default
         optimizer = make_optimizer(optimizer, optimizer_param)
@@ -223,6 +230,7 @@ class Trainer:
             raise RuntimeError("nothing to plot: call train() first")
         try:
             from matplotlib.figure import Figure  # a bare Figure draws with Agg, no GUI
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             raise ImportError("plot() needs matplotlib: pip install "
                               "'portablelayers[train]'") from None
@@ -236,6 +244,7 @@ class Trainer:
         ax_acc.plot(epochs, self.test_acc_list, "s--", label="test")
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy per epoch")
         ax_acc.legend(loc="lower right")
+        ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
         fig.savefig(path, format="png", dpi=100)
@@ -283,8 +292,10 @@ class Trainer:
             from tqdm.auto import tqdm
         except ImportError:
             return None  # plain per-epoch lines instead
+        # A terminal that reports no size (some ptys) gets 100 columns, not an empty bar.
+        size = shutil.get_terminal_size((100, 20))
         return tqdm(total=self.max_iter, initial=self.current_iter, unit="step",
-                    file=sys.stderr, dynamic_ncols=True)
+                    file=sys.stderr, ncols=size.columns, nrows=size.lines)
 
 
 def _persist_if_dask(loss, network, optimizer):

@@ -1,0 +1,184 @@
+"""The `portablelayers` command: help texts, `train` end to end in a subprocess on the
+backend under test, and its one-line errors (missing backend, device, data)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from portablelayers import cli, datasets
+
+BACKEND = os.environ.get("PORTABLELAYERS_BACKEND", "numpy")
+TRAIN_OPTIONS = ["--net", "--dataset", "--data-dir", "--download", "--backend", "--device",
+                 "--dtype", "--epochs", "--batch-size", "--optimizer", "--lr", "--hidden-size",
+                 "--seed", "--plot", "--save", "--quiet"]
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "portablelayers", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --- help -----------------------------------------------------------------------------------
+
+def test_top_level_help():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout and "train" in result.stdout
+
+
+def test_train_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in TRAIN_OPTIONS:
+        assert option in text, option
+    for choice in [*cli.NETS, *cli.DATASETS, *cli.BACKENDS, *cli.OPTIMIZER_NAMES]:
+        assert choice in text, choice
+    assert "portablelayers[torch]" in text and "(default: 20)" in text
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "train" in capsys.readouterr().err
+
+
+def test_demo_still_works(capsys):
+    assert cli.main(["demo"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("220.00000000000003")
+
+
+# --- train end to end -----------------------------------------------------------------------
+
+def test_train_end_to_end(tmp_path):
+    if BACKEND == "cupy":
+        pytest.importorskip("cupy")
+    plot, save = tmp_path / "curves.png", tmp_path / "params.npz"
+    result = run_cli("train", "--backend", BACKEND, "--epochs", "2", "--hidden-size", "16",
+                     "--batch-size", "150", "--plot", str(plot), "--save", str(save))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"TwoLayerNet on bundled 8x8 digits: 1,497 training and 300 "
+                               f"test images; backend {BACKEND}, float32, adam lr 0.01")
+    assert "=== epoch:2, train acc:" in result.stdout
+    assert lines[-1].startswith("test accuracy: ")
+    accuracy = float(lines[-1].split()[2])
+    assert 0.5 < accuracy <= 1.0  # 2 epochs already learn the digits well past chance
+    assert "Traceback" not in result.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with np.load(save) as saved:
+        assert saved["W1"].shape == (64, 16) and saved["W2"].shape == (16, 10)
+        assert saved["W1"].dtype == np.float32
+
+
+def test_train_conv_net_in_process(capsys):
+    if BACKEND == "cupy":
+        pytest.importorskip("cupy")
+    code = cli.main(["train", "--backend", BACKEND, "--net", "simple-conv", "--epochs", "1",
+                     "--hidden-size", "8", "--batch-size", "1497", "--dtype", "float64",
+                     "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("test accuracy: ") and len(out.splitlines()) == 1
+
+
+# --- one-line errors, exit code 2 -----------------------------------------------------------
+
+@pytest.mark.parametrize("backend, module, extra", [
+    ("torch", "torch", "torch"), ("jax", "jax.numpy", "jax"), ("dask", "dask.array", "dask"),
+    ("cupy", "cupy", "cupy"), ("array_api_strict", "array_api_strict", "array_api_strict")])
+def test_missing_backend_names_the_extra(monkeypatch, capsys, backend, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    assert cli.main(["train", "--backend", backend]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith("portablelayers train: error: backend")
+    assert f"pip install 'portablelayers[{extra}]'" in err
+
+
+def test_missing_backend_in_a_subprocess_has_no_traceback():
+    code = ("import sys; sys.modules['torch'] = None; from portablelayers.cli import main; "
+            "sys.exit(main(['train', '--backend', 'torch']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "portablelayers[torch]" in result.stderr
+
+
+def test_unknown_device(capsys):
+    if BACKEND == "cupy":
+        pytest.importorskip("cupy")
+    assert cli.main(["train", "--backend", BACKEND, "--device", "warp-drive"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown device 'warp-drive'" in err and "available:" in err
+
+
+def test_every_listed_device_resolves():
+    xp = cli._resolve_backend(BACKEND) if BACKEND != "cupy" else pytest.importorskip("cupy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        devices = [d for d in xp.__array_namespace_info__().devices() if d is not None]
+    for dev in devices:
+        for name in cli._device_aliases(dev):
+            assert cli._resolve_device(xp, name) == dev
+    assert cli._resolve_device(xp, None) is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "expected a positive integer, got 0"),
+    (["--lr", "nan"], "expected a positive finite number"),
+    (["--net", "resnet"], "invalid choice: 'resnet'"),
+])
+def test_bad_options(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", *argv])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_optimizer_is_case_insensitive():
+    args = cli.build_parser().parse_args(["train", "--optimizer", "AdaGrad"])
+    assert args.optimizer == "adagrad"
+
+
+# --- MNIST from a folder --------------------------------------------------------------------
+
+def test_mnist_missing_files_explained(tmp_path, capsys):
+    assert cli.main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "t10k-images-idx3-ubyte.gz" in err and str(tmp_path) in err
+    assert "download=True" in err or "--download" in err
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def test_mnist_test_set_only_is_split(tmp_path, monkeypatch, capsys):
+    if BACKEND == "cupy":
+        pytest.importorskip("cupy")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    labels = (np.arange(12) % 10).astype(np.uint8)
+    table = dict(datasets.MNIST_FILES)
+    for key, array in (("test_img", images), ("test_label", labels)):
+        name = table[key][0]
+        write_idx(tmp_path / name, array)
+        table[key] = (name, datasets._md5(tmp_path / name))
+    monkeypatch.setattr(datasets, "MNIST_FILES", table)
+    monkeypatch.setattr(cli, "MNIST_HOLDOUT_TRAIN", 9)
+    code = cli.main(["train", "--backend", BACKEND, "--dataset", "mnist", "--data-dir",
+                     str(tmp_path), "--epochs", "1", "--hidden-size", "4"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "holds only MNIST's test set" in err and "first 9 images" in err
+    assert "9 training and 3 test images" in out
+    assert out.splitlines()[-1].startswith("test accuracy:")
