@@ -139,6 +139,9 @@ def _resolve_backend(name):
         return resolve_namespace(name)
     except ImportError as exc:
         raise UsageError(str(exc)) from None
+    except Exception as exc:  # installed but unusable here (e.g. CuPy without a GPU)
+        raise UsageError(f"backend {name!r} is installed but cannot run here: "
+                         f"{type(exc).__name__}: {exc}") from None
 
 
 def _device_aliases(dev) -> set[str]:

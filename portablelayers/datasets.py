@@ -169,8 +169,10 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, path=None, dow
     """MNIST as the book loads it: `((x_train, t_train), (x_test, t_test))`, 60,000 + 10,000.
 
     Files are read from `path`, $PORTABLELAYERS_MNIST or the cache (see `mnist_dir`);
-    `download=True` fetches the missing ones first. A missing or corrupt file gives an error
-    naming it and saying what to do.
+    `download=True` fetches the missing ones first. Gzipped files are checked against the
+    official md5; unpacked ones (which have no official checksum) by parsing: IDX structure,
+    shapes and label range. A missing or corrupt file gives an error naming it and saying
+    what to do.
     """
     directory = mnist_dir(path)
     if download:

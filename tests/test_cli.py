@@ -102,6 +102,17 @@ def test_missing_backend_names_the_extra(monkeypatch, capsys, backend, module, e
     assert f"pip install 'portablelayers[{extra}]'" in err
 
 
+def test_unusable_backend(monkeypatch, capsys):
+    def broken(name):
+        raise RuntimeError("no CUDA-capable device is detected")
+
+    monkeypatch.setattr("portablelayers._backend.resolve_namespace", broken)
+    assert cli.main(["train", "--backend", "cupy"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("portablelayers train: error: backend 'cupy' is installed but cannot run "
+                   "here: RuntimeError: no CUDA-capable device is detected\n")
+
+
 def test_missing_backend_in_a_subprocess_has_no_traceback():
     code = ("import sys; sys.modules['torch'] = None; from portablelayers.cli import main; "
             "sys.exit(main(['train', '--backend', 'torch']))")

@@ -9,6 +9,8 @@ tagged in their own test modules.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -297,3 +299,31 @@ def test_plot_writes_png(xp, tmp_path):
     assert path == tmp_path / "curves.png" and data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = np.frombuffer(data[16:24], dtype=">u4")  # the IHDR chunk
     assert (width, height) == (1000, 400)
+
+
+def test_optional_packages_load_lazily():
+    code = ("import sys, portablelayers.train, portablelayers.cli, portablelayers.datasets; "
+            "bad = [m for m in ('tqdm', 'matplotlib') if m in sys.modules]; "
+            "print(*bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_progress_without_tqdm_falls_back_to_lines(xp, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    x, t = indexed_data(xp, 10)
+    Trainer(SpyNet(xp, x), x, t, x, t, epochs=1, progress=True).train()
+    out, err = capsys.readouterr()
+    assert out.startswith("=== epoch:1, train acc:0.25") and err == ""
+
+
+def test_plot_without_matplotlib_names_the_extra(xp, monkeypatch, tmp_path):
+    x, t = indexed_data(xp, 10)
+    trainer = Trainer(SpyNet(xp, x), x, t, x, t, epochs=1, verbose=False)
+    trainer.train()
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"pip install 'portablelayers\[train\]'"):
+        trainer.plot(tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
