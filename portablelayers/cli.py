@@ -188,11 +188,10 @@ def _load_data(args, flatten):
             raise
     # Only the test set is there: train on its first images, test on the rest.
     x, t = datasets.load_mnist_test(flatten=flatten, path=directory)
-    n = MNIST_HOLDOUT_TRAIN
+    n, rest = MNIST_HOLDOUT_TRAIN, x.shape[0] - MNIST_HOLDOUT_TRAIN
     print(f"note: {directory} holds only MNIST's test set (no train-*.gz files); training "
-          f"on its first {n:,} images and testing on the last {x.shape[0] - n:,}",
-          file=sys.stderr)
-    return datasets.holdout_split(x, t, n), f"MNIST test set from {directory}, split {n:,}/rest"
+          f"on its first {n:,} images and testing on the last {rest:,}", file=sys.stderr)
+    return datasets.holdout_split(x, t, n), f"the MNIST test set in {directory}"
 
 
 def _build_net(args, input_dim, xp, dev, dtype):
