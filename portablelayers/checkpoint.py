@@ -1,0 +1,144 @@
+"""Saving and loading a network's parameters: the one I/O edge, so NumPy is used here.
+
+The file is a plain `.npz` (one NumPy array per name: "W1", "b1", ..., and BatchNorm
+running statistics "running_mean1", ...), so parameters saved from any backend or device
+load into any other. Writing is atomic: the file appears complete under its name or not
+at all. Loading validates every name and shape before it assigns anything.
+
+The book ships its trained parameters as pickles (a dict of NumPy arrays). Unpickling
+runs code from the file, so those load only with an explicit `allow_pickle=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+
+import array_api_compat
+import numpy as np
+from array_api_compat import is_dask_array
+
+from ._backend import device, namespace
+
+__all__ = ["load_arrays", "load_params", "save_arrays", "save_params", "to_host"]
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip (.npz), possibly empty
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def to_host(x) -> np.ndarray:
+    """A NumPy copy of an array of any backend and device (a Dask array is computed)."""
+    if is_dask_array(x):
+        x = x.compute()  # an I/O edge: computing is what saving means
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.from_dlpack(x, device="cpu")  # any DLPack producer, copied off a GPU
+        except (AttributeError, BufferError, RuntimeError, TypeError, ValueError):
+            x = np.asarray(array_api_compat.to_device(x, "cpu"))
+    # Our own writeable copy: a DLPack view may share the source's memory or be read-only.
+    return np.array(x, copy=True)
+
+
+def network_arrays(net) -> dict[str, np.ndarray]:
+    """The network's parameters and its running statistics created so far, on the host."""
+    arrays = {name: to_host(value) for name, value in net.params.items()}
+    arrays.update({name: to_host(value) for name, value in net.state.items()
+                   if value is not None})
+    return arrays
+
+
+def save_arrays(path, arrays: dict) -> None:
+    """Write `arrays` (name -> NumPy array) to the .npz `path` atomically: into a temporary
+    file in the same directory, then renamed over `path`."""
+    for name, value in arrays.items():
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"array {name!r} has dtype {value.dtype}; only numbers are saved")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it visible
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give a normal file's mode
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_arrays(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
+    """name -> NumPy array from a .npz, or from a pickled dict (the book's params.pkl) when
+    `allow_pickle` is True. The format is recognised from the content, not the suffix."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(_ZIP_MAGIC):
+        try:
+            with np.load(path, allow_pickle=allow_pickle) as npz:
+                return {name: npz[name] for name in npz.files}
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    if magic.startswith(_NPY_MAGIC):
+        raise ValueError(f"{path} is a single .npy array; a checkpoint is a .npz of named "
+                         "arrays")
+    if not allow_pickle:
+        raise ValueError(f"{path} is not a .npz file; if it is a pickle (such as the book's "
+                         "params.pkl), loading it runs code stored in the file, so it is "
+                         "refused unless you pass allow_pickle=True for a file you trust")
+    with open(path, "rb") as f:
+        data = pickle.load(f)  # the caller opted in
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ValueError(f"{path}: expected a pickled dict of name -> array, got "
+                         f"{type(data).__name__}")
+    return {name: np.asarray(value) for name, value in data.items()}
+
+
+def save_params(net, path) -> None:
+    """Save `net.params` and `net.state` (running statistics) to the .npz `path`."""
+    save_arrays(path, network_arrays(net))
+
+
+def load_params(net, path, allow_pickle: bool = False) -> None:
+    """Load parameters (and running statistics, where present) saved by `save_params` or
+    pickled by the book into `net`, cast to each parameter's dtype and device.
+
+    Raises ValueError naming every missing, unexpected or wrongly shaped array and leaves
+    `net` unchanged then.
+    """
+    arrays = load_arrays(path, allow_pickle=allow_pickle)
+    params, state = net.params, net.state
+    missing = [name for name in params if name not in arrays]
+    unexpected = [name for name in arrays if name not in params and name not in state]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected)}")
+    for name, value in arrays.items():
+        view = params if name in params else state if name in state else None
+        if view is None:
+            continue
+        expected = view.expected_shape(name)
+        if value.shape != expected:
+            problems.append(f"{name} has shape {value.shape}, the network's has {expected}")
+        elif value.dtype.kind not in "biuf":
+            problems.append(f"{name} has dtype {value.dtype}, not numbers")
+    if problems:
+        raise ValueError(f"{path} does not match the network: {'; '.join(problems)}")
+
+    # Convert everything first: a failure here must not leave the network half loaded.
+    converted = {}
+    for name, value in arrays.items():
+        view = params if name in params else state
+        like = view.like(name)
+        xp = namespace(like)
+        converted[name] = (view, xp.asarray(value, dtype=like.dtype, device=device(like)))
+    for name, (view, value) in converted.items():
+        view.rebind(name, value)
