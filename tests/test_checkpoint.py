@@ -10,7 +10,7 @@ import pytest
 from array_api_extra.testing import lazy_xp_function
 from support import make, to_numpy
 
-from portablelayers import checkpoint
+from portablelayers import BatchNormalization, SoftmaxWithLoss, checkpoint
 from portablelayers._backend import device
 from portablelayers.checkpoint import load_arrays, save_arrays, to_host
 from portablelayers.nets import MultiLayerNetExtend, Sequential, SimpleConvNet, TwoLayerNet
@@ -175,6 +175,18 @@ def test_a_file_without_running_statistics_keeps_the_networks(xp, rng, tmp_path)
     net.load_params(tmp_path / "params_only.npz")
     _assert_same_params(net, _host_params(_bn_net(np_xp, seed=1)))
     assert all(net.state[k] is v for k, v in stats.items())
+
+
+def test_running_statistics_not_created_yet_are_loaded_like_gamma(xp, rng, tmp_path):
+    gamma, beta = make(xp, np.ones(3), "float32"), make(xp, np.zeros(3), "float32")
+    net = Sequential(BatchNormalization(gamma, beta), SoftmaxWithLoss())
+    assert net.state["running_mean1"] is None  # made by the first forward
+    stats = {"running_mean1": rng.standard_normal(3), "running_var1": rng.uniform(1, 2, 3)}
+    save_arrays(tmp_path / "bn.npz", {"gamma1": np.ones(3), "beta1": np.zeros(3), **stats})
+    net.load_params(tmp_path / "bn.npz")
+    for name, value in stats.items():
+        assert net.state[name].dtype == xp.float32 and device(net.state[name]) == device(gamma)
+        np.testing.assert_array_equal(to_numpy(net.state[name]), value.astype(np.float32))
 
 
 def test_not_a_checkpoint(tmp_path):

@@ -28,10 +28,12 @@ from portablelayers.nets import (
     SimpleConvNet,
     TwoLayerNet,
 )
+from portablelayers.optim import Adam
 
 lazy_xp_function((Sequential, "predict"), jax_jit=False)
 lazy_xp_function((Sequential, "loss"), jax_jit=False)
 lazy_xp_function((Sequential, "gradient"), jax_jit=False)
+lazy_xp_function((Sequential, "numerical_gradient"), jax_jit=False)  # stacks, never reads
 
 F64 = {"dtype": "float64"}
 # A SimpleConvNet small enough for gradient checks (44 parameters): 1x5x5 -> 2 filters 3x3
@@ -190,16 +192,31 @@ def test_params_view_errors_leave_the_network_unchanged(xp, rng):
     assert net.params["W1"] is W1 and list(net.params) == ["W1", "b1", "W2", "b2"]
 
 
-def test_sgd_through_the_params_view_lowers_the_loss(xp, rng):
-    # What every optimizer does: rebind params[name]; on JAX nothing else would work.
+def test_the_books_update_loop_trains_through_the_params_view(xp, rng):
+    # The book's `params[key] -= lr * grad[key]`: in place where arrays allow it, and a
+    # rebinding of the layer's entry on JAX and Dask, where arrays cannot change.
     net, _ = _small_sequential(xp, rng)
     x, t = _data(xp, rng, (6, 4), 3)
     first = float(net.loss(x, t))
     for _ in range(30):
         grads = net.gradient(x, t)
-        for name in net.params:
-            net.params[name] = net.params[name] - 0.1 * grads[name]
+        for key in ("W1", "b1", "W2", "b2"):
+            net.params[key] -= 0.1 * grads[key]
     assert float(net.loss(x, t)) < 0.5 * first
+    assert net.layers["Affine2"].W is net.params["W2"]
+
+
+def test_optimizers_update_the_layers(xp, rng):
+    net = TwoLayerNet(3, 4, 2, weight_init_std=0.5, xp=xp, seed=0)
+    x, t = _data(xp, rng, (6, 3), 2, "float32")
+    first, before = float(net.loss(x, t)), to_numpy(net.layers["Affine1"].W).copy()
+    optimizer = Adam(lr=0.1)
+    for _ in range(5):
+        optimizer.update(net.params, net.gradient(x, t))
+    assert float(net.loss(x, t)) < first
+    assert not np.allclose(to_numpy(net.layers["Affine1"].W), before)
+    assert net.layers["Affine1"].W is net.params["W1"]
+    assert net.params["W1"].dtype == xp.float32
 
 
 def test_sequential_construction_errors():
@@ -241,8 +258,8 @@ def test_gradient_leaves_inputs_untouched_and_returns_a_new_dict(xp, rng):
 
 
 def test_numerical_gradient_restores_params_and_running_statistics(xp, rng):
-    net = MultiLayerNetExtend(3, [3, 2], 2, use_batchnorm=True, xp=xp, seed=0)  # float32
-    x, t = _data(xp, rng, (4, 3), 2, "float32")
+    net = MultiLayerNetExtend(2, [2], 2, use_batchnorm=True, xp=xp, seed=0)  # float32
+    x, t = _data(xp, rng, (3, 2), 2, "float32")
     params, state = dict(net.params), dict(net.state)
     grads = net.numerical_gradient(x, t)
     assert all(g.dtype == xp.float64 for g in grads.values())

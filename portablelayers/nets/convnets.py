@@ -8,6 +8,7 @@ for every network.
 
 from __future__ import annotations
 
+import numbers
 from types import MappingProxyType
 
 from ..init import Initializer
@@ -53,9 +54,10 @@ def _window_out(size, window, stride, pad, what):
 
 
 def _check_input_dim(input_dim):
-    if len(input_dim) != 3 or not all(isinstance(n, int) and n >= 1 for n in input_dim):
+    if len(input_dim) != 3 or not all(isinstance(n, numbers.Integral) and n >= 1
+                                      for n in input_dim):
         raise ValueError(f"input_dim must be (C, H, W) of positive ints, got {input_dim!r}")
-    return tuple(input_dim)
+    return tuple(int(n) for n in input_dim)
 
 
 class SimpleConvNet(Sequential):

@@ -18,6 +18,7 @@ import math
 from collections import OrderedDict
 from collections.abc import MutableMapping
 
+from .. import checkpoint
 from .._backend import device, is_array, namespace, static_shape
 
 __all__ = ["Sequential"]
@@ -163,7 +164,7 @@ class Sequential:
             raise ValueError(f"Sequential needs at least one layer and a loss layer, got "
                              f"{len(layers)} layer(s)")
         named = self._name_layers(layers)
-        last_name, last_layer = named[-1]
+        last_layer = named[-1][1]
         if _positional_count(last_layer.forward) < 2:
             raise ValueError(f"the last layer must be a loss layer whose forward takes (x, t), "
                              f"got {type(last_layer).__name__}")
@@ -279,8 +280,11 @@ class Sequential:
         array without reading them, so Dask evaluates them in one computation.
         """
         xp = namespace(x, t, *self.params.values())
-        originals, state = dict(self.params), dict(self.state)
         x = xp.astype(x, xp.float64)
+        if x.dtype != xp.float64:
+            raise TypeError(f"numerical_gradient needs float64, which {xp.__name__} did not "
+                            "give (on JAX enable jax_enable_x64)")
+        originals, state = dict(self.params), dict(self.state)
         try:
             params64 = {k: xp.astype(v, xp.float64) for k, v in originals.items()}
             for name, value in params64.items():
@@ -304,16 +308,12 @@ class Sequential:
 
     def save_params(self, file_name="params.npz"):
         """Parameters and running statistics to a portable .npz, written atomically."""
-        from ..checkpoint import save_params
-
-        save_params(self, file_name)
+        checkpoint.save_params(self, file_name)
 
     def load_params(self, file_name="params.npz", allow_pickle=False):
         """Parameters (and running statistics) from a .npz, or from the book's pickle with
         `allow_pickle=True`; cast to each parameter's dtype and device. All or nothing."""
-        from ..checkpoint import load_params
-
-        load_params(self, file_name, allow_pickle=allow_pickle)
+        checkpoint.load_params(self, file_name, allow_pickle=allow_pickle)
 
     # --- helpers ---------------------------------------------------------------------
 
