@@ -19,6 +19,7 @@ __all__ = [
     "is_array",
     "library_name",
     "namespace",
+    "persist",
     "read_bool",
     "resolve_namespace",
     "size",
@@ -136,3 +137,15 @@ def sum_to_shape(xp, grad, shape: tuple[int, ...]):
     if axes:
         grad = xp.sum(grad, axis=axes, keepdims=True)
     return grad
+
+
+def persist(*arrays):
+    """The arrays with their pending lazy work done and kept in memory: Dask's `persist`,
+    for a training loop whose graph would otherwise reach back through every earlier step.
+    Arrays of eager libraries (and JAX's, whose work is dispatched as it is asked) are
+    returned as they are."""
+    if not any(is_dask_array(a) for a in arrays):
+        return arrays
+    import dask
+
+    return dask.persist(*arrays)

@@ -23,9 +23,8 @@ import sys
 import time
 
 import numpy as np  # the host generator that shuffles sample indices; never touches data
-from array_api_compat import is_dask_array
 
-from ._backend import device, namespace, static_shape
+from ._backend import device, namespace, persist, static_shape
 
 __all__ = ["OPTIMIZERS", "Trainer"]
 
@@ -175,7 +174,7 @@ class Trainer:
             loss = self.network.loss(x_batch, t_batch)
             grads = self.network.gradient(x_batch, t_batch)
         self.optimizer.update(self.network.params, grads)
-        loss = _persist_if_dask(loss, self.network, self.optimizer)
+        loss = _persist_step(loss, self.network, self.optimizer)
         loss = float(loss)  # to the host, for the log
         self.current_iter += 1
         if not math.isfinite(loss):
@@ -298,22 +297,15 @@ class Trainer:
                     file=sys.stderr, ncols=size.columns, nrows=size.lines)
 
 
-def _persist_if_dask(loss, network, optimizer):
-    """On Dask, compute this step's loss, parameters and optimizer state together and keep
-    them in memory. Otherwise every step's lazy graph would reach back through all earlier
-    steps and each float(loss) would recompute them. Other backends: `loss` unchanged."""
-    if not is_dask_array(loss):
-        return loss
-    import dask
-
-    params = network.params
-    names = list(params)
+def _persist_step(loss, network, optimizer):
+    """This step's loss, parameters, running statistics and optimizer state, computed
+    together and kept (on Dask; unchanged elsewhere), so no later step recomputes them."""
+    views = [network.params, getattr(network, "state", {})]
+    slots = [(view, k) for view in views for k in view]
     stores = [getattr(optimizer, s) for s in getattr(optimizer, "state_names", ())]
-    slots = [(store, k) for store in stores for k in store if is_dask_array(store[k])]
-    loss, *values = dask.persist(loss, *(params[n] for n in names),
-                                 *(store[k] for store, k in slots))
-    for name, value in zip(names, values[:len(names)], strict=True):
-        params[name] = value
-    for (store, k), value in zip(slots, values[len(names):], strict=True):
-        store[k] = value
+    slots += [(store, k) for store in stores for k in store]
+    loss, *values = persist(loss, *(where[k] for where, k in slots))
+    for (where, k), value in zip(slots, values, strict=True):
+        if value is not where[k]:
+            where[k] = value
     return loss
