@@ -258,7 +258,8 @@ def train_command(args) -> int:
     if args.save:
         network.save_params(args.save)
         say(f"saved the parameters to {args.save}")
-    print(f"test accuracy: {accuracy:.4f} ({x_test.shape[0]:,} test images, {seconds:.1f} s)")
+    print(f"test accuracy: {accuracy:.4f} ({x_test.shape[0]:,} test images; "
+          f"trained in {seconds:.1f} s)")
     return 0
 
 
