@@ -18,51 +18,34 @@ nox.options.sessions = [*CPU_BACKENDS, "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
 
-def _run_tests(session: nox.Session, backend: str, extra: str | None) -> None:
-    extras = ",".join(filter(None, ["test", extra]))
-    session.install("-e", f".[{extras}]")
-    env = {"PORTABLELAYERS_BACKEND": backend}
-    if backend == "jax":
-        env["JAX_ENABLE_X64"] = "1"
-    session.run("pytest", *session.posargs, env=env)
+# session name -> (extra to install, what the session proves)
+BACKEND_SESSIONS = {
+    "numpy": (None, "Tests on NumPy (the runtime dependency itself, no extra)."),
+    "array_api_strict": ("array_api_strict",
+                         "Tests on array-api-strict: proof that layers use only the standard."),
+    "torch": ("torch", "Tests on PyTorch (CPU build of the pinned version)."),
+    "jax": ("jax", "Tests on JAX with 64-bit floats enabled (immutable arrays)."),
+    "dask": ("dask", "Tests on Dask: layers must stay lazy (no compute())."),
+    "cupy": ("cupy", "Tests on CuPy; skipped where no NVIDIA GPU is present."),
+}
 
 
-@nox.session(name="numpy")
-def numpy_session(session: nox.Session) -> None:
-    """Tests on NumPy (the runtime dependency itself, no extra)."""
-    _run_tests(session, "numpy", None)
+def _make_backend_session(backend: str, extra: str | None, doc: str) -> None:
+    def run_tests(session: nox.Session) -> None:
+        if backend == "cupy" and shutil.which("nvidia-smi") is None:
+            session.skip("cupy: no NVIDIA GPU (nvidia-smi not found) on this machine")
+        session.install("-e", f".[{','.join(filter(None, ['test', extra]))}]")
+        env = {"PORTABLELAYERS_BACKEND": backend}
+        if backend == "jax":
+            env["JAX_ENABLE_X64"] = "1"
+        session.run("pytest", *session.posargs, env=env)
+
+    run_tests.__doc__ = doc
+    nox.session(name=backend)(run_tests)
 
 
-@nox.session(name="array_api_strict")
-def array_api_strict_session(session: nox.Session) -> None:
-    """Tests on array-api-strict: proof that layers use only the standard."""
-    _run_tests(session, "array_api_strict", "array_api_strict")
-
-
-@nox.session(name="torch")
-def torch_session(session: nox.Session) -> None:
-    """Tests on PyTorch (CPU build of the pinned version)."""
-    _run_tests(session, "torch", "torch")
-
-
-@nox.session(name="jax")
-def jax_session(session: nox.Session) -> None:
-    """Tests on JAX with 64-bit floats enabled (immutable arrays)."""
-    _run_tests(session, "jax", "jax")
-
-
-@nox.session(name="dask")
-def dask_session(session: nox.Session) -> None:
-    """Tests on Dask: layers must stay lazy (no compute())."""
-    _run_tests(session, "dask", "dask")
-
-
-@nox.session(name="cupy")
-def cupy_session(session: nox.Session) -> None:
-    """Tests on CuPy; skipped where no NVIDIA GPU is present."""
-    if shutil.which("nvidia-smi") is None:
-        session.skip("cupy: no NVIDIA GPU (nvidia-smi not found) on this machine")
-    _run_tests(session, "cupy", "cupy")
+for _backend, (_extra, _doc) in BACKEND_SESSIONS.items():
+    _make_backend_session(_backend, _extra, _doc)
 
 
 @nox.session
