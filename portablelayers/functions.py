@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import array_api_extra as xpx
 
-from ._backend import as_float, namespace, read_bool, static_shape
+from ._backend import as_float, device, namespace, read_bool, static_shape
 
 __all__ = [
     "col2im",
@@ -183,8 +183,6 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     Overlapping windows add up; the padding border is cropped. Returns shape `input_shape`
     (N, C, H, W) in the dtype and on the device of `col`.
     """
-    from ._backend import device  # kept local: this section is appended to the module
-
     xp = namespace(col)
     input_shape = tuple(int(d) for d in input_shape)
     out_h, out_w = _window_grid(input_shape, filter_h, filter_w, stride, pad, "input_shape")
