@@ -57,3 +57,26 @@ def test_resolve_namespace_accepts_names_modules_and_namespaces(xp):
     assert resolve_namespace(None).__name__ == "array_api_compat.numpy"
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
         resolve_namespace("tensorflow")
+
+
+def test_layers_keep_a_second_device(xp, rng):
+    """array-api-strict simulates a second device: every output and gradient stays there."""
+    if BACKEND != "array_api_strict":
+        pytest.skip("a second device is simulated by array-api-strict only")
+    from portablelayers import ReLU, Sigmoid
+    from portablelayers._backend import device
+
+    dev = xp.Device("device1")
+
+    def on_dev(values):
+        return xp.asarray(np.asarray(values), dtype=xp.float32, device=dev)
+
+    affine = Affine(on_dev(rng.standard_normal((6, 3))), on_dev(np.zeros(3)))
+    relu, sigmoid, loss_layer = ReLU(), Sigmoid(), SoftmaxWithLoss()
+    x = on_dev(rng.standard_normal((4, 6)))
+    t = xp.asarray(np.array([0, 2, 1, 1]), device=dev)
+    loss = loss_layer.forward(sigmoid.forward(relu.forward(affine.forward(x))), t)
+    dx = affine.backward(relu.backward(sigmoid.backward(loss_layer.backward())))
+    mul_out = MulLayer().forward(x, 2.0)
+    for array in (loss, dx, affine.dW, affine.db, mul_out):
+        assert device(array) == dev and array.dtype == xp.float32
