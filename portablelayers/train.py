@@ -94,7 +94,7 @@ class Trainer:
             raise TypeError(f"network must have params, got {type(network).__name__}")
         namespace(x_train, t_train, x_test, t_test)  # TypeError on mixed libraries
         train_size = self._check_pair("train", x_train, t_train)
-        self._check_pair("test", x_test, t_test)
+        test_size = self._check_pair("test", x_test, t_test)
         epochs = _positive_int("epochs", epochs)
         mini_batch_size = _positive_int("mini_batch_size", mini_batch_size)
         evaluate_sample_num_per_epoch = _positive_int(
@@ -116,7 +116,7 @@ class Trainer:
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.evaluate_batch_size = evaluate_batch_size
         self.optimizer = optimizer
-        self.train_size = train_size
+        self.train_size, self._test_size = train_size, test_size
         self.iter_per_epoch = math.ceil(train_size / mini_batch_size)
         self.max_iter = epochs * self.iter_per_epoch
         self.current_iter = 0
@@ -256,8 +256,10 @@ class Trainer:
         x_train, t_train = self.x_train, self.t_train
         x_test, t_test = self.x_test, self.t_test
         if self.evaluate_sample_num_per_epoch is not None:
-            k = self.evaluate_sample_num_per_epoch
+            # Slice stops must lie within the axis (the standard leaves others unspecified).
+            k = min(self.evaluate_sample_num_per_epoch, self.train_size)
             x_train, t_train = x_train[:k, ...], t_train[:k, ...]
+            k = min(self.evaluate_sample_num_per_epoch, self._test_size)
             x_test, t_test = x_test[:k, ...], t_test[:k, ...]
         train_acc = self._accuracy(x_train, t_train)
         test_acc = self._accuracy(x_test, t_test)

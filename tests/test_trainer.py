@@ -190,6 +190,15 @@ def test_evaluate_sample_num_per_epoch(xp):
     assert spy.evaluated == [(5, 2), (5, 2), (5, 2), (5, 2), (12, 2)]
 
 
+def test_evaluate_sample_num_larger_than_the_sets(xp):
+    x, t = indexed_data(xp, 30)
+    x_test, t_test = indexed_data(xp, 12)
+    spy = SpyNet(xp, x)
+    Trainer(spy, x, t, x_test, t_test, epochs=1, mini_batch_size=30,
+            evaluate_sample_num_per_epoch=20, verbose=False, seed=0).train()
+    assert spy.evaluated == [(20, 2), (12, 2), (12, 2)]  # each set at most whole
+
+
 def test_batch_larger_than_training_set(xp):
     x, t = indexed_data(xp, 4)
     spy = SpyNet(xp, x)
