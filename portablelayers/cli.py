@@ -12,12 +12,14 @@ import sys
 import time
 import warnings
 
+from .train import OPTIMIZERS
+
 __all__ = ["build_parser", "main"]
 
 NETS = ("two-layer", "multi-layer", "simple-conv", "deep-conv")
 DATASETS = ("digits", "mnist")
 BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
-OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+OPTIMIZER_NAMES = tuple(OPTIMIZERS)  # the Trainer's book names, lower case
 # The hidden layer's width when --hidden-size is not given (the book's DeepConvNet uses 50).
 DEFAULT_HIDDEN = {"two-layer": 100, "multi-layer": 100, "simple-conv": 100, "deep-conv": 50}
 MNIST_HOLDOUT_TRAIN = 8000  # test-set-only MNIST: the first 8,000 train, the rest are held out
