@@ -22,6 +22,7 @@ __all__ = [
     "persist",
     "read_bool",
     "resolve_namespace",
+    "same_shape",
     "size",
     "static_shape",
     "sum_to_shape",
@@ -112,6 +113,12 @@ def as_float(xp, x, what: str = "input"):
 def static_shape(x) -> tuple[int | None, ...]:
     """Shape of `x` with unknown dimensions (Dask's NaN) given as None."""
     return tuple(None if d is None or d != d else int(d) for d in x.shape)
+
+
+def same_shape(a, b) -> bool:
+    """Equal static shapes, where an unknown dimension (None: Dask's) matches anything."""
+    return len(a) == len(b) and all(m is None or n is None or m == n
+                                    for m, n in zip(a, b, strict=True))
 
 
 def read_bool(condition) -> bool | None:

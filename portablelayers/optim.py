@@ -24,7 +24,7 @@ import operator
 
 from array_api_compat import is_writeable_array
 
-from ._backend import is_array, library_name, namespace, size, static_shape
+from ._backend import is_array, library_name, namespace, same_shape, size, static_shape
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Momentum", "Nesterov", "Optimizer", "RMSprop",
            "clip_grad_norm", "global_norm"]
@@ -162,12 +162,12 @@ class Optimizer:
                     raise TypeError(f"{what}[{name!r}] must be real floating, got dtype "
                                     f"{value.dtype} ({library_name(value)})")
             shape = static_shape(param)
-            if not _same_shape(static_shape(grad), shape):
+            if not same_shape(static_shape(grad), shape):
                 raise ValueError(f"grads[{name!r}] has shape {tuple(grad.shape)}, but "
                                  f"params[{name!r}] has shape {tuple(param.shape)}")
             for state in self.state_names:
                 old = getattr(self, state).get(name)
-                if old is not None and not _same_shape(static_shape(old), shape):
+                if old is not None and not same_shape(static_shape(old), shape):
                     raise ValueError(f"{type(self).__name__} state {state}[{name!r}] has shape "
                                      f"{tuple(old.shape)}, but params[{name!r}] now has shape "
                                      f"{tuple(param.shape)}; use a new optimizer for a new "
@@ -180,13 +180,6 @@ class Optimizer:
         hyper = {k: v for k, v in vars(self).items()
                  if isinstance(v, float | int) and not k.startswith("_")}
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in hyper.items())})"
-
-
-def _same_shape(a, b) -> bool:
-    """Equal shapes, where a dimension that is unknown (Dask) matches anything."""
-    if len(a) != len(b):
-        return False
-    return all(m is None or n is None or m == n for m, n in zip(a, b, strict=True))
 
 
 class SGD(Optimizer):

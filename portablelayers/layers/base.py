@@ -9,6 +9,8 @@ arrays are immutable) is seen by the next call. The book's attributes (`layer.W`
 
 from __future__ import annotations
 
+from .._backend import same_shape, static_shape
+
 __all__ = ["Layer", "parameter"]
 
 
@@ -25,6 +27,14 @@ class Layer:
             name = type(self).__name__
             raise RuntimeError(f"{name}.backward() called before {name}.forward()")
         return value
+
+    def check_dout(self, dout, expected):
+        """ValueError unless `dout` has the shape `expected` of the last forward output."""
+        got = static_shape(dout)
+        if not same_shape(got, tuple(expected)):
+            name = type(self).__name__
+            raise ValueError(f"{name}.backward expects dout of shape {tuple(expected)} "
+                             f"(the forward output), got {got}")
 
     def __repr__(self):
         shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())

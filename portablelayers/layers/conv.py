@@ -26,15 +26,6 @@ from .base import Layer, parameter
 __all__ = ["AvgPooling", "Convolution", "Pooling"]
 
 
-def _check_dout(layer, dout, expected):
-    """ValueError unless `dout` has the shape of the last forward output."""
-    got = static_shape(dout)
-    if len(got) != len(expected) or any(
-            g is not None and e is not None and g != e for g, e in zip(got, expected, strict=True)):
-        raise ValueError(f"{type(layer).__name__}.backward expects dout of shape {expected} "
-                         f"(the forward output), got {got}")
-
-
 class Convolution(Layer):
     """2-D convolution: W of shape (FN, C, FH, FW), b of shape (FN,).
 
@@ -89,7 +80,7 @@ class Convolution(Layer):
         FN, C, FH, FW = self.params["W"].shape
         shape = static_shape(self.x)
         out_h, out_w = _window_grid(shape, FH, FW, self.stride, self.pad)
-        _check_dout(self, dout, (shape[0], FN, out_h, out_w))
+        self.check_dout(dout, (shape[0], FN, out_h, out_w))
         xp = namespace(dout, col)
 
         dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, FN))  # rows match col
@@ -171,7 +162,7 @@ class Pooling(Layer):
 
     def backward(self, dout):
         winners = self.saved(self.winners)
-        _check_dout(self, dout, tuple(winners[0].shape))
+        self.check_dout(dout, tuple(winners[0].shape))
         xp = namespace(dout, winners[0])
         # Each window's gradient goes to its winner only. (Multiplying by the 0/1 mask is
         # several times faster than xp.where on NumPy, whose where branches per element.)
@@ -200,7 +191,7 @@ class AvgPooling(Pooling):
 
     def backward(self, dout):
         out_shape = self.saved(self.out_shape)
-        _check_dout(self, dout, out_shape)
+        self.check_dout(dout, out_shape)
         xp = namespace(dout)
         # Every value of a window (padding included) got 1/pool_size of its mean.
         share = dout / (self.pool_h * self.pool_w)

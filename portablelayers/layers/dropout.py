@@ -46,9 +46,7 @@ class Dropout(Layer):
         if not self.saved(self.train_flg):
             return dout  # the identity at test time
         xp = namespace(dout)
-        if static_shape(dout) != static_shape(self.mask):
-            raise ValueError(f"Dropout.backward expects dout of the forward output's shape "
-                             f"{static_shape(self.mask)}, got {static_shape(dout)}")
+        self.check_dout(dout, static_shape(self.mask))
         return xp.where(self.mask, dout * (1.0 / (1.0 - self.dropout_ratio)), 0.0)
 
     def _generator_like(self, xp, x):

@@ -85,9 +85,7 @@ class BatchNormalization(Layer):
         xn = self.saved(self.xn)
         gamma = self.params["gamma"]
         xp = namespace(dout, gamma)
-        if static_shape(dout) != static_shape(xn):
-            raise ValueError(f"BatchNormalization.backward expects dout of the forward output's "
-                             f"shape {static_shape(xn)}, got {static_shape(dout)}")
+        self.check_dout(dout, static_shape(xn))
         axes, stat_shape = self._axes(xn)
         dbeta = xp.sum(dout, axis=axes)
         dgamma = xp.sum(xn * dout, axis=axes)

@@ -31,9 +31,7 @@ class Flatten(Layer):
 
     def backward(self, dout):
         input_shape = self.saved(self.input_shape)
-        if static_shape(dout) != self._output_shape:
-            raise ValueError(f"Flatten.backward expects dout of the forward output's shape "
-                             f"{self._output_shape}, got {static_shape(dout)}")
+        self.check_dout(dout, self._output_shape)
         xp = namespace(dout)
         return xp.reshape(dout, input_shape)
 
