@@ -145,21 +145,30 @@ def _offset_slices(i, j, stride, out_h, out_w):
             slice(j, j + stride * (out_w - 1) + 1, stride))
 
 
-def _window_slabs(img, filter_h, filter_w, stride, out_h, out_w):
-    """For each kernel offset (i, j) in row-major order, the slab of the values at that
-    offset in every window: slab[n, c, y, x] = img[n, c, i + stride*y, j + stride*x]."""
-    return [img[_offset_slices(i, j, stride, out_h, out_w)]
+def _window_slabs(x, filter_h, filter_w, stride, pad, out_h, out_w, pad_value=0):
+    """`x` padded with `pad_value`, then for each kernel offset (i, j) in row-major order the
+    slab of the values at that offset in every window:
+    slab[n, c, y, x] = padded[n, c, i + stride*y, j + stride*x]."""
+    if pad:
+        x = xpx.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=pad_value,
+                    xp=namespace(x))
+    return [x[_offset_slices(i, j, stride, out_h, out_w)]
             for i in range(filter_h) for j in range(filter_w)]
 
 
-def _add_window_slabs(img, slabs, filter_h, filter_w, stride):
-    """`img` with each slab added back at its kernel offset: the adjoint of _window_slabs."""
+def _image_from_slabs(slabs, input_shape, filter_w, stride, pad):
+    """The adjoint of _window_slabs: an image of `input_shape` (N, C, H, W) in the slabs'
+    dtype and device, each slab added back at its kernel offset and the padding cropped."""
+    xp = namespace(slabs[0])
+    N, C, H, W = input_shape
     out_h, out_w = slabs[0].shape[2], slabs[0].shape[3]
+    img = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=slabs[0].dtype,
+                   device=device(slabs[0]))
     for k, slab in enumerate(slabs):
         i, j = divmod(k, filter_w)
         # at() adds in place where the array allows it and returns a new array on JAX.
         img = xpx.at(img)[_offset_slices(i, j, stride, out_h, out_w)].add(slab)
-    return img
+    return img[:, :, pad:pad + H, pad:pad + W]
 
 
 def im2col(x, filter_h, filter_w, stride=1, pad=0):
@@ -171,8 +180,7 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     xp = namespace(x)
     out_h, out_w = _window_grid(static_shape(x), filter_h, filter_w, stride, pad)
     C = x.shape[1]
-    img = xpx.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=xp) if pad else x
-    col = xp.stack(_window_slabs(img, filter_h, filter_w, stride, out_h, out_w), axis=2)
+    col = xp.stack(_window_slabs(x, filter_h, filter_w, stride, pad, out_h, out_w), axis=2)
     col = xp.permute_dims(col, (0, 3, 4, 1, 2))  # (N, out_h, out_w, C, FH*FW)
     return xp.reshape(col, (-1, C * filter_h * filter_w))  # N*out_h*out_w rows
 
@@ -186,14 +194,12 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     xp = namespace(col)
     input_shape = tuple(int(d) for d in input_shape)
     out_h, out_w = _window_grid(input_shape, filter_h, filter_w, stride, pad, "input_shape")
-    N, C, H, W = input_shape
+    N, C = input_shape[:2]
     expected = (N * out_h * out_w, C * filter_h * filter_w)
     if static_shape(col) not in (expected, (None, expected[1])):
         raise ValueError(f"col2im expects col of shape {expected} for input_shape "
                          f"{input_shape}, got {static_shape(col)}")
     col = xp.reshape(col, (N, out_h, out_w, C, filter_h * filter_w))
     col = xp.permute_dims(col, (0, 3, 4, 1, 2))  # (N, C, FH*FW, out_h, out_w)
-    img = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=col.dtype, device=device(col))
     slabs = [col[:, :, k, :, :] for k in range(filter_h * filter_w)]
-    img = _add_window_slabs(img, slabs, filter_h, filter_w, stride)
-    return img[:, :, pad:pad + H, pad:pad + W]
+    return _image_from_slabs(slabs, input_shape, filter_w, stride, pad)

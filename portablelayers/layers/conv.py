@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import math
 
-import array_api_extra as xpx
-
 from .._backend import as_float, device, namespace, static_shape
 from ..functions import (
-    _add_window_slabs,
     _check_window_settings,
+    _image_from_slabs,
     _window_grid,
     _window_slabs,
     col2im,
@@ -129,19 +127,12 @@ class Pooling(Layer):
                              f"shape {shape}")
         out_h, out_w = _window_grid(shape, self.pool_h, self.pool_w, self.stride, self.pad)
         x = as_float(xp, x, f"{type(self).__name__} input")
-        p = self.pad
-        img = xpx.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=pad_value,
-                      xp=xp) if p else x
-        return x, _window_slabs(img, self.pool_h, self.pool_w, self.stride, out_h, out_w)
+        return x, _window_slabs(x, self.pool_h, self.pool_w, self.stride, self.pad, out_h,
+                                out_w, pad_value)
 
-    def _input_gradient(self, xp, slabs):
+    def _input_gradient(self, slabs):
         """col2im for slabs: add each back at its window position, then crop the padding."""
-        N, C, H, W = self.x.shape
-        p = self.pad
-        img = xp.zeros((N, C, H + 2 * p, W + 2 * p), dtype=slabs[0].dtype,
-                       device=device(slabs[0]))
-        img = _add_window_slabs(img, slabs, self.pool_h, self.pool_w, self.stride)
-        return img[:, :, p:p + H, p:p + W]
+        return _image_from_slabs(slabs, self.x.shape, self.pool_w, self.stride, self.pad)
 
     def forward(self, x):
         xp = namespace(x)
@@ -166,7 +157,7 @@ class Pooling(Layer):
         xp = namespace(dout, winners[0])
         # Each window's gradient goes to its winner only. (Multiplying by the 0/1 mask is
         # several times faster than xp.where on NumPy, whose where branches per element.)
-        return self._input_gradient(xp, [dout * xp.astype(wins, dout.dtype) for wins in winners])
+        return self._input_gradient([dout * xp.astype(wins, dout.dtype) for wins in winners])
 
 
 class AvgPooling(Pooling):
@@ -192,7 +183,6 @@ class AvgPooling(Pooling):
     def backward(self, dout):
         out_shape = self.saved(self.out_shape)
         self.check_dout(dout, out_shape)
-        xp = namespace(dout)
         # Every value of a window (padding included) got 1/pool_size of its mean.
         share = dout / (self.pool_h * self.pool_w)
-        return self._input_gradient(xp, [share] * (self.pool_h * self.pool_w))
+        return self._input_gradient([share] * (self.pool_h * self.pool_w))
