@@ -31,6 +31,12 @@ def assert_close(actual, expected, rtol=1e-7, atol=0.0):
     np.testing.assert_allclose(to_numpy(actual), np.asarray(expected), rtol=rtol, atol=atol)
 
 
+def rel_err(actual, expected) -> float:
+    """max |actual - expected| / max |expected| of two host (NumPy) arrays, in float64."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+
+
 def assert_same_dtype_device(actual, like):
     assert actual.dtype == like.dtype, f"dtype {actual.dtype} != {like.dtype}"
     assert device(actual) == device(like), f"device {device(actual)} != {device(like)}"

@@ -4,7 +4,14 @@ train/eval modes, gradients, agreement with torch, dtype and errors."""
 import numpy as np
 import pytest
 from array_api_extra.testing import lazy_xp_function
-from support import assert_close, assert_gradients_match, assert_same_dtype_device, make, to_numpy
+from support import (
+    assert_close,
+    assert_gradients_match,
+    assert_same_dtype_device,
+    make,
+    rel_err,
+    to_numpy,
+)
 
 from portablelayers import BatchNormalization
 
@@ -115,11 +122,6 @@ def test_gradients_against_hand_formulas(xp, rng):
     assert layer.dgamma is layer.grads["gamma"] and layer.dbeta is layer.grads["beta"]
 
 
-def _rel_err(actual, expected):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    return np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
-
-
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 2)])
 def test_agrees_with_torch_batch_norm(xp, rng, shape):
     torch = pytest.importorskip("torch")
@@ -146,16 +148,16 @@ def test_agrees_with_torch_batch_norm(xp, rng, shape):
         ref.backward(torch.tensor(dout_np))
         out = layer.forward(make(xp, x_np, "float32"))
         dx = layer.backward(make(xp, dout_np, "float32"))
-        assert _rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5
-        assert _rel_err(to_numpy(dx), x_t.grad.numpy()) <= 1e-5
-        assert _rel_err(to_numpy(layer.dgamma), g_t.grad.numpy()) <= 1e-5
-        assert _rel_err(to_numpy(layer.dbeta), b_t.grad.numpy()) <= 1e-5
-        assert _rel_err(to_numpy(layer.running_mean), t_mean.numpy()) <= 1e-5
+        assert rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5
+        assert rel_err(to_numpy(dx), x_t.grad.numpy()) <= 1e-5
+        assert rel_err(to_numpy(layer.dgamma), g_t.grad.numpy()) <= 1e-5
+        assert rel_err(to_numpy(layer.dbeta), b_t.grad.numpy()) <= 1e-5
+        assert rel_err(to_numpy(layer.running_mean), t_mean.numpy()) <= 1e-5
         # torch blends in the unbiased variance, we the biased one (count - 1) / count of it;
         # both recursions start from var0, whose share after `step` updates is momentum**step.
         start = momentum**step * var0
         expected_var = start + (count - 1) / count * (t_var.numpy() - start)
-        assert _rel_err(to_numpy(layer.running_var), expected_var) <= 1e-5
+        assert rel_err(to_numpy(layer.running_var), expected_var) <= 1e-5
     # Eval mode against torch's eval mode with the same running statistics.
     x_np = rng.standard_normal(shape).astype(np.float32)
     dout_np = rng.standard_normal(shape).astype(np.float32)
@@ -167,9 +169,9 @@ def test_agrees_with_torch_batch_norm(xp, rng, shape):
     ref.backward(torch.tensor(dout_np))
     out = layer.forward(make(xp, x_np, "float32"), train_flg=False)
     dx = layer.backward(make(xp, dout_np, "float32"))
-    assert _rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5
-    assert _rel_err(to_numpy(dx), x_t.grad.numpy()) <= 1e-5
-    assert _rel_err(to_numpy(layer.dgamma), g_t.grad.numpy()) <= 1e-5
+    assert rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5
+    assert rel_err(to_numpy(dx), x_t.grad.numpy()) <= 1e-5
+    assert rel_err(to_numpy(layer.dgamma), g_t.grad.numpy()) <= 1e-5
 
 
 @pytest.mark.parametrize("train_flg", [True, False])

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from array_api_extra.testing import lazy_xp_function
 from conftest import BACKEND
-from support import assert_close, assert_gradients_match, assert_same_dtype_device, make, to_numpy
+from support import (
+    assert_close,
+    assert_gradients_match,
+    assert_same_dtype_device,
+    make,
+    rel_err,
+    to_numpy,
+)
 
 from portablelayers import Flatten, Identity, LeakyReLU, MeanSquaredError, SigmoidWithLoss, Tanh
 
@@ -18,11 +25,6 @@ LOSSES = [SigmoidWithLoss, MeanSquaredError]
 for _cls in [*ELEMENTWISE, Flatten, *LOSSES]:
     lazy_xp_function((_cls, "forward"), jax_jit=False)
     lazy_xp_function((_cls, "backward"), jax_jit=False)
-
-
-def _rel_err(actual, expected):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    return np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
 
 
 # ---- activations -------------------------------------------------------------------------
@@ -78,8 +80,8 @@ def test_activations_agree_with_torch(xp, rng, name):
     ref.backward(torch.tensor(dout_np))
     out = layer.forward(make(xp, x_np, "float32"))
     dx = layer.backward(make(xp, dout_np, "float32"))
-    assert _rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5
-    assert _rel_err(to_numpy(dx), x_t.grad.numpy()) <= 1e-5
+    assert rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5
+    assert rel_err(to_numpy(dx), x_t.grad.numpy()) <= 1e-5
 
 
 def test_leaky_relu_gradient_at_zero_is_the_slope_like_torch(xp):
@@ -175,8 +177,8 @@ def test_sigmoid_with_loss_agrees_with_torch(xp, rng):
     ref.backward()
     layer = SigmoidWithLoss()
     loss = layer.forward(make(xp, x_np, "float32"), make(xp, t_np, "float32"))
-    assert _rel_err(to_numpy(loss), ref.item()) <= 1e-5
-    assert _rel_err(to_numpy(layer.backward()), x_t.grad.numpy()) <= 1e-5
+    assert rel_err(to_numpy(loss), ref.item()) <= 1e-5
+    assert rel_err(to_numpy(layer.backward()), x_t.grad.numpy()) <= 1e-5
 
 
 def test_sigmoid_with_loss_accepts_integer_or_bool_labels(xp, rng):
@@ -236,8 +238,8 @@ def test_mean_squared_error_agrees_with_torch(xp, rng):
     ref.backward()
     layer = MeanSquaredError()
     loss = layer.forward(make(xp, y_np, "float32"), make(xp, t_np, "float32"))
-    assert _rel_err(to_numpy(loss), ref.item()) <= 1e-5
-    assert _rel_err(to_numpy(layer.backward()), y_t.grad.numpy()) <= 1e-5
+    assert rel_err(to_numpy(loss), ref.item()) <= 1e-5
+    assert rel_err(to_numpy(layer.backward()), y_t.grad.numpy()) <= 1e-5
 
 
 def test_mean_squared_error_errors(xp):
