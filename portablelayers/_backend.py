@@ -65,11 +65,11 @@ def namespace(*arrays):
 # Backend names (as the CLI and nox sessions spell them) -> (module to import, pip extra).
 BACKENDS = {
     "numpy": ("numpy", None),
-    "array_api_strict": ("array_api_strict", "array_api_strict"),
+    "cupy": ("cupy", "cupy"),
     "torch": ("torch", "torch"),
     "jax": ("jax.numpy", "jax"),
     "dask": ("dask.array", "dask"),
-    "cupy": ("cupy", "cupy"),
+    "array_api_strict": ("array_api_strict", "array_api_strict"),
 }
 
 

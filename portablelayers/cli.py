@@ -12,13 +12,14 @@ import sys
 import time
 import warnings
 
+from ._backend import BACKENDS as BACKEND_MODULES
 from .train import OPTIMIZERS
 
 __all__ = ["build_parser", "main"]
 
 NETS = ("two-layer", "multi-layer", "simple-conv", "deep-conv")
 DATASETS = ("digits", "mnist")
-BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
+BACKENDS = tuple(BACKEND_MODULES)  # numpy, cupy, torch, jax, dask, array_api_strict
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)  # the Trainer's book names, lower case
 # The hidden layer's width when --hidden-size is not given (the book's DeepConvNet uses 50).
 DEFAULT_HIDDEN = {"two-layer": 100, "multi-layer": 100, "simple-conv": 100, "deep-conv": 50}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
+
 import numpy as np
 from array_api_compat import is_cupy_array, is_dask_array, is_torch_array
 
@@ -76,3 +79,18 @@ def assert_gradients_match(layer, x, **kwargs):
     errors = layer_gradient_errors(layer, x, **kwargs)
     bad = {k: v for k, v in errors.items() if not v <= GRAD_TOL}
     assert not bad, f"relative gradient errors above {GRAD_TOL}: {errors}"
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file written independently of the loader: magic, big-endian dims, data."""
+    code = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
+    big = array.astype(array.dtype.newbyteorder(">"))
+    header = struct.pack(">BBBB", 0, 0, code[array.dtype], array.ndim)
+    return header + struct.pack(f">{array.ndim}I", *array.shape) + big.tobytes()
+
+
+def write_idx(path, array: np.ndarray, gz: bool = True):
+    """`array` as an IDX file at `path`, gzipped unless gz=False."""
+    data = idx_bytes(array)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path

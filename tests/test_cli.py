@@ -3,7 +3,6 @@ backend under test, and its one-line errors (missing backend, device, data)."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from support import write_idx
 
 from portablelayers import cli, datasets
 
@@ -165,12 +165,6 @@ def test_mnist_missing_files_explained(tmp_path, capsys):
     assert len(err.splitlines()) == 1
     assert "t10k-images-idx3-ubyte.gz" in err and str(tmp_path) in err
     assert "download=True" in err or "--download" in err
-
-
-def write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(gzip.compress(header + array.tobytes()))
 
 
 def test_mnist_test_set_only_is_split(tmp_path, monkeypatch, capsys):

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from array_api_compat import array_namespace
-from support import to_numpy
+from support import idx_bytes, to_numpy
 
 from portablelayers import datasets
 from portablelayers.datasets import (
@@ -27,14 +26,6 @@ from portablelayers.datasets import (
 )
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An IDX file written independently of the loader: magic, big-endian dims, data."""
-    code = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D}
-    big = array.astype(array.dtype.newbyteorder(">"))
-    header = struct.pack(">BBBB", 0, 0, code[array.dtype], array.ndim)
-    return header + struct.pack(f">{array.ndim}I", *array.shape) + big.tobytes()
 
 
 def write(path: Path, data: bytes, gz: bool) -> Path:
