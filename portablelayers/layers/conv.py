@@ -35,8 +35,26 @@ class Convolution(Layer):
     b, db = parameter("b")
 
     def __init__(self, W, b, stride=1, pad=0):
+        """Parameters
+        ----------
+        W : array
+            Filters, (FN, C, FH, FW).
+        b : array or number
+            Biases, (FN,). A Python number or a 0-D array (the book's filter demo passes
+            `b = 0`) is broadcast to (FN,) in W's dtype and on W's device, so optimizers
+            and checkpoints see an ordinary bias vector.
+        stride, pad : int
+            The step of the window and the zero padding of each border.
+        """
         super().__init__()
-        namespace(W, b)  # TypeError if W and b come from different libraries
+        xp = namespace(W, b)  # TypeError if W and b come from different libraries
+        if W.ndim == 4 and not hasattr(b, "shape"):  # a Python number
+            if isinstance(b, bool) or not isinstance(b, int | float):
+                raise TypeError(f"Convolution bias must be an array or a real number, got "
+                                f"{type(b).__name__}")
+            b = xp.full((W.shape[0],), b, dtype=W.dtype, device=device(W))
+        elif W.ndim == 4 and b.ndim == 0:  # a new (FN,) array, not a read-only broadcast view
+            b = xp.zeros((W.shape[0],), dtype=W.dtype, device=device(W)) + xp.astype(b, W.dtype)
         if W.ndim != 4 or tuple(b.shape) != (W.shape[0],):
             raise ValueError(f"Convolution needs W of shape (FN, C, FH, FW) and b of shape "
                              f"(FN,), got W {tuple(W.shape)} and b {tuple(b.shape)}")
