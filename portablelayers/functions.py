@@ -59,21 +59,45 @@ def softmax(x):
 def one_hot_targets(t, scores, what: str = "t"):
     """Targets `t` as one-hot rows in the dtype of `scores` (shape (N, C) or (C,)).
 
-    `t` is either integer class indices with one axis fewer than `scores`, or one-hot with
-    the shape of `scores`. Raises ValueError for float labels, a wrong length, or labels
-    outside [0, C) (the last check runs only where values can be read without forcing a
-    lazy computation: not on Dask, not under jax.jit).
+    Parameters
+    ----------
+    t : array
+        Integer class indices of shape (N,) (one axis fewer than `scores`), the same as a
+        column (N, 1) (the book takes any `t` whose size differs from the scores' as
+        indices), or one-hot of the shape of `scores`.
+    scores : array
+        The scores or probabilities, (N, C) or (C,) for one sample.
+    what : str
+        The name of `t` in error messages.
+
+    Returns
+    -------
+    array
+        One-hot targets of the shape and dtype of `scores`.
+
+    Raises
+    ------
+    ValueError
+        For float labels, a wrong length, or labels outside [0, C) (the last check runs
+        only where values can be read without forcing a lazy computation: not on Dask, not
+        under jax.jit).
     """
     xp = namespace(t, scores)
     s_shape, t_shape = static_shape(scores), static_shape(t)
+    if (t.ndim == scores.ndim and t_shape[-1:] == (1,) and s_shape[-1] != 1
+            and xp.isdtype(t.dtype, "integral")):
+        # A column of class indices, (N, 1): the book's size rule makes it indices too.
+        t = t[..., 0]
+        t_shape = t_shape[:-1]
     if t.ndim == scores.ndim:
         if t_shape != s_shape:
             raise ValueError(f"one-hot {what} must have the shape of the scores {s_shape}, "
                              f"got {t_shape}")
         return xp.astype(t, scores.dtype)
     if t.ndim != scores.ndim - 1:
-        raise ValueError(f"{what} must be class indices of shape {s_shape[:-1]} or one-hot of "
-                         f"shape {s_shape}, got shape {t_shape}")
+        raise ValueError(f"{what} must be class indices of shape {s_shape[:-1]} or "
+                         f"{(*s_shape[:-1], 1)}, or one-hot of shape {s_shape}, got shape "
+                         f"{t_shape}")
     if not xp.isdtype(t.dtype, "integral"):
         raise ValueError(f"class-index {what} must have an integer dtype, got {t.dtype}")
     if t_shape != s_shape[:-1]:
@@ -90,7 +114,8 @@ def cross_entropy_error(y, t):
     """The book's mean cross-entropy of probabilities `y` against labels or one-hot `t`.
 
     Like the book it adds 1e-7 inside the log, so a zero probability gives a finite loss.
-    A 1-D `y` is one sample. Returns a 0-D array.
+    A 1-D `y` is one sample. `t` is class indices, (N,) or (N, 1), or one-hot (see
+    `one_hot_targets`). Returns a 0-D array.
     """
     xp = namespace(y, t)
     y = as_float(xp, y)
