@@ -89,9 +89,11 @@ def load_arrays(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is a single .npy array; a checkpoint is a .npz of named "
                          "arrays")
     if not allow_pickle:
-        raise ValueError(f"{path} is not a .npz file; if it is a pickle (such as the book's "
+        raise ValueError(f"{path} is not a .npz file. If it is a pickle (such as the book's "
                          "params.pkl), loading it runs code stored in the file, so it is "
-                         "refused unless you pass allow_pickle=True for a file you trust")
+                         "refused by default: if you trust the file, pass allow_pickle=True "
+                         f"to load_params, as in network.load_params({path!r}, "
+                         "allow_pickle=True) (or to load_arrays)")
     with open(path, "rb") as f:
         data = pickle.load(f)  # the caller opted in
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
