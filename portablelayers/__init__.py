@@ -7,10 +7,10 @@ Code written for the book runs by changing its import:
     from portablelayers import MulLayer, AddLayer, ReLU, Sigmoid, Affine, SoftmaxWithLoss
 """
 
-from . import functions, gradcheck, init, nets, optim
+from . import functions, gradcheck, init, nets, optim, util
 from .layers import *  # noqa: F403  (the layers are the package's public surface)
 from .layers import __all__ as _layer_names
 
 __version__ = "0.1.0"
 
-__all__ = ["functions", "gradcheck", "init", "nets", "optim", *_layer_names]
+__all__ = ["functions", "gradcheck", "init", "nets", "optim", "util", *_layer_names]
