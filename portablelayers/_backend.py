@@ -7,6 +7,8 @@ Layers call these helpers and contain no backend branches of their own.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 
 import array_api_compat
@@ -18,7 +20,9 @@ __all__ = [
     "device",
     "is_array",
     "library_name",
+    "move_to",
     "namespace",
+    "no_value_checks",
     "persist",
     "read_bool",
     "resolve_namespace",
@@ -95,6 +99,23 @@ def resolve_namespace(xp=None):
     return array_api_compat.array_namespace(xp.asarray(0.0))
 
 
+def move_to(xp, x, dev):
+    """`x` as an array of namespace `xp` on device `dev`: `x` itself when it is one already.
+
+    For a layer's own small state arrays (Dropout's counter, made on NumPy by default) that
+    must follow their input to its library and device. Moving between libraries goes
+    through DLPack or the host: an eager, one-time copy, never one inside a compiled step
+    (`compile_step` moves state onto the parameters' device before it compiles).
+    """
+    if array_api_compat.array_namespace(x) is xp:
+        return x if device(x) == dev else array_api_compat.to_device(x, dev)
+    try:
+        return xp.asarray(x, device=dev)
+    except (TypeError, ValueError, RuntimeError):
+        host = array_api_compat.to_device(x, "cpu")
+        return xp.asarray(xp.from_dlpack(host), device=dev)
+
+
 def default_float(xp, dev=None):
     """The namespace's default real floating dtype (float64 on NumPy, float32 on torch)."""
     return xp.__array_namespace_info__().default_dtypes(device=dev)["real floating"]
@@ -121,13 +142,31 @@ def same_shape(a, b) -> bool:
                                     for m, n in zip(a, b, strict=True))
 
 
+# False while a compiled step is traced or captured: its data were checked where they
+# entered (the Trainer, compile_step), and reading a value there would be a host sync.
+_VALUE_CHECKS = contextvars.ContextVar("portablelayers_value_checks", default=True)
+
+
+@contextlib.contextmanager
+def no_value_checks():
+    """Within this block `read_bool` reads nothing, so layers skip the checks that need
+    data values (label ranges): used around a compiled training step, where such a read
+    would be a host synchronisation (and is impossible while tracing or capturing)."""
+    token = _VALUE_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS.reset(token)
+
+
 def read_bool(condition) -> bool | None:
     """The value of a 0-D boolean array when it can be read without forcing lazy work.
 
-    Returns None on Dask (reading would compute the whole graph) and under jax.jit
-    (a tracer has no value); validation that needs data values is skipped then.
+    Returns None on Dask (reading would compute the whole graph), under jax.jit (a tracer
+    has no value) and inside `no_value_checks()`; validation that needs data values is
+    skipped then.
     """
-    if is_dask_array(condition):
+    if not _VALUE_CHECKS.get() or is_dask_array(condition):
         return None
     try:
         return bool(condition)

@@ -7,12 +7,20 @@ Use them as in the book:
         grads = network.gradient(x_batch, t_batch)
         optimizer.update(network.params, grads)
 
-`params` and `grads` map names to arrays; a name whose gradient is missing or None is
-skipped. Every update ends with `params[name] = new_array`: on NumPy, torch, CuPy and
-array-api-strict that is the same array, updated in place (no new parameter array is
-allocated); on JAX, whose arrays are immutable, it is a new array, and rebinding it is
-what makes the update reach the network. State (v, h, m) has each parameter's dtype and
-device. Every optimizer takes `clip_norm`: clip the gradients' global L2 norm first.
+`params` and `grads` map names to arrays (or, as in the book's 2-D optimizer comparison,
+Python numbers, updated as numbers); a name whose gradient is missing or None is skipped,
+a gradient whose name matches no parameter is an error. Every update ends with
+`params[name] = new_array`: on NumPy, torch, CuPy and array-api-strict that is the same
+array, updated in place (no new parameter array is allocated); on JAX, whose arrays are
+immutable, it is a new array, and rebinding it is what makes the update reach the network.
+Every optimizer takes `clip_norm`: clip the gradients' global L2 norm first.
+
+The optimizer's state is arrays only: the book's per-parameter dicts (`v`, `h`, `m`) in
+each parameter's dtype and device, and Adam's step count `iter` as a 0-D int32 array on
+the parameters' device (a Python int would make a compiled step retrace, or bake in one
+value). `optimizer.state` is all of it as one flat mapping ("v/W1", "iter", ...), which a
+compiled step takes and gives back (`optimizer.state = new`); `init_state(params)` makes
+it before the first update.
 """
 
 from __future__ import annotations
@@ -24,7 +32,16 @@ import operator
 
 from array_api_compat import is_writeable_array
 
-from ._backend import is_array, library_name, namespace, same_shape, size, static_shape
+from ._backend import (
+    device,
+    is_array,
+    library_name,
+    namespace,
+    resolve_namespace,
+    same_shape,
+    size,
+    static_shape,
+)
 
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "Momentum", "Nesterov", "Optimizer", "RMSprop",
            "clip_grad_norm", "global_norm"]
@@ -109,10 +126,12 @@ class Optimizer:
     """Base of the optimizers: checks `update`'s inputs, clips, then runs `_step` per name.
 
     A subclass lists its per-parameter state dicts in `state_names` (the book's `v`, `h`,
-    `m`) and implements `_step(xp, name, param, grad) -> new param`.
+    `m`), sets `counts_steps` if it keeps a step count (`iter`), and implements
+    `_step(xp, name, param, grad) -> new param`.
     """
 
     state_names: tuple[str, ...] = ()
+    counts_steps = False
 
     def __init__(self, lr, clip_norm=None):
         self.lr = _non_negative("lr", lr)
@@ -122,19 +141,73 @@ class Optimizer:
         self.clip_norm = clip_norm
         for state in self.state_names:
             setattr(self, state, {})
+        if self.counts_steps:
+            self.iter = 0  # a 0-D int32 array from the first update (or init_state) on
 
     def update(self, params, grads):
         """Update every `params[name]` that has a gradient in `grads`."""
+        numbers_given = _python_numbers(params, grads)
+        if numbers_given:  # the book's 2-D examples: numbers in, numbers out
+            params, grads = numbers_given
         grads = self._checked_grads(params, grads)  # raises before anything changes
+        if not grads:
+            return
         if self.clip_norm is not None:
             grads, _ = clip_grad_norm(grads, self.clip_norm)
-        self._begin_update()
+        self._begin_update(grads)
         for name, grad in grads.items():
             param = params[name]
             params[name] = self._step(namespace(param, grad), name, param, grad)
+        if numbers_given:
+            for name in grads:
+                numbers_given.target[name] = float(params[name])
 
-    def _begin_update(self):
+    # --- state as arrays ---------------------------------------------------------------
+
+    def init_state(self, params):
+        """Make every state array for `params` now (zeros, and a step count of 0), as the
+        first update would: a compiled step needs them before it first runs."""
+        for name, param in params.items():
+            if not is_array(param):
+                raise TypeError(f"params[{name!r}] must be an array, got "
+                                f"{type(param).__name__}")
+            for state in self.state_names:
+                self._state(namespace(param), state, name, param)
+        if self.counts_steps and params:
+            self._step_count(next(iter(params.values())))
+
+    @property
+    def state(self):
+        """All state as one flat dict: "v/W1"-style keys for the per-parameter arrays and
+        "iter" for the step count (where the optimizer keeps one and it has begun)."""
+        flat = {f"{s}/{name}": value for s in self.state_names
+                for name, value in getattr(self, s).items()}
+        if self.counts_steps and is_array(self.iter):
+            flat["iter"] = self.iter
+        return flat
+
+    @state.setter
+    def state(self, values):
+        current = self.state
+        if set(values) != set(current):
+            raise ValueError(f"{type(self).__name__} state must have the keys "
+                             f"{sorted(current)}, got {sorted(values)}")
+        for key, value in values.items():
+            if key == "iter":
+                self.iter = value
+            else:
+                state, name = key.split("/", 1)
+                getattr(self, state)[name] = value
+
+    def _begin_update(self, grads):
         """Hook run once per update, after the checks (Adam counts its steps here)."""
+
+    def _step_count(self, like):
+        """`iter` as a 0-D int32 array on `like`'s device, made at the first update."""
+        if not is_array(self.iter):
+            xp = namespace(like)
+            self.iter = xp.full((), int(self.iter), dtype=xp.int32, device=device(like))
+        return self.iter
 
     def _state(self, xp, state, name, like):
         """The state array `state`[name], zeros like the parameter at the first step."""
@@ -146,6 +219,10 @@ class Optimizer:
     def _checked_grads(self, params, grads):
         """{name: grad} for the names of `params` that have a gradient, each grad in its
         parameter's dtype; TypeError/ValueError on a mismatch."""
+        unknown = [name for name in grads.keys() if name not in params.keys()]
+        if unknown:
+            raise ValueError(f"grads has {', '.join(map(repr, unknown))}, which name no "
+                           f"parameter; params has {', '.join(map(repr, params.keys()))}")
         checked = {}
         for name in params.keys():
             grad = grads.get(name)
@@ -178,8 +255,31 @@ class Optimizer:
 
     def __repr__(self):
         hyper = {k: v for k, v in vars(self).items()
-                 if isinstance(v, float | int) and not k.startswith("_")}
+                 if isinstance(v, float | int) and not k.startswith("_") and k != "iter"}
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in hyper.items())})"
+
+
+class _NumbersGiven(tuple):
+    """(params, grads) as NumPy 0-D arrays for an update given Python numbers, and the
+    caller's dict (`target`) that gets the new numbers back."""
+
+    target: dict
+
+
+def _python_numbers(params, grads):
+    """For the book's `params = {'x': -7.0, 'y': 2.0}` with number gradients: the same as
+    0-D float64 NumPy arrays (state kept in the same form), else None."""
+    values = [*params.values(), *(g for g in grads.values() if g is not None)]
+    if not values or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                             for v in values):
+        return None
+    xp = resolve_namespace(None)
+    given = _NumbersGiven((
+        {k: xp.asarray(float(v), dtype=xp.float64) for k, v in params.items()},
+        {k: None if g is None else xp.asarray(float(g), dtype=xp.float64)
+         for k, g in grads.items()}))
+    given.target = params
+    return given
 
 
 class SGD(Optimizer):
@@ -272,24 +372,38 @@ class Adam(Optimizer):
     """
 
     state_names = ("m", "v")
+    counts_steps = True
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-7, clip_norm=None):
         super().__init__(lr, clip_norm)
         self.beta1 = _fraction("beta1", beta1)
         self.beta2 = _fraction("beta2", beta2)
         self.eps = _non_negative("eps", eps)
-        self.iter = 0
+        self._lr_t = {}  # this update's step size, per parameter dtype
 
-    def _begin_update(self):
-        self.iter += 1
-        self._lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (
-            1.0 - self.beta1**self.iter)
+    def _begin_update(self, grads):
+        first = next(iter(grads.values()))
+        xp = namespace(first)
+        self.iter = self._step_count(first) + 1
+        # 1 - beta**t as -expm1(t * log(beta)): exact in float32 too, where 1 - beta**t
+        # would lose most digits to cancellation at small t.
+        self._lr_t = {}
+        for dtype in {g.dtype for g in grads.values()}:
+            t = xp.astype(self.iter, dtype)
+            bias1 = -xp.expm1(t * _log(self.beta1))
+            bias2 = -xp.expm1(t * _log(self.beta2))
+            self._lr_t[dtype] = self.lr * xp.sqrt(bias2) / bias1
 
     def _step(self, xp, name, param, grad):
         m, v = self._state(xp, "m", name, param), self._state(xp, "v", name, param)
         m = self.m[name] = _iadd(m, (1.0 - self.beta1) * (grad - m))
         v = self.v[name] = _iadd(v, (1.0 - self.beta2) * (grad * grad - v))
-        return _isub(param, self._lr_t * m / (xp.sqrt(v) + self.eps))
+        return _isub(param, self._lr_t[param.dtype] * m / (xp.sqrt(v) + self.eps))
+
+
+def _log(beta):
+    """log(beta), -inf for beta = 0 (so that 1 - beta**t = 1 for every step t >= 1)."""
+    return math.log(beta) if beta > 0.0 else -math.inf
 
 
 class AdamW(Adam):

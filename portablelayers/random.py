@@ -11,6 +11,11 @@ JAX keys (split on every draw), Dask's lazy `default_rng`. Any other namespace
 
 Same seed and backend give the same stream. `host_normal` draws on the host: use it where
 the numbers must be equal on every backend (weight initialisation).
+
+`counter_bits(xp, shape, seed, counter)` is the other kind: a counter-based stream made of
+portable integer arithmetic (a hash of seed, counter and element index). Its state is one
+0-D integer array, so a compiled step can carry it (a JAX trace, a CUDA graph: no host
+generator, no host-to-device copy), and it gives the same bits on every backend.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from array_api_compat import (
     is_torch_namespace,
 )
 
-__all__ = ["Generator", "host_normal"]
+__all__ = ["BITS", "Generator", "counter_bits", "host_normal", "seed_key"]
 
 
 class Generator:
@@ -103,3 +108,70 @@ def host_normal(xp, shape, seed, dtype, device=None):
     the same numbers on every backend for the same seed."""
     values = np.random.default_rng(seed).standard_normal(tuple(shape))
     return xp.asarray(values, dtype=dtype, device=device)
+
+
+# --- A counter-based stream in portable int32 arithmetic ----------------------------------
+#
+# murmur3's 32-bit finaliser (fmix32), a bijection that mixes every input bit into every
+# output bit. int32 arithmetic wraps on every backend; right shifts of negative values are
+# arithmetic, so each shift is masked to make it logical. Constants are given as signed
+# int32 values (a Python int outside int32 is refused by array-api-strict).
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+_FMIX1, _FMIX2 = _signed32(0x85EBCA6B), _signed32(0xC2B2AE35)
+_GOLDEN = _signed32(0x9E3779B9)
+BITS = 24  # counter_bits gives uniform integers in [0, 2**BITS)
+
+
+def _fmix32(h):
+    h = h ^ ((h >> 16) & 0xFFFF)
+    h = h * _FMIX1
+    h = h ^ ((h >> 13) & 0x7FFFF)
+    h = h * _FMIX2
+    return h ^ ((h >> 16) & 0xFFFF)
+
+
+def _fmix32_int(h: int) -> int:
+    """_fmix32 on a Python int (for the seed, on the host, once)."""
+    h &= 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def seed_key(seed: int) -> int:
+    """A seed of any size folded into a mixed signed 32-bit key for `counter_bits`."""
+    seed = int(seed)
+    key = 0
+    while True:  # every 32-bit word of the seed takes part
+        key = _fmix32_int(key ^ (seed & 0xFFFFFFFF) ^ _fmix32_int(key + 0x9E3779B9))
+        seed >>= 32
+        if seed <= 0:
+            return _signed32(key)
+
+
+def counter_bits(xp, shape, key: int, counter, device=None):
+    """Uniform integers in [0, 2**BITS) of `shape` (int32), a pure function of `key`
+    (from `seed_key`), the 0-D int32 array `counter` and each element's index.
+
+    The same key and counter give the same bits on every backend and device; a new counter
+    value gives a new, independent-looking draw. Only elementwise integer arithmetic is
+    used, so the draw can be traced by jax.jit and captured in a CUDA graph.
+    """
+    shape = tuple(int(n) for n in shape)
+    n = 1
+    for d in shape:
+        n *= d
+    index = xp.reshape(xp.arange(n, dtype=xp.int32, device=device), shape)
+    # The counter as a (1, 1, ...) array: NumPy computes 0-D int arithmetic as scalars,
+    # which warn on the (intended) wrap-around.
+    step = xp.reshape(xp.astype(counter, xp.int32), (1,) * max(len(shape), 1))
+    stream = _fmix32(step * _GOLDEN + key)
+    h = _fmix32(_fmix32(index ^ stream) + stream)
+    return (h >> (32 - BITS)) & ((1 << BITS) - 1)

@@ -87,15 +87,20 @@ def test_training_then_eval_uses_the_learned_statistics(xp, rng):
     assert_close(out_eval, to_numpy(out_train), rtol=1e-10)
 
 
-def test_running_stats_are_created_lazily_in_the_inputs_dtype(xp, rng):
+def test_running_stats_left_none_are_zeros_like_gamma_in_state(xp, rng):
     layer = _layer(xp, rng, 3, "float32")
-    assert layer.running_mean is None and layer.running_var is None
-    x = make(xp, rng.standard_normal((2, 3)), "float32")
-    layer.forward(x, train_flg=False)  # the book's zeros: out = gamma * x / sqrt(eps) + beta
-    assert_same_dtype_device(layer.running_mean, x)
-    assert_same_dtype_device(layer.running_var, x)
-    assert_close(layer.running_mean, np.zeros(3), rtol=0)
-    assert_close(layer.running_var, np.zeros(3), rtol=0)
+    gamma = layer.params["gamma"]
+    # Made at construction (a compiled step needs them before its first call), as state.
+    assert list(layer.state) == ["running_mean", "running_var"]
+    assert layer.state["running_mean"] is layer.running_mean
+    for stat in (layer.running_mean, layer.running_var):
+        assert_same_dtype_device(stat, gamma)
+        assert_close(stat, np.zeros(3), rtol=0)
+    x_np = rng.standard_normal((2, 3))
+    out = layer.forward(make(xp, x_np, "float32"), train_flg=False)
+    # The book's zeros: out = gamma * x / sqrt(eps) + beta.
+    expected = to_numpy(gamma) * x_np / np.sqrt(layer.eps) + to_numpy(layer.beta)
+    assert_close(out, expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (3, 2, 2, 2)])
@@ -221,7 +226,8 @@ def test_wrong_channel_count_is_refused_before_any_state_changes(xp, rng):
         layer.forward(make(xp, np.zeros((2, 4))))
     with pytest.raises(ValueError, match="at least|got \\(3,\\)"):
         layer.forward(make(xp, np.zeros(3)))
-    assert layer.running_mean is None and layer.xn is None
+    assert_close(layer.running_mean, np.zeros(3), rtol=0)
+    assert layer.xn is None
 
 
 def test_constructor_errors(xp):

@@ -61,18 +61,30 @@ def test_same_seed_gives_the_same_mask_sequence(xp):
     assert not np.array_equal(masks_a[0], masks_c[0])
 
 
-def test_generator_is_made_anew_for_another_library(xp):
-    # After drawing for another library, the layer starts the seeded stream afresh for xp.
-    if xp is compat_numpy:
-        other = pytest.importorskip("array_api_strict", reason="needs a second library")
-    else:
-        other = compat_numpy
+def test_masks_are_the_same_on_every_backend_and_follow_the_library(xp):
+    # The counter-based stream is integer arithmetic: NumPy gives the reference masks, and
+    # a layer whose counter was made on NumPy moves it to the input's library and goes on.
+    host = compat_numpy.asarray(np.ones((3, 40)))
+    reference = Dropout(0.5, seed=9)
+    expected = [to_numpy(reference.forward(host) != 0) for _ in range(3)]
     layer = Dropout(0.5, seed=9)
-    layer.forward(other.asarray(np.ones(50)))
-    layer.forward(make(xp, np.ones(50)))
-    fresh = Dropout(0.5, seed=9)
-    fresh.forward(make(xp, np.ones(50)))
-    np.testing.assert_array_equal(to_numpy(layer.mask), to_numpy(fresh.mask))
+    for mask in expected:
+        layer.forward(make(xp, np.ones((3, 40))))
+        np.testing.assert_array_equal(to_numpy(layer.mask), mask)
+    assert int(to_numpy(layer.state["step"])) == 3
+    assert_same_dtype_device(layer.state["step"], make(xp, np.zeros((), np.int32), "int32"))
+
+
+def test_book_form_scales_at_test_time(xp, rng):
+    x_np = rng.standard_normal((4, 30))
+    layer = Dropout(0.3, seed=2, inverted=False)
+    out = layer.forward(make(xp, x_np))
+    mask = to_numpy(layer.mask)
+    assert_close(out, x_np * mask, rtol=0)  # the book: x * mask, unscaled
+    dout_np = rng.standard_normal((4, 30))
+    assert_close(layer.backward(make(xp, dout_np)), dout_np * mask, rtol=0)
+    assert_close(layer.forward(make(xp, x_np), train_flg=False), x_np * 0.7, rtol=1e-15)
+    assert_close(layer.backward(make(xp, dout_np)), dout_np * 0.7, rtol=1e-15)
 
 
 def test_identity_at_test_time(xp, rng):

@@ -142,10 +142,9 @@ def test_sequential_numbers_each_parameter_name_separately(xp, rng):
     net = Sequential(conv, ReLU(), Pooling(2, 2, 2), affine, bn, SoftmaxWithLoss())
     assert list(net.params) == ["W1", "b1", "W2", "b2", "gamma1", "beta1"]
     assert list(net.state) == ["running_mean1", "running_var1"]
-    assert net.state["running_mean1"] is None  # BatchNormalization creates it on first use
     x, t = _data(xp, rng, (2, 1, 6, 6), 3)
     net.loss(x, t)
-    assert net.state["running_mean1"] is bn.running_mean
+    assert net.state["running_mean1"] is bn.running_mean  # the view follows the rebinding
 
 
 @pytest.mark.parametrize("train_flg", [True, False])
@@ -339,8 +338,9 @@ def test_multi_layer_net_extend_builds_batchnorm_and_dropout(xp):
         "Affine2", "BatchNorm2", "Activation_function2", "Dropout2", "Affine3"]
     assert list(net.params) == ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2",
                                 "W3", "b3"]
-    assert list(net.state) == ["running_mean1", "running_var1", "running_mean2",
-                               "running_var2"]
+    # State is every layer's state by the contract: running statistics, dropout counters.
+    assert list(net.state) == ["running_mean1", "running_var1", "step1", "running_mean2",
+                               "running_var2", "step2"]
     assert net.layers["Dropout2"].dropout_ratio == 0.25
     spelt = MultiLayerNetExtend(5, [4], 2, use_dropout=True, dropout_ratio=0.1, xp=xp)
     assert spelt.layers["Dropout1"].dropout_ratio == 0.1

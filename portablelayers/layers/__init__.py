@@ -3,7 +3,7 @@
 from .activations import Identity, LeakyReLU, ReLU, Relu, Sigmoid, Tanh
 from .affine import Affine
 from .arithmetic import AddLayer, MulLayer
-from .base import Layer, parameter
+from .base import BaseLayer, Layer, LossLayer, parameter, state_entry
 from .conv import AvgPooling, Convolution, Pooling
 from .dropout import Dropout
 from .losses import MeanSquaredError, SigmoidWithLoss, SoftmaxWithLoss
@@ -14,6 +14,7 @@ __all__ = [
     "AddLayer",
     "Affine",
     "AvgPooling",
+    "BaseLayer",
     "BatchNormalization",
     "Convolution",
     "Dropout",
@@ -21,6 +22,7 @@ __all__ = [
     "Identity",
     "Layer",
     "LeakyReLU",
+    "LossLayer",
     "MeanSquaredError",
     "MulLayer",
     "Pooling",
@@ -31,4 +33,5 @@ __all__ = [
     "SoftmaxWithLoss",
     "Tanh",
     "parameter",
+    "state_entry",
 ]

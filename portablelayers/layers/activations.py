@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from .._backend import as_float, namespace
 from ..functions import relu, sigmoid
-from .base import Layer
+from .base import BaseLayer
 
 __all__ = ["Identity", "LeakyReLU", "ReLU", "Relu", "Sigmoid", "Tanh"]
 
 
-class ReLU(Layer):
+class ReLU(BaseLayer):
     """out = max(x, 0). `mask` marks the inputs that were cut (x <= 0), as in the book."""
 
     def __init__(self):
@@ -31,7 +31,7 @@ class ReLU(Layer):
 Relu = ReLU  # the book's spelling
 
 
-class Sigmoid(Layer):
+class Sigmoid(BaseLayer):
     """out = 1 / (1 + exp(-x)), stable for any x; backward uses the stored output."""
 
     def __init__(self):
@@ -47,7 +47,7 @@ class Sigmoid(Layer):
         return dout * (1.0 - out) * out
 
 
-class Tanh(Layer):
+class Tanh(BaseLayer):
     """out = tanh(x); backward uses the stored output: dx = dout * (1 - out**2)."""
 
     def __init__(self):
@@ -64,7 +64,7 @@ class Tanh(Layer):
         return dout * (1.0 - out * out)
 
 
-class LeakyReLU(Layer):
+class LeakyReLU(BaseLayer):
     """out = x for x > 0, negative_slope * x otherwise; `mask` marks x <= 0 like ReLU's."""
 
     def __init__(self, negative_slope=0.01):
@@ -84,7 +84,7 @@ class LeakyReLU(Layer):
         return xp.where(mask, dout * self.negative_slope, dout)
 
 
-class Identity(Layer):
+class Identity(BaseLayer):
     """out = x, dx = dout: a placeholder where a network needs no activation."""
 
     def __init__(self):

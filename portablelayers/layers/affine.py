@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 from .._backend import namespace, static_shape
-from .base import Layer, parameter
+from .base import BaseLayer, parameter
 
 __all__ = ["Affine"]
 
 
-class Affine(Layer):
+class Affine(BaseLayer):
     """out = x @ W + b for W of shape (D, M) and b of shape (M,).
 
     Input of shape (N, d1, d2, ...) is flattened to (N, D) with D = d1*d2*...; `dx` comes

@@ -8,7 +8,7 @@ shape when the inputs were broadcast against each other.
 from __future__ import annotations
 
 from .._backend import is_array, namespace, sum_to_shape
-from .base import Layer
+from .base import BaseLayer
 
 __all__ = ["AddLayer", "MulLayer"]
 
@@ -32,7 +32,7 @@ def _check_same_library(x, y):
         namespace(x, y)  # TypeError naming both libraries when they differ
 
 
-class MulLayer(Layer):
+class MulLayer(BaseLayer):
     """out = x * y; backward gives (dout * y, dout * x)."""
 
     def __init__(self):
@@ -50,7 +50,7 @@ class MulLayer(Layer):
         return _grad_like(dout * y, x), _grad_like(dout * x, y)
 
 
-class AddLayer(Layer):
+class AddLayer(BaseLayer):
     """out = x + y; backward passes dout to both inputs."""
 
     def __init__(self):

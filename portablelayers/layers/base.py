@@ -1,25 +1,78 @@
-"""What every layer shares: parameter and gradient storage, and the saved-state check.
+"""The layer contract, and what every layer of the package shares.
 
-Parametric layers keep their arrays in two dicts, `params` and `grads`, keyed by the
-book's names ("W", "b", "gamma", ...). `forward` always reads `self.params[...]`, so an
-optimizer that rebinds `layer.params["W"]` to a new array (as it must on JAX, whose
-arrays are immutable) is seen by the next call. The book's attributes (`layer.W`,
-`layer.dW`) are properties over those dicts, made by `parameter("W")`.
+The contract (`Layer`, `LossLayer`) is what `Sequential`, the optimizers and the compiled
+training step rely on, and all they rely on:
+
+- `params`: name -> array, the arrays an optimizer updates ("W", "b", "gamma", ...);
+- `grads`: name -> array, filled by `backward` with the same keys as `params`;
+- `state`: name -> array, what `forward` updates but no optimizer does
+  (BatchNormalization's running statistics, Dropout's random-stream counter);
+- `forward(x)` (`forward(x, train_flg)` where training and inference differ) and
+  `backward(dout)`; a loss layer has `forward(x, t)` returning a 0-D array and
+  `backward(dout=1)`.
+
+`forward` always reads `self.params[...]` and `self.state[...]`, and rebinds state entries
+to new arrays, so a caller that rebinds an entry (an optimizer on JAX, whose arrays are
+immutable; a compiled step handing in traced arrays) is seen by the next call. The book's
+attributes (`layer.W`, `layer.dW`, `bn.running_mean`) are properties over those dicts, made
+by `parameter("W")` and `state_entry("running_mean")`.
 """
 
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 from .._backend import same_shape, static_shape
 
-__all__ = ["Layer", "parameter"]
+__all__ = ["BaseLayer", "Layer", "LossLayer", "parameter", "state_entry"]
 
 
-class Layer:
-    """Base of all layers: empty `params` and `grads`, and `saved()` for backward."""
+@runtime_checkable
+class Layer(Protocol):
+    """The contract of a layer: `params`, `grads`, `state`, `forward` and `backward`.
+
+    Any object with these members is a layer (`isinstance(obj, Layer)` checks them); the
+    package's own layers derive from `BaseLayer`. Subclassing `Layer` directly also works:
+    its `__init__` makes the three dicts empty.
+    """
+
+    params: dict[str, Any]
+    grads: dict[str, Any]
+    state: dict[str, Any]
 
     def __init__(self):
-        self.params: dict = {}
-        self.grads: dict = {}
+        self.params, self.grads, self.state = {}, {}, {}
+
+    def forward(self, x, *args):
+        """The layer's output for input `x` (and `train_flg` where modes differ)."""
+        ...
+
+    def backward(self, dout):
+        """The gradient of the input from `dout`; fills `grads` for every `params` key."""
+        ...
+
+
+@runtime_checkable
+class LossLayer(Protocol):
+    """The contract of a loss layer, which ends a network: `forward(x, t)` returns the
+    loss as a 0-D array and `backward(dout=1)` the gradient of the scores `x`."""
+
+    params: dict[str, Any]
+    grads: dict[str, Any]
+    state: dict[str, Any]
+
+    def forward(self, x, t):
+        """The loss of scores `x` against targets `t`, a 0-D array."""
+        ...
+
+    def backward(self, dout=1):
+        """The gradient of the loss with respect to the scores, times `dout`."""
+        ...
+
+
+class BaseLayer(Layer):
+    """Base of the package's layers: empty `params`, `grads` and `state`, `saved()` for
+    backward and `check_dout()` for its input."""
 
     def saved(self, value):
         """`value` stored by forward; a clear RuntimeError if forward has not run yet."""
@@ -63,3 +116,15 @@ def parameter(name: str):
         property(get_param, set_param, doc=f"The parameter {name!r} (alias of params[{name!r}])."),
         property(get_grad, set_grad, doc=f"Gradient of {name!r} from the last backward."),
     )
+
+
+def state_entry(name: str):
+    """A property `name` over `state[name]` (the book's `bn.running_mean`)."""
+
+    def get(self):
+        return self.state[name]
+
+    def set(self, value):
+        self.state[name] = value
+
+    return property(get, set, doc=f"The state array {name!r} (alias of state[{name!r}]).")

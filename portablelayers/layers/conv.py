@@ -19,12 +19,12 @@ from ..functions import (
     col2im,
     im2col,
 )
-from .base import Layer, parameter
+from .base import BaseLayer, parameter
 
 __all__ = ["AvgPooling", "Convolution", "Pooling"]
 
 
-class Convolution(Layer):
+class Convolution(BaseLayer):
     """2-D convolution: W of shape (FN, C, FH, FW), b of shape (FN,).
 
     Input (N, C, H, W) gives output (N, FN, out_h, out_w) with
@@ -114,7 +114,7 @@ class Convolution(Layer):
         return col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
 
 
-class Pooling(Layer):
+class Pooling(BaseLayer):
     """Max pooling over pool_h x pool_w windows, moved by `stride`, of each channel.
 
     The padding is -inf, so it never wins a window's maximum; `pad` must be smaller than

@@ -1,58 +1,72 @@
-"""Dropout (the book's chapter 6), in its inverted form."""
+"""Dropout (the book's chapter 6): inverted by default, the book's own form on request."""
 
 from __future__ import annotations
 
-from .._backend import as_float, device, namespace, static_shape
-from ..random import Generator
-from .base import Layer
+from .._backend import as_float, device, move_to, namespace, resolve_namespace, static_shape
+from ..random import BITS, counter_bits, seed_key
+from .base import BaseLayer, state_entry
 
 __all__ = ["Dropout"]
 
 
-class Dropout(Layer):
-    """Inverted dropout: in training each element is kept with probability 1 - p and
-    scaled by 1 / (1 - p), so that test time is the identity (the book instead scales by
-    1 - p at test time; both give the same expected output).
+class Dropout(BaseLayer):
+    """Drops each element with probability `dropout_ratio` in training.
 
-    `mask` marks the kept elements, as in the book. The mask is drawn on the input's device
-    by its library's own generator, seeded with `seed`: the same seed gives the same
-    sequence of masks. The generator is made on the first forward and made anew (with the
-    same seed) when the input's library or device changes.
+    Inverted (the default): each kept element is scaled by 1 / (1 - p) in training, so
+    that test time is the identity. `inverted=False` is the book's form: kept elements pass
+    unscaled in training and test time multiplies by 1 - p. Both give the same expected
+    output; inverted dropout leaves inference untouched, which is why it is the default.
+
+    `mask` marks the kept elements, as in the book. Masks come from a counter-based random
+    stream (`portablelayers.random.counter_bits`) keyed by `seed`: its only state is
+    `state["step"]`, a 0-D int32 array that each training forward advances. So the same
+    seed gives the same sequence of masks on every backend and device, and a compiled
+    training step, which carries `state`, draws a fresh mask every step. The counter is
+    made with `xp` and `device` (default NumPy; it moves to the input's library and device
+    on the first forward, and is made on the right one by the networks that build it).
     """
 
-    def __init__(self, dropout_ratio=0.5, seed=None):
+    step = state_entry("step")
+
+    def __init__(self, dropout_ratio=0.5, seed=None, inverted=True, *, xp=None, device=None):
         super().__init__()
         if not 0.0 <= dropout_ratio < 1.0:
             raise ValueError(f"dropout_ratio must lie in [0, 1), got {dropout_ratio}")
         self.dropout_ratio = float(dropout_ratio)
-        self.seed = seed
+        self.inverted = bool(inverted)
+        if seed is None:  # a fresh seed from the OS, drawn once so the stream is reproducible
+            import secrets
+
+            seed = secrets.randbits(63)
+        self.seed = int(seed)
+        self._key = seed_key(self.seed)
+        # Elements whose 24-bit draw is below this are dropped: probability dropout_ratio.
+        self._threshold = round(self.dropout_ratio * (1 << BITS))
+        space = resolve_namespace(xp)
+        self.state = {"step": space.zeros((), dtype=space.int32, device=device)}
         self.mask = None
         self.train_flg = None  # the mode of the last forward
-        self._generator = None
-        self._generator_for = None  # (namespace, device) the generator draws for
 
     def forward(self, x, train_flg=True):
         xp = namespace(x)
         if not train_flg:
             self.train_flg = False
-            return x
+            return x if self.inverted else x * (1.0 - self.dropout_ratio)
         x = as_float(xp, x)
-        u = self._generator_like(xp, x).uniform(x.shape, dtype=x.dtype)
-        self.mask = u >= self.dropout_ratio  # True with probability 1 - p
+        step = move_to(xp, self.state["step"], device(x))
+        bits = counter_bits(xp, x.shape, self._key, step, device(x))
+        self.mask = bits >= self._threshold  # True with probability 1 - p
+        self.state["step"] = step + 1
         self.train_flg = True
-        return xp.where(self.mask, x * (1.0 / (1.0 - self.dropout_ratio)), 0.0)
+        return x * xp.astype(self.mask, x.dtype) * self._scale
 
     def backward(self, dout):
         if not self.saved(self.train_flg):
-            return dout  # the identity at test time
+            return dout if self.inverted else dout * (1.0 - self.dropout_ratio)
         xp = namespace(dout)
         self.check_dout(dout, static_shape(self.mask))
-        return xp.where(self.mask, dout * (1.0 / (1.0 - self.dropout_ratio)), 0.0)
+        return dout * xp.astype(self.mask, dout.dtype) * self._scale
 
-    def _generator_like(self, xp, x):
-        """The seeded generator for x's namespace and device, made when first needed."""
-        key = (xp, device(x))
-        if self._generator is None or self._generator_for != key:
-            self._generator = Generator(xp, self.seed, device(x))
-            self._generator_for = key
-        return self._generator
+    @property
+    def _scale(self):
+        return 1.0 / (1.0 - self.dropout_ratio) if self.inverted else 1.0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from .._backend import as_float, namespace, read_bool, size, static_shape
 from ..functions import log_softmax, one_hot_targets, sigmoid
-from .base import Layer
+from .base import BaseLayer
 
 __all__ = ["MeanSquaredError", "SigmoidWithLoss", "SoftmaxWithLoss"]
 
 
-class SoftmaxWithLoss(Layer):
+class SoftmaxWithLoss(BaseLayer):
     """Softmax followed by the mean cross-entropy against `t`.
 
     `forward(x, t)` takes logits x of shape (N, C) (or (C,) for one sample) and `t` as
@@ -50,7 +50,7 @@ def _targets_like(xp, t, x, what):
     return xp.astype(as_float(xp, t), x.dtype, copy=False)
 
 
-class SigmoidWithLoss(Layer):
+class SigmoidWithLoss(BaseLayer):
     """Sigmoid followed by the binary cross-entropy against `t`, for logits x of any shape.
 
     `t` has x's shape and holds 0/1 labels or probabilities. The loss is the mean over all
@@ -86,7 +86,7 @@ class SigmoidWithLoss(Layer):
         return (y - self.t) * dout / self._count
 
 
-class MeanSquaredError(Layer):
+class MeanSquaredError(BaseLayer):
     """The book's sum-of-squares error averaged over the batch: 0.5 * sum((y - t)**2) / N.
 
     `forward(y, t)` takes y and t of the same shape (N, ...); a 1-D y is one sample (N = 1).

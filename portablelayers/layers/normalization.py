@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .._backend import as_float, device, namespace, static_shape
-from .base import Layer, parameter
+from .base import BaseLayer, parameter, state_entry
 
 __all__ = ["BatchNormalization"]
 
 
-class BatchNormalization(Layer):
+class BatchNormalization(BaseLayer):
     """out = gamma * (x - mean) / sqrt(var + eps) + beta.
 
     Input (N, D) is normalised per feature, input (N, C, H, W) (or any (N, C, ...)) per
@@ -18,18 +18,21 @@ class BatchNormalization(Layer):
     variance, and updates the running statistics as the book does:
     running = momentum * running + (1 - momentum) * batch_stat. `running_var` stores the
     biased batch variance (the book's choice; torch stores the unbiased one). With
-    `train_flg=False` the running statistics are used instead. Running statistics left as
-    None are created as zeros (like the book) in the input's dtype and device on the first
-    forward. `eps` defaults to the book's 10e-7 (torch uses 1e-5).
+    `train_flg=False` the running statistics are used instead. They live in `state`
+    ("running_mean", "running_var"; `bn.running_mean` is an alias); left as None they are
+    made as zeros (like the book) in gamma's dtype and device, here, so that a compiled
+    step finds them before its first call. `eps` defaults to the book's 10e-7 (torch 1e-5).
     """
 
     gamma, dgamma = parameter("gamma")
     beta, dbeta = parameter("beta")
+    running_mean = state_entry("running_mean")
+    running_var = state_entry("running_var")
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None,
                  eps=10e-7):
         super().__init__()
-        namespace(gamma, beta, running_mean, running_var)  # TypeError on mixed libraries
+        xp = namespace(gamma, beta, running_mean, running_var)  # TypeError on mixed libraries
         shape = tuple(gamma.shape)
         if len(shape) != 1 or tuple(beta.shape) != shape:
             raise ValueError(f"BatchNormalization needs gamma and beta of the same shape (C,), "
@@ -44,8 +47,14 @@ class BatchNormalization(Layer):
             raise ValueError(f"eps must be positive, got {eps}")
         self.params = {"gamma": gamma, "beta": beta}
         self.grads = {"gamma": None, "beta": None}
+        def zeros_like_gamma():
+            return xp.zeros(shape, dtype=gamma.dtype, device=device(gamma))
+
+        self.state = {
+            "running_mean": zeros_like_gamma() if running_mean is None else running_mean,
+            "running_var": zeros_like_gamma() if running_var is None else running_var,
+        }
         self.momentum, self.eps = float(momentum), float(eps)
-        self.running_mean, self.running_var = running_mean, running_var
         self.input_shape = None
         self.train_flg = None  # the mode of the last forward, which backward differentiates
         self.xn = None  # normalised input
@@ -53,15 +62,11 @@ class BatchNormalization(Layer):
 
     def forward(self, x, train_flg=True):
         gamma, beta = self.params["gamma"], self.params["beta"]
-        xp = namespace(x, gamma, beta, self.running_mean, self.running_var)
+        running_mean, running_var = self.state["running_mean"], self.state["running_var"]
+        xp = namespace(x, gamma, beta, running_mean, running_var)
         x = as_float(xp, x)
         self._check_input(x)
         axes, stat_shape = self._axes(x)
-        # Created lazily: only the first input tells the dtype and device to keep them in.
-        if self.running_mean is None:
-            self.running_mean = xp.zeros(gamma.shape, dtype=x.dtype, device=device(x))
-        if self.running_var is None:
-            self.running_var = xp.zeros(gamma.shape, dtype=x.dtype, device=device(x))
 
         if train_flg:
             mu = xp.mean(x, axis=axes, keepdims=True)
@@ -69,12 +74,12 @@ class BatchNormalization(Layer):
             var = xp.mean(xc * xc, axis=axes, keepdims=True)  # biased, as the book
             std = xp.sqrt(var + self.eps)
             m = self.momentum
-            # New arrays rebound to the attributes: an in-place update would be lost on JAX.
-            self.running_mean = self._blend(xp, self.running_mean, mu, m)
-            self.running_var = self._blend(xp, self.running_var, var, m)
+            # New arrays rebound in state: an in-place update would be lost on JAX.
+            self.state["running_mean"] = self._blend(xp, running_mean, mu, m)
+            self.state["running_var"] = self._blend(xp, running_var, var, m)
         else:
-            mean = xp.astype(xp.reshape(self.running_mean, stat_shape), x.dtype, copy=False)
-            var = xp.astype(xp.reshape(self.running_var, stat_shape), x.dtype, copy=False)
+            mean = xp.astype(xp.reshape(running_mean, stat_shape), x.dtype, copy=False)
+            var = xp.astype(xp.reshape(running_var, stat_shape), x.dtype, copy=False)
             xc = x - mean
             std = xp.sqrt(var + self.eps)
         xn = xc / std

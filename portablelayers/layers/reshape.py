@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 from .._backend import namespace, static_shape
-from .base import Layer
+from .base import BaseLayer
 
 __all__ = ["Flatten"]
 
 
-class Flatten(Layer):
+class Flatten(BaseLayer):
     """(N, d1, d2, ...) -> (N, d1*d2*...), e.g. between a convolution and an Affine layer;
     backward gives dout back the input's shape."""
 

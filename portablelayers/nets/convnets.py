@@ -140,9 +140,11 @@ class DeepConvNet(Sequential):
         layers += [
             ("Affine1", Affine(W7, init.zeros((hidden_size,)))),
             ("Relu7", ReLU()),
-            ("Dropout1", Dropout(0.5, seed=sub_seed(init.seed, 1))),
+            ("Dropout1", Dropout(0.5, seed=sub_seed(init.seed, 1), xp=init.xp,
+                                 device=init.device)),
             ("Affine2", Affine(W8, init.zeros((output_size,)))),
-            ("Dropout2", Dropout(0.5, seed=sub_seed(init.seed, 2))),
+            ("Dropout2", Dropout(0.5, seed=sub_seed(init.seed, 2), xp=init.xp,
+                                 device=init.device)),
             ("SoftmaxWithLoss", SoftmaxWithLoss()),
         ]
         super().__init__(*layers)

@@ -87,8 +87,9 @@ class MultiLayerNet(Sequential):
                     running_mean=init.zeros((n,)), running_var=init.zeros((n,)))))
             layers.append((f"Activation_function{idx}", ACTIVATIONS[activation]()))
             if dropout_ratio is not None:
-                layers.append((f"Dropout{idx}", Dropout(dropout_ratio, seed=sub_seed(init.seed,
-                                                                                     idx))))
+                layers.append((f"Dropout{idx}", Dropout(
+                    dropout_ratio, seed=sub_seed(init.seed, idx), xp=init.xp,
+                    device=init.device)))
         layers.append(("SoftmaxWithLoss", SoftmaxWithLoss()))
         return layers
 

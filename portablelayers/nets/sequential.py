@@ -4,11 +4,14 @@ Everything the book's networks share lives here once: predict, loss (with weight
 backpropagation, accuracy, numerical gradients, named parameters and checkpoints. The
 book's networks (TwoLayerNet, MultiLayerNet, SimpleConvNet, ...) only build their layers.
 
-Parameters are named as in the book: each layer's own names ("W", "b", "gamma", "beta")
-numbered by how many layers so far have that name, so the first Affine or Convolution
-gives "W1" and "b1", the first BatchNormalization "gamma1" and "beta1". `net.params` is a
-live view: `net.params["W1"] = new` rebinds the owning layer's entry, which is what an
-optimizer must do on JAX, whose arrays cannot be updated in place.
+A network walks its layers through the layer contract (`params`, `grads`, `state`; see
+`portablelayers.layers.base`) and nothing else. Arrays are named as in the book: each
+layer's own names ("W", "b", "gamma", "running_mean", "step") numbered by how many layers
+so far have that name, so the first Affine or Convolution gives "W1" and "b1", the first
+BatchNormalization "gamma1", "beta1", "running_mean1" and "running_var1". `net.params` and
+`net.state` are live views: `net.params["W1"] = new` rebinds the owning layer's entry, which
+is what an optimizer must do on JAX, whose arrays cannot be updated in place, and what a
+compiled step does with the arrays it returns.
 """
 
 from __future__ import annotations
@@ -22,11 +25,6 @@ from .. import checkpoint
 from .._backend import device, is_array, namespace, static_shape
 
 __all__ = ["Sequential"]
-
-# Layer attributes that are state, not parameters: saved with the parameters so a reloaded
-# network predicts the same (BatchNormalization's running statistics).
-STATE_ATTRIBUTES = ("running_mean", "running_var")
-
 
 class _NamedArrays(MutableMapping):
     """name -> array of a layer, read and rebound in the layer itself (a live view)."""
@@ -103,27 +101,18 @@ class Params(_NamedArrays):
         return self[name]
 
 
-class State(_NamedArrays):
-    """Running statistics by name ("running_mean1", ...); None until the layer creates them.
-    They have the shape of the layer's gamma."""
+class State(Params):
+    """The layers' state by name ("running_mean1", "step1", ...), live in the layers:
+    arrays that forward updates and no optimizer does. Saved with the parameters, so a
+    reloaded network predicts (and draws dropout masks) as the saved one would."""
 
     kind = "state array"
 
     def _get(self, layer, key):
-        return getattr(layer, key)
+        return layer.state[key]
 
     def _set(self, layer, key, value):
-        setattr(layer, key, value)
-
-    def expected_shape(self, name):
-        layer, _ = self._entry(name)
-        return static_shape(layer.params["gamma"])
-
-    def like(self, name):
-        """The array whose dtype and device a loaded value takes (the stat, or gamma)."""
-        layer, key = self._entry(name)
-        value = getattr(layer, key)
-        return layer.params["gamma"] if value is None else value
+        layer.state[key] = value
 
 
 def _central_differences(xp, f, value, h):
@@ -179,13 +168,12 @@ class Sequential:
 
         param_entries, state_entries, counts = {}, {}, {}
         for layer in [*self.layers.values(), last_layer]:
-            keys = list(layer.params)
-            if "gamma" in layer.params:
-                keys += [a for a in STATE_ATTRIBUTES if hasattr(layer, a)]
-            for key in keys:
-                counts[key] = counts.get(key, 0) + 1
-                entries = param_entries if key in layer.params else state_entries
-                entries[f"{key}{counts[key]}"] = (layer, key)
+            # A layer of the user's own may have no state; the contract's layers all do.
+            for entries, keys in ((param_entries, layer.params),
+                                  (state_entries, getattr(layer, "state", {}))):
+                for key in keys:
+                    counts[key] = counts.get(key, 0) + 1
+                    entries[f"{key}{counts[key]}"] = (layer, key)
         self.params = Params(param_entries)
         self.state = State(state_entries)
 
@@ -230,7 +218,12 @@ class Sequential:
 
     def gradient(self, x, t, train_flg=True):
         """Gradients of the loss by backpropagation, keyed like `params`."""
-        self.loss(x, t, train_flg)
+        return self.loss_and_gradient(x, t, train_flg)[1]
+
+    def loss_and_gradient(self, x, t, train_flg=True):
+        """(loss, gradients) from one forward and one backward pass: the loss as `loss`
+        gives it (a 0-D array, weight decay included), the gradients as `gradient`."""
+        loss = self.loss(x, t, train_flg)
         dout = self.last_layer.backward(1)
         for layer in reversed(self.layers.values()):
             dout = layer.backward(dout)
@@ -241,7 +234,7 @@ class Sequential:
         if self.weight_decay_lambda:
             for name, W in self._weights().items():
                 grads[name] = grads[name] + self.weight_decay_lambda * W
-        return grads
+        return loss, grads
 
     def accuracy(self, x, t, batch_size=None):
         """The fraction of samples whose highest score is the label, as a Python float.
