@@ -84,9 +84,12 @@ def one_hot_targets(t, scores, what: str = "t"):
     """
     xp = namespace(t, scores)
     s_shape, t_shape = static_shape(scores), static_shape(t)
-    if (t.ndim == scores.ndim and t_shape[-1:] == (1,) and s_shape[-1] != 1
-            and xp.isdtype(t.dtype, "integral")):
+    if t.ndim == scores.ndim and t_shape[-1:] == (1,) and s_shape[-1] != 1:
         # A column of class indices, (N, 1): the book's size rule makes it indices too.
+        if not xp.isdtype(t.dtype, "integral"):
+            raise ValueError(f"class-index {what} of shape {t_shape} must have an integer "
+                             f"dtype, got {t.dtype} (one-hot {what} has the shape of the "
+                             f"scores {s_shape})")
         t = t[..., 0]
         t_shape = t_shape[:-1]
     if t.ndim == scores.ndim:
