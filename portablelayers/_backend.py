@@ -28,6 +28,7 @@ __all__ = [
     "resolve_namespace",
     "same_shape",
     "size",
+    "split_batches",
     "static_shape",
     "sum_to_shape",
 ]
@@ -183,6 +184,24 @@ def sum_to_shape(xp, grad, shape: tuple[int, ...]):
     if axes:
         grad = xp.sum(grad, axis=axes, keepdims=True)
     return grad
+
+
+def split_batches(xp, a, batch_size: int) -> list:
+    """`a` cut along its first axis into batches of `batch_size` (the last may be smaller).
+
+    The full batches come from one reshape and one `unstack`, not one slice each: on JAX
+    every distinct slice is a compilation of its own, and a data set of 15 batches would
+    pay 15 of them.
+    """
+    n = static_shape(a)[0]
+    full = n // batch_size
+    batches = []
+    if full:
+        whole = a if full * batch_size == n else a[:full * batch_size, ...]
+        batches = list(xp.unstack(xp.reshape(whole, (full, batch_size, *a.shape[1:]))))
+    if full * batch_size < n:
+        batches.append(a[full * batch_size:, ...])
+    return batches
 
 
 def persist(*arrays):

@@ -23,6 +23,7 @@ BACKENDS = tuple(BACKEND_MODULES)  # numpy, cupy, torch, jax, dask, array_api_st
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)  # the Trainer's book names, lower case
 # The hidden layer's width when --hidden-size is not given (the book's DeepConvNet uses 50).
 DEFAULT_HIDDEN = {"two-layer": 100, "multi-layer": 100, "simple-conv": 100, "deep-conv": 50}
+COMPILE_CHOICES = {"auto": "auto", "on": True, "off": False}  # --compile -> Trainer(compile=)
 MNIST_HOLDOUT_TRAIN = 8000  # test-set-only MNIST: the first 8,000 train, the rest are held out
 
 
@@ -103,6 +104,16 @@ def _add_train_parser(sub):
         help="a device of the backend, named as the backend lists it (e.g. 'cpu' or "
              "'cuda:0' for torch, 'cpu' or 'gpu:0' for jax, '0' for cupy); default: the "
              "backend's default device")
+    train.add_argument(
+        "--compile", choices=("auto", "on", "off"), default="auto",
+        help="compile each training step whole: 'auto' does on JAX (jax.jit) and on torch "
+             "CUDA tensors (a CUDA graph) and runs eagerly elsewhere; 'on' fails where no "
+             "compiler applies; 'off' always runs eagerly")
+    train.add_argument(
+        "--compile-cache", metavar="DIR", default=None,
+        help="where JAX keeps compiled steps between runs, so a second run skips XLA's "
+             "compilation (default: $XDG_CACHE_HOME/portablelayers/jax, else "
+             "~/.cache/portablelayers/jax; 'none' keeps nothing)")
     train.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32",
         help="floating dtype of the weights and images")
@@ -217,6 +228,14 @@ def _build_net(args, input_dim, xp, dev, dtype):
     return nets.DeepConvNet(input_dim, hidden_size=hidden, output_size=10, **common)
 
 
+def _default_cache():
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "portablelayers" / "jax"
+
+
 def train_command(args) -> int:
     from . import datasets
     from .train import Trainer
@@ -225,6 +244,10 @@ def train_command(args) -> int:
         args.lr = 0.001 if args.net == "deep-conv" else 0.01
     xp = _resolve_backend(args.backend)
     dev = _resolve_device(xp, args.device)
+    if args.compile != "off" and (args.compile_cache or "").lower() != "none":
+        from .compiled import keep_compiled
+
+        keep_compiled(args.compile_cache or _default_cache())
     flatten = args.net in ("two-layer", "multi-layer")
     try:
         ((x_train, t_train), (x_test, t_test)), source = _load_data(args, flatten)
@@ -239,16 +262,19 @@ def train_command(args) -> int:
         ((x_train.astype(args.dtype), t_train), (x_test.astype(args.dtype), t_test)), xp, dev)
     network = _build_net(args, input_dim, xp, dev, dtype)
 
+    try:
+        trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
+                          mini_batch_size=args.batch_size, optimizer=args.optimizer,
+                          optimizer_param={"lr": args.lr}, verbose=not args.quiet,
+                          seed=args.seed, compile=COMPILE_CHOICES[args.compile])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     say = (lambda *a: None) if args.quiet else print
     say(f"{type(network).__name__} on {source}: {x_train.shape[0]:,} training and "
         f"{x_test.shape[0]:,} test images; backend {args.backend}"
         + (f" ({args.device})" if args.device else "")
         + f", {args.dtype}, {args.optimizer} lr {args.lr}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, seed {args.seed}")
-    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
-                      mini_batch_size=args.batch_size, optimizer=args.optimizer,
-                      optimizer_param={"lr": args.lr}, verbose=not args.quiet,
-                      seed=args.seed)
+          f"{args.epochs} epochs, seed {args.seed}, steps {trainer.step.kind}")
     start = time.perf_counter()
     try:
         accuracy = trainer.train()

@@ -10,12 +10,14 @@ Unlike the book, each epoch visits every training sample once (a fresh shuffle w
 replacement, the last partial batch included), the loss logged per step is the batch's loss
 before its update, and accuracies are measured at the end of each epoch. Batches are taken
 on the data's own device; only the loss and the accuracies come to the host, for the log.
+Each step is one `compile_step` call: compiled on JAX and on torch CUDA tensors by default
+(`compile="auto"`), eager elsewhere; labels are checked once, on the whole data sets, when
+the Trainer is made. A compiled run reads its losses back once per epoch, not per step.
 tqdm (progress bar) and matplotlib (`plot`) are optional: `pip install 'portablelayers[train]'`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import shutil
@@ -24,9 +26,11 @@ import time
 
 import numpy as np  # the host generator that shuffles sample indices; never touches data
 
-from ._backend import device, namespace, persist, static_shape
+from ._backend import device, namespace, static_shape
+from .checkpoint import to_host
+from .compiled import compile_step, compiled_kind
 
-__all__ = ["OPTIMIZERS", "Trainer"]
+__all__ = ["OPTIMIZERS", "Trainer", "compile_step"]
 
 # The book's optimizer names (lower case) -> class names in portablelayers.optim.
 OPTIMIZERS = {
@@ -84,7 +88,7 @@ class Trainer:
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
                  mini_batch_size=100, optimizer="SGD", optimizer_param=None,
                  evaluate_sample_num_per_epoch=None, verbose=True, *, seed=None,
-                 progress=None, file=None, evaluate_batch_size=None):
+                 progress=None, file=None, evaluate_batch_size=None, compile="auto"):
         # Every check comes before any state is set.
         for method in ("gradient", "accuracy"):
             if not callable(getattr(network, method, None)):
@@ -106,6 +110,12 @@ class Trainer:
         if optimizer_param is None:
             optimizer_param = {"lr": 0.01}  # the book's default
         optimizer = make_optimizer(optimizer, optimizer_param)
+        compiled_kind(x_train, compile)  # ValueError for compile=True where none applies
+        step = compile_step(network, optimizer, compile, like=x_train, check=False)
+        if callable(getattr(network, "predict", None)):
+            # Labels are read here, once: no step reads them again (a host sync each).
+            step.check_labels(x_train, t_train)
+            step.check_labels(x_test, t_test)
 
         self.network = network
         self.verbose = verbose
@@ -132,13 +142,8 @@ class Trainer:
         self._start = None
         self._bar = None
         self._samples_seen = 0
-        self._accuracy_takes_batch = "batch_size" in inspect.signature(
-            network.accuracy).parameters
-        # Read the loss the gradient pass computed when the network exposes it (saves a
-        # forward pass); with weight decay that value lacks the penalty, so ask loss().
-        last = getattr(network, "last_layer", None)
-        self._loss_from_gradient = (hasattr(last, "loss") and
-                                    not getattr(network, "weight_decay_lambda", 0))
+        self.step = step
+        self._pending = []  # (step number, loss array) not yet read back (compiled runs)
 
     @staticmethod
     def _check_pair(kind, x, t):
@@ -156,39 +161,30 @@ class Trainer:
         """One mini-batch: gradient, update, log; ends the epoch after its last batch."""
         xp = namespace(self.x_train)
         step_in_epoch = self.current_iter % self.iter_per_epoch
-        if step_in_epoch == 0:  # a new epoch: a new order of all samples
+        if step_in_epoch == 0:  # a new epoch: a new order of all samples, cut into batches
             order = self._rng.permutation(self.train_size)
             self._order = xp.asarray(order, device=device(self.x_train))
         if self._start is None:
             self._start = time.perf_counter()
         start = step_in_epoch * self.batch_size
         stop = min(start + self.batch_size, self.train_size)
-        batch_mask = self._order[start:stop]
-        x_batch = xp.take(self.x_train, batch_mask, axis=0)
-        t_batch = xp.take(self.t_train, batch_mask, axis=0)
+        x_batch, t_batch = self.step.batch(self.x_train, self.t_train, self._order, start, stop)
 
-        if self._loss_from_gradient:
-            grads = self.network.gradient(x_batch, t_batch)
-            loss = self.network.last_layer.loss
-        else:
-            loss = self.network.loss(x_batch, t_batch)
-            grads = self.network.gradient(x_batch, t_batch)
-        self.optimizer.update(self.network.params, grads)
-        loss = _persist_step(loss, self.network, self.optimizer)
-        loss = float(loss)  # to the host, for the log
+        loss = self.step(x_batch, t_batch)
         self.current_iter += 1
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"the training loss became {loss} at step {self.current_iter} (epoch "
-                f"{self.current_epoch + 1}, batch {step_in_epoch + 1} of "
-                f"{self.iter_per_epoch}); try a smaller learning rate")
-        self.train_loss_list.append(loss)
+        self._pending.append((self.current_iter, loss))
+        # Eager steps (and any run with a progress bar) read each loss now; a compiled run
+        # reads its losses at the end of the epoch, so steps are not held up by host reads.
+        if self.step.kind == "eager" or self._bar is not None or (
+                step_in_epoch == self.iter_per_epoch - 1):
+            self._read_losses()
         if self._bar is not None:
             self._bar.set_description(f"epoch {self.current_epoch + 1}/{self.epochs}",
                                       refresh=False)
             seen = self._samples_seen = self._samples_seen + (stop - start)
             rate = seen / max(time.perf_counter() - self._start, 1e-9)
-            self._bar.set_postfix_str(f"loss={loss:.4f}, {rate:,.0f} samples/s", refresh=False)
+            self._bar.set_postfix_str(f"loss={self.train_loss_list[-1]:.4f}, "
+                                      f"{rate:,.0f} samples/s", refresh=False)
             self._bar.update(1)
 
         if step_in_epoch == self.iter_per_epoch - 1:
@@ -251,6 +247,23 @@ class Trainer:
 
     # --- helpers -------------------------------------------------------------------------
 
+    def _read_losses(self):
+        """The pending losses to the host, into the log; FloatingPointError at the first
+        that is not finite."""
+        xp = namespace(self._pending[0][1])
+        # One read for all of them (each float() of a device array would be a sync).
+        values = to_host(xp.stack([loss for _, loss in self._pending])).tolist()
+        steps = [step for step, _ in self._pending]
+        self._pending = []
+        for step, loss in zip(steps, values, strict=True):
+            if not math.isfinite(loss):
+                epoch, batch = divmod(step - 1, self.iter_per_epoch)
+                raise FloatingPointError(
+                    f"the training loss became {loss} at step {step} (epoch {epoch + 1}, "
+                    f"batch {batch + 1} of {self.iter_per_epoch}); try a smaller learning "
+                    "rate")
+            self.train_loss_list.append(loss)
+
     def _end_epoch(self):
         self.current_epoch += 1
         x_train, t_train = self.x_train, self.t_train
@@ -270,9 +283,7 @@ class Trainer:
                     f"test acc:{test_acc} ===")
 
     def _accuracy(self, x, t):
-        if self._accuracy_takes_batch:
-            return float(self.network.accuracy(x, t, batch_size=self.evaluate_batch_size))
-        return float(self.network.accuracy(x, t))
+        return self.step.accuracy(x, t, self.evaluate_batch_size)
 
     def _print(self, line):
         if not self.verbose:
@@ -298,16 +309,3 @@ class Trainer:
         return tqdm(total=self.max_iter, initial=self.current_iter, unit="step",
                     file=sys.stderr, ncols=size.columns, nrows=size.lines)
 
-
-def _persist_step(loss, network, optimizer):
-    """This step's loss, parameters, running statistics and optimizer state, computed
-    together and kept (on Dask; unchanged elsewhere), so no later step recomputes them."""
-    views = [network.params, getattr(network, "state", {})]
-    slots = [(view, k) for view in views for k in view]
-    stores = [getattr(optimizer, s) for s in getattr(optimizer, "state_names", ())]
-    slots += [(store, k) for store in stores for k in store]
-    loss, *values = persist(loss, *(where[k] for where, k in slots))
-    for (where, k), value in zip(slots, values, strict=True):
-        if value is not where[k]:
-            where[k] = value
-    return loss

@@ -1,0 +1,352 @@
+"""A training step compiled whole (`compile_step`), on every backend.
+
+On JAX the compiled path is `jax.jit`; elsewhere `compile="auto"` runs the same step
+eagerly. Each case checks the step against the book's own loop written out here
+(`network.gradient`, then `optimizer.update`), run on a twin network, so on JAX it proves
+compiled == eager and everywhere it proves the step is the book's step. Also: traces are
+counted, no host transfer happens inside a JAX step, dropout masks change every step and
+a seed reproduces a run, the layer contract holds for every layer, and the Trainer and
+the CLI choose and report the kind of step.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from array_api_compat import is_jax_namespace, is_torch_namespace
+from support import make, to_numpy
+
+from portablelayers import (
+    Affine,
+    AvgPooling,
+    BatchNormalization,
+    Convolution,
+    Dropout,
+    Flatten,
+    Identity,
+    Layer,
+    LeakyReLU,
+    LossLayer,
+    MeanSquaredError,
+    Pooling,
+    ReLU,
+    Sigmoid,
+    SigmoidWithLoss,
+    SoftmaxWithLoss,
+    Tanh,
+    optim,
+)
+from portablelayers.compiled import check_labels, compiled_kind
+from portablelayers.nets import (
+    DeepConvNet,
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    SimpleConvNet,
+    TwoLayerNet,
+)
+from portablelayers.train import Trainer, compile_step
+
+IMAGE = (1, 8, 8)
+SMALL_CONV = {"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1}
+NETWORKS = {
+    "TwoLayerNet": (lambda xp, s: TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=s),
+                    False),
+    "MultiLayerNet": (lambda xp, s: MultiLayerNet(64, [12, 8], 5, xp=xp, seed=s), False),
+    "MultiLayerNetExtend": (lambda xp, s: MultiLayerNetExtend(
+        64, [12, 8], 5, use_batchnorm=True, use_dropout=True, dropout_ration=0.2, xp=xp,
+        seed=s), False),
+    "SimpleConvNet": (lambda xp, s: SimpleConvNet(IMAGE, SMALL_CONV, hidden_size=10,
+                                                  output_size=5, weight_init_std=0.3, xp=xp,
+                                                  seed=s), True),
+    "DeepConvNet": (lambda xp, s: DeepConvNet(IMAGE, hidden_size=10, output_size=5, xp=xp,
+                                              seed=s), True),
+}
+OPTIMIZERS = {"SGD": lambda: optim.SGD(lr=0.1), "Momentum": lambda: optim.Momentum(lr=0.05),
+              "Adam": lambda: optim.Adam(lr=0.001)}
+
+
+def batch(xp, images, n=12, seed=0):
+    gen = np.random.default_rng(seed)
+    x = gen.standard_normal((n, *IMAGE) if images else (n, 64))
+    return make(xp, x, "float32"), make(xp, gen.integers(0, 5, n), "int64")
+
+
+def rel(a, b):
+    """max |a - b| / max |b|, the denominator at least 1e-3: a bias that batch norm
+    cancels has a zero gradient, and its float32 rounding noise (~1e-9) is no signal."""
+    a, b = to_numpy(a).astype(np.float64), to_numpy(b).astype(np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-3))
+
+
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+@pytest.mark.parametrize("net_name", list(NETWORKS))
+def test_compiled_step_is_the_books_step(xp, net_name, opt_name):
+    if net_name == "DeepConvNet" and xp.__name__.endswith("dask.array"):
+        pytest.skip("DeepConvNet's lazy graph takes minutes on Dask; its layers' laziness "
+                    "is tested in their own modules")
+    build, images = NETWORKS[net_name]
+    # Biases right before batch norm have a gradient of exactly 0: what they get is float32
+    # rounding noise, which Adam scales up to full steps, and the running means add them.
+    # Those (only) are not compared there; the losses and every other array are.
+    noise_only = ({"b1", "b2", "running_mean1", "running_mean2"}
+                  if net_name == "MultiLayerNetExtend" and opt_name == "Adam" else set())
+    net, twin = build(xp, 3), build(xp, 3)
+    optimizer, twin_optimizer = OPTIMIZERS[opt_name](), OPTIMIZERS[opt_name]()
+    step = compile_step(net, optimizer)
+    assert step.kind == ("jax.jit" if is_jax_namespace(xp) else "eager")
+    losses, twin_losses = [], []
+    for i in range(5):
+        x, t = batch(xp, images, seed=i)
+        losses.append(step(x, t))
+        grads = twin.gradient(x, t)  # one forward: dropout and batch norm advance once
+        twin_losses.append(twin.last_layer.loss)  # the loss before the update, as step's
+        twin_optimizer.update(twin.params, grads)
+    for ours, book in zip(losses, twin_losses, strict=True):
+        assert ours.ndim == 0
+        assert rel(ours, book) <= 1e-5
+    for name in twin.params:
+        assert net.params[name].dtype == twin.params[name].dtype
+        if name not in noise_only:
+            assert rel(net.params[name], twin.params[name]) <= 1e-5, name
+    for name in twin.state:  # running statistics and dropout counters moved alike
+        if name not in noise_only:
+            assert rel(net.state[name], twin.state[name]) <= 1e-5, name
+    # The steps really trained: the parameters moved.
+    assert rel(net.params["W1"], build(xp, 3).params["W1"]) > 1e-4
+
+
+def test_optimizer_state_is_a_flat_mapping_of_arrays(xp):
+    net = TwoLayerNet(4, 3, 2, xp=xp, seed=0)
+    adam = optim.Adam()
+    adam.init_state(net.params)
+    state = adam.state
+    assert sorted(state) == sorted([f"{s}/{n}" for s in ("m", "v") for n in net.params]
+                                   + ["iter"])
+    assert int(to_numpy(state["iter"])) == 0 and state["iter"].dtype == xp.int32
+    x, t = make(xp, np.ones((2, 4)), "float32"), make(xp, [0, 1], "int64")
+    adam.update(net.params, net.gradient(x, t))
+    assert int(to_numpy(adam.iter)) == 1
+    with pytest.raises(ValueError, match="must have the keys"):
+        adam.state = {"iter": state["iter"]}
+    adam.state = state  # rebinds to the arrays given (the step count of before: 0)
+    assert int(to_numpy(adam.iter)) == 0
+    assert all(adam.m[n] is state[f"m/{n}"] and adam.v[n] is state[f"v/{n}"]
+               for n in net.params)
+
+
+def test_dropout_masks_change_every_step_and_a_seed_reproduces_the_run(xp):
+    def run(seed):
+        net = MultiLayerNetExtend(64, [30], 5, use_dropout=True, dropout_ration=0.5, xp=xp,
+                                  seed=seed)
+        step = compile_step(net, optim.SGD(lr=0.1))
+        x, t = batch(xp, False)
+        masks = []
+        for _ in range(3):
+            step(x, t)
+            if not is_jax_namespace(xp):  # under jax.jit the mask is a traced value
+                masks.append(to_numpy(net.layers["Dropout1"].mask))
+        return net, masks
+
+    net, masks = run(7)
+    if is_jax_namespace(xp):  # a traced mask is not a value; the counter is
+        assert int(to_numpy(net.state["step1"])) == 3
+        masks = _jax_masks(net, xp)
+    else:
+        assert not np.array_equal(masks[0], masks[1])
+        assert not np.array_equal(masks[1], masks[2])
+    again, _ = run(7)
+    other, _ = run(8)
+    for name in net.params:
+        np.testing.assert_array_equal(to_numpy(net.params[name]), to_numpy(again.params[name]))
+    assert not np.array_equal(to_numpy(net.params["W1"]), to_numpy(other.params["W1"]))
+
+
+def _jax_masks(net, xp):
+    # Counters 0, 1, 2 of the same layer give three different masks.
+    layer = net.layers["Dropout1"]
+    masks = []
+    for counter in range(3):
+        layer.state["step"] = xp.asarray(counter, dtype=xp.int32)
+        layer.forward(xp.ones((12, 30), dtype=xp.float32))
+        masks.append(to_numpy(layer.mask))
+    assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], masks[2])
+    return masks
+
+
+def test_compiled_dropout_draws_the_eager_masks(xp):
+    # The counter-based stream is the same arithmetic compiled or not: a compiled step with
+    # dropout equals the book's loop exactly (checked with a 0.5 ratio, three steps).
+    nets = [MultiLayerNetExtend(64, [30], 5, use_dropout=True, dropout_ration=0.5, xp=xp,
+                                seed=4) for _ in range(2)]
+    step, optimizer = compile_step(nets[0], optim.SGD(lr=0.1)), optim.SGD(lr=0.1)
+    for i in range(3):
+        x, t = batch(xp, False, seed=i)
+        step(x, t)
+        optimizer.update(nets[1].params, nets[1].gradient(x, t))
+    for name in nets[1].params:
+        assert rel(nets[0].params[name], nets[1].params[name]) <= 1e-5
+
+
+def test_a_step_traces_once_per_batch_shape(xp):
+    net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
+    step = compile_step(net, optim.Adam())
+    x, t = batch(xp, False, n=12)
+    for _ in range(4):
+        step(x, t)
+    jax = is_jax_namespace(xp)
+    assert step.traces == (1 if jax else 0)
+    step(*batch(xp, False, n=5))  # a last, smaller batch
+    step(*batch(xp, False, n=5))
+    assert step.traces == (2 if jax else 0)
+
+
+def test_jax_step_makes_no_host_transfer(xp):
+    if not is_jax_namespace(xp):
+        pytest.skip("jax.transfer_guard is JAX's")
+    import jax
+
+    net = SimpleConvNet(IMAGE, SMALL_CONV, hidden_size=10, output_size=5, xp=xp, seed=0)
+    step = compile_step(net, optim.Adam(), check=False)
+    x, t = batch(xp, True)
+    with jax.transfer_guard("disallow"):
+        for _ in range(3):
+            loss = step(x, t)
+    assert np.isfinite(float(loss))
+
+
+def test_step_checks_the_first_batchs_labels_before_anything_changes(xp):
+    net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
+    step = compile_step(net, optim.SGD())
+    x, _ = batch(xp, False)
+    before = to_numpy(net.params["W1"]).copy()
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\).*from 0 to 5"):
+        step(x, make(xp, [0, 5] * 6, "int64"))
+    np.testing.assert_array_equal(to_numpy(net.params["W1"]), before)
+    with pytest.raises(ValueError, match=r"from -1 to 1"):
+        check_labels(net, x, make(xp, [1, -1] * 6, "int64"))
+
+
+def test_compile_modes(xp):
+    x = make(xp, np.ones(3), "float32")
+    assert compiled_kind(x, False) == "eager"
+    if is_jax_namespace(xp):
+        assert compiled_kind(x, True) == compiled_kind(x, "auto") == "jax.jit"
+    else:
+        assert compiled_kind(x, "auto") == "eager"
+        with pytest.raises(ValueError, match="compile=True: no compiled step"):
+            compiled_kind(x, True)
+    with pytest.raises(ValueError, match="'auto', True or False"):
+        compiled_kind(x, "yes")
+
+
+def test_trainer_compiled_and_eager_runs_agree(xp):
+    gen = np.random.default_rng(1)
+    x_np = gen.standard_normal((45, 64))
+    t_np = np.argmax(x_np[:, :5], axis=1)
+    x, t = make(xp, x_np, "float32"), make(xp, t_np, "int64")
+    runs = []
+    for mode in ("auto", False):
+        net = TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=0)
+        trainer = Trainer(net, x, t, x, t, epochs=2, mini_batch_size=20, optimizer="adam",
+                          optimizer_param={"lr": 0.01}, verbose=False, seed=0, compile=mode)
+        trainer.train()
+        runs.append((trainer, net))
+    (compiled, net_c), (eager, net_e) = runs
+    assert compiled.step.kind == ("jax.jit" if is_jax_namespace(xp) else "eager")
+    assert eager.step.kind == "eager"
+    np.testing.assert_allclose(compiled.train_loss_list, eager.train_loss_list, rtol=1e-5)
+    assert compiled.test_acc_list == eager.test_acc_list
+    assert compiled.train_acc_list == eager.train_acc_list
+    assert len(compiled.train_loss_list) == 6  # 45 samples, batches of 20: 3 a epoch
+    for name in net_e.params:
+        assert rel(net_c.params[name], net_e.params[name]) <= 1e-5
+
+
+def test_trainer_refuses_labels_out_of_range_before_training(xp):
+    x = make(xp, np.ones((4, 64)), "float32")
+    good, bad = make(xp, [0, 1, 2, 3], "int64"), make(xp, [0, 1, 2, 9], "int64")
+    net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
+    with pytest.raises(ValueError, match=r"\[0, 5\).*from 0 to 9"):
+        Trainer(net, x, good, x, bad, epochs=1, verbose=False)
+
+
+def test_compile_true_where_no_compiler_applies_is_refused(xp):
+    if is_jax_namespace(xp):
+        pytest.skip("JAX compiles")
+    x = make(xp, np.ones((4, 64)), "float32")
+    t = make(xp, [0, 1, 2, 3], "int64")
+    with pytest.raises(ValueError, match="compile=True"):
+        Trainer(TwoLayerNet(64, 10, 5, xp=xp, seed=0), x, t, x, t, verbose=False, compile=True)
+
+
+@pytest.mark.skipif(not (sys.modules.get("torch") or __import__("importlib").util.find_spec(
+    "torch")), reason="needs torch")
+def test_torch_cuda_graph_step_matches_eager(xp):
+    if not is_torch_namespace(xp):
+        pytest.skip("the CUDA-graph step is torch's")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the CUDA-graph step needs one")
+    cuda = torch.device("cuda")
+    nets = [MultiLayerNetExtend(64, [30], 5, use_batchnorm=True, use_dropout=True, xp=xp,
+                                device=cuda, seed=2) for _ in range(2)]
+    graph_step = compile_step(nets[0], optim.Adam(lr=0.01))
+    eager_step = compile_step(nets[1], optim.Adam(lr=0.01), compile=False)
+    assert graph_step.kind == "cuda-graph"
+    for i in range(8):  # warm-up steps, the capture, then replays
+        x, t = (a.to(cuda) for a in batch(xp, False, seed=i))
+        assert rel(graph_step(x, t), eager_step(x, t)) <= 1e-5
+    for name in nets[1].params:
+        assert rel(nets[0].params[name], nets[1].params[name]) <= 1e-5
+    for name in nets[1].state:
+        assert rel(nets[0].state[name], nets[1].state[name]) <= 1e-5
+    assert graph_step.traces == 1
+
+
+LAYERS = [ReLU(), Sigmoid(), Tanh(), LeakyReLU(), Identity(), Flatten(), Dropout(0.5),
+          Pooling(2, 2), AvgPooling(2, 2)]
+
+
+def test_every_layer_keeps_the_contract(xp):
+    f = make(xp, np.ones((2, 3)), "float32")
+    layers = [*LAYERS, Affine(f, make(xp, np.zeros(3), "float32")),
+              Convolution(make(xp, np.ones((2, 1, 3, 3)), "float32"),
+                          make(xp, np.zeros(2), "float32")),
+              BatchNormalization(make(xp, np.ones(3), "float32"),
+                                 make(xp, np.zeros(3), "float32"))]
+    for layer in layers:
+        assert isinstance(layer, Layer), type(layer).__name__
+        assert isinstance(layer.state, dict)
+    for loss in (SoftmaxWithLoss(), SigmoidWithLoss(), MeanSquaredError()):
+        assert isinstance(loss, LossLayer)
+        assert loss.params == {} and loss.state == {}
+    assert not isinstance(object(), Layer)
+
+    class Books:  # a layer of the book's kind, with no state: not the contract
+        params, grads = {}, {}
+
+        def forward(self, x):
+            return x
+
+        def backward(self, dout):
+            return dout
+
+    assert not isinstance(Books(), Layer)
+
+
+def test_cli_compile_flag(tmp_path):
+    args = [sys.executable, "-m", "portablelayers", "train", "--epochs", "1",
+            "--compile-cache", "none"]
+    done = subprocess.run([*args, "--compile", "off"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "steps eager" in done.stdout
+    refused = subprocess.run([*args, "--compile", "on"], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2
+    assert "compile=True: no compiled step for numpy arrays" in refused.stderr
+    assert "Traceback" not in refused.stderr
