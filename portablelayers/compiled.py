@@ -39,6 +39,7 @@ from ._backend import (
     persist,
     static_shape,
 )
+from .functions import class_indices
 
 __all__ = ["COMPILE_MODES", "check_labels", "compile_step", "compiled_kind", "keep_compiled",
            "training_step"]
@@ -353,8 +354,7 @@ class _JaxStep(_Step):
         whole set (in batches of `batch_size`) and read once."""
         xp = namespace(x, t)
         n = static_shape(x)[0]
-        if t.ndim != 1:
-            t = xp.argmax(t, axis=1)
+        t = class_indices(t)
         if not n or static_shape(t) != (n,):
             return super().accuracy(x, t, batch_size)  # its errors for what does not fit
         params, state, _ = before = self._arrays()

@@ -15,6 +15,7 @@ import array_api_extra as xpx
 from ._backend import as_float, device, namespace, read_bool, static_shape
 
 __all__ = [
+    "class_indices",
     "col2im",
     "cross_entropy_error",
     "im2col",
@@ -110,7 +111,19 @@ def one_hot_targets(t, scores, what: str = "t"):
     if read_bool(xp.any((t < 0) | (t >= num_classes))):
         raise ValueError(f"class-index {what} must lie in [0, {num_classes}), got "
                          f"values from {int(xp.min(t))} to {int(xp.max(t))}")
-    return xpx.one_hot(t, num_classes, dtype=scores.dtype, xp=xp)
+    # A comparison with arange, not xpx.one_hot: torch's one_hot checks the labels on the
+    # device (a host sync, refused inside a CUDA graph); this is one elementwise kernel.
+    classes = xp.arange(num_classes, dtype=t.dtype, device=device(t))
+    return xp.astype(t[..., None] == classes, scores.dtype)
+
+
+def class_indices(t):
+    """Labels `t` as class indices of shape (N,): one-hot rows (N, C) become their argmax,
+    an integer column (N, 1) its only column, indices (N,) stay as they are."""
+    xp = namespace(t)
+    if t.ndim == 2 and static_shape(t)[1] == 1 and xp.isdtype(t.dtype, "integral"):
+        return t[:, 0]
+    return xp.argmax(t, axis=1) if t.ndim == 2 else t
 
 
 def cross_entropy_error(y, t):

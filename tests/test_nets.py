@@ -505,3 +505,12 @@ def test_simple_conv_net_matches_torch_autograd(xp, rng):
     assert_close(net.loss(x, xp.asarray(t_np)), loss.item(), rtol=1e-12)
     for name, g in net.gradient(x, xp.asarray(t_np)).items():
         assert_close(g, p[name].grad.numpy(), rtol=1e-9, atol=1e-14)
+
+
+def test_accuracy_takes_a_column_of_labels_as_class_indices(xp, rng):
+    # The book's size rule: (N, 1) integer labels are indices, not one-hot of width 1.
+    net, _ = _small_sequential(xp, rng)
+    x, t = _data(xp, rng, (6, 4), 3)
+    scores = to_numpy(net.predict(x))
+    expected = float(np.mean(np.argmax(scores, axis=1) == to_numpy(t)))
+    assert net.accuracy(x, xp.reshape(t, (6, 1))) == expected == net.accuracy(x, t)

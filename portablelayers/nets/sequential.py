@@ -23,6 +23,7 @@ from collections.abc import MutableMapping
 
 from .. import checkpoint
 from .._backend import device, is_array, namespace, static_shape
+from ..functions import class_indices
 
 __all__ = ["Sequential"]
 
@@ -239,13 +240,12 @@ class Sequential:
     def accuracy(self, x, t, batch_size=None):
         """The fraction of samples whose highest score is the label, as a Python float.
 
-        `t` is class indices (N,) or one-hot (N, C). With `batch_size`, predictions are made
-        batch by batch; every sample counts, the last partial batch too.
+        `t` is class indices (N,) or (N, 1), or one-hot (N, C). With `batch_size`,
+        predictions are made batch by batch; every sample counts, the last partial batch too.
         """
         xp = namespace(x, t)
         n = static_shape(x)[0] if x.ndim else None
-        if t.ndim != 1:
-            t = xp.argmax(t, axis=1)
+        t = class_indices(t)
         if n is None or static_shape(t) != (n,):
             raise ValueError(f"accuracy needs x of shape (N, ...) and t of shape (N,) or "
                              f"(N, C) with known N, got x {static_shape(x)} and t "
