@@ -11,6 +11,7 @@ runs code from the file, so those load only with an explicit `allow_pickle=True`
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -21,8 +22,10 @@ from array_api_compat import is_dask_array
 
 from ._backend import device, namespace
 
-__all__ = ["load_arrays", "load_params", "save_arrays", "save_params", "to_host"]
+__all__ = ["META_KEY", "clean_stale_temporaries", "load_arrays", "load_params", "save_arrays",
+           "save_params", "to_host"]
 
+META_KEY = "__portablelayers__.json"  # the checkpoint's description, JSON as uint8
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip (.npz), possibly empty
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -48,16 +51,68 @@ def network_arrays(net) -> dict[str, np.ndarray]:
     return arrays
 
 
-def save_arrays(path, arrays: dict) -> None:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else (or unknowable: keep its file)
+    return True
+
+
+def clean_stale_temporaries(path) -> list[str]:
+    """Remove the temporary files that saves to `path` left behind when their process was
+    killed mid-write (`.NAME.pidPID.XXXX.tmp` whose process is gone, and the older
+    `.NAME.XXXX.tmp` form); returns the paths removed. A save in progress in a live
+    process keeps its file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        middle = name[len(prefix):-len(".tmp")]
+        if middle.startswith("pid"):
+            pid = middle[3:].split(".", 1)[0]
+            if pid.isdigit() and _pid_alive(int(pid)):
+                continue
+        try:
+            os.remove(os.path.join(directory, name))
+            removed.append(os.path.join(directory, name))
+        except OSError:
+            pass
+    return removed
+
+
+def save_arrays(path, arrays: dict, meta: dict | None = None) -> None:
     """Write `arrays` (name -> NumPy array) to the .npz `path` atomically: into a temporary
-    file in the same directory, then renamed over `path`."""
+    file in the same directory, then renamed over `path`. `meta` (JSON-able) is stored as
+    the entry "{META_KEY}" (UTF-8 bytes of JSON). Temporaries of earlier saves to `path`
+    whose process was killed are removed first. An OSError names `path`, never the
+    temporary."""
     for name, value in arrays.items():
         if value.dtype.kind not in "biuf":
             raise TypeError(f"array {name!r} has dtype {value.dtype}; only numbers are saved")
+        if name == META_KEY:
+            raise ValueError(f"{META_KEY!r} is reserved for the checkpoint's description")
+    if meta is not None:
+        text = json.dumps(meta, allow_nan=False, sort_keys=True)
+        arrays = {**arrays, META_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    clean_stale_temporaries(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory,
+                                   prefix=f".{os.path.basename(path)}.pid{os.getpid()}.",
+                                   suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -67,9 +122,11 @@ def save_arrays(path, arrays: dict) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give a normal file's mode
         os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 
@@ -82,7 +139,7 @@ def load_arrays(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
     if magic.startswith(_ZIP_MAGIC):
         try:
             with np.load(path, allow_pickle=allow_pickle) as npz:
-                return {name: npz[name] for name in npz.files}
+                return {name: npz[name] for name in npz.files if name != META_KEY}
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
     if magic.startswith(_NPY_MAGIC):

@@ -31,6 +31,40 @@ class UsageError(Exception):
     """A problem with the command line or the environment: one line, exit code 2."""
 
 
+class Failure(Exception):
+    """Something failed that the command line was right to ask for: one line, exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `PROG: error: MESSAGE` (no usage block), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _DefaultsOnce(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help unless the help already names its
+    default or there is none to name (None, False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False
+                or default is argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: {default})"
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -52,12 +86,15 @@ def _positive_float(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = _Parser(
         prog="portablelayers",
         description="Neural-network layers with explicit backward passes on any Array API "
                     "backend.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"portablelayers {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser(
         "demo",
         help="run the chapter-5 shopping examples (apples; apples and oranges)",
@@ -76,7 +113,7 @@ def _add_train_parser(sub):
                     "accuracy on the test images. With no options it trains TwoLayerNet on "
                     "the 8x8 digits bundled with the package (1,497 training and 300 test "
                     "images; no network needed) on NumPy in a few seconds.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsOnce,
     )
     train.add_argument(
         "--net", choices=NETS, default="two-layer",
@@ -131,7 +168,7 @@ def _add_train_parser(sub):
         "--hidden-size", type=_positive_int, default=None,
         help="width of the hidden affine layer(s) (default: 100, or 50 for deep-conv as in "
              "the book)")
-    train.add_argument("--seed", type=int, default=0,
+    train.add_argument("--seed", type=_non_negative_int, default=0,
                        help="seed of the initial weights and of the shuffling")
     train.add_argument("--plot", metavar="FILE", default=None,
                        help="write a PNG of the loss and accuracy curves to FILE (needs "
@@ -236,10 +273,38 @@ def _default_cache():
     return Path(base) / "portablelayers" / "jax"
 
 
+def _check_output(option, path):
+    """UsageError unless `path` can be written: its folder exists and is writable and it
+    is not itself a folder. Run before any training, so a typo costs nothing."""
+    import os
+
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the folder {folder} is not writable")
+
+
+def _check_outputs(args):
+    for option in ("save", "plot"):
+        _check_output(f"--{option}", getattr(args, option, None))
+    if getattr(args, "plot", None):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install "
+                             "'portablelayers[train]'") from None
+
+
 def train_command(args) -> int:
     from . import datasets
     from .train import Trainer
 
+    _check_outputs(args)
     if args.lr is None:
         args.lr = 0.001 if args.net == "deep-conv" else 0.01
     xp = _resolve_backend(args.backend)
@@ -281,14 +346,23 @@ def train_command(args) -> int:
     except FloatingPointError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - start
+    failures = []
+    if args.save:  # first: a failing plot must not cost the trained weights
+        try:
+            network.save_params(args.save)
+            say(f"saved the parameters to {args.save}")
+        except OSError as exc:
+            failures.append(str(exc))
     if args.plot:
-        trainer.plot(args.plot)
-        say(f"wrote the loss and accuracy curves to {args.plot}")
-    if args.save:
-        network.save_params(args.save)
-        say(f"saved the parameters to {args.save}")
+        try:
+            trainer.plot(args.plot)
+            say(f"wrote the loss and accuracy curves to {args.plot}")
+        except OSError as exc:
+            failures.append(f"cannot write {args.plot}: {exc.strerror or exc}")
     print(f"test accuracy: {accuracy:.4f} ({x_test.shape[0]:,} test images; "
           f"trained in {seconds:.1f} s)")
+    if failures:
+        raise Failure("; ".join(failures))
     return 0
 
 
@@ -300,14 +374,33 @@ def main(argv: list[str] | None = None) -> int:
 
         demo_main()
         return 0
-    if args.command == "train":
-        try:
-            return train_command(args)
-        except UsageError as exc:
-            print(f"portablelayers train: error: {exc}", file=sys.stderr)
-            return 2
+    commands = {"train": train_command}
+    if args.command in commands:
+        return _run(args.command, commands[args.command], args)
     parser.print_help(sys.stderr)
     return 2
+
+
+def _run(name, command, args):
+    """`command(args)`, every failure one line on stderr: exit 2 for a usage error, 1 for
+    anything else (PORTABLELAYERS_DEBUG=1 shows the traceback of an unexpected one)."""
+    import os
+
+    prog = f"portablelayers {name}"
+    try:
+        return command(args)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except (Failure, OSError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if os.environ.get("PORTABLELAYERS_DEBUG"):
+            raise
+        print(f"{prog}: error: {type(exc).__name__}: {exc} (PORTABLELAYERS_DEBUG=1 shows "
+              "where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

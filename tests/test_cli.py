@@ -15,6 +15,8 @@ from support import write_idx
 from portablelayers import cli, datasets
 
 BACKEND = os.environ.get("PORTABLELAYERS_BACKEND", "numpy")
+# Tests of the command line itself, the same on every backend: run in the numpy session only.
+ONCE = pytest.mark.skipif(BACKEND != "numpy", reason="backend-independent; runs under numpy")
 TRAIN_OPTIONS = ["--net", "--dataset", "--data-dir", "--download", "--backend", "--device",
                  "--dtype", "--epochs", "--batch-size", "--optimizer", "--lr", "--hidden-size",
                  "--seed", "--plot", "--save", "--quiet"]
@@ -150,6 +152,93 @@ def test_bad_options(capsys, argv, message):
     with pytest.raises(SystemExit) as info:
         cli.main(["train", *argv])
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@ONCE
+def test_version():
+    import portablelayers
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"portablelayers {portablelayers.__version__}\n"
+
+
+@ONCE
+def test_help_names_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert text.count("(default: 0.01") == 1  # --lr names its own, once
+    assert "(default: digits)" in text and "(default: 0)" in text
+
+
+@ONCE
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
+    (["--save", "{tmp}/no/such/folder/m.npz"], "--save {tmp}/no/such/folder/m.npz: the "
+                                               "folder {tmp}/no/such/folder does not exist"),
+    (["--plot", "{tmp}"], "--plot {tmp}: is a folder; give a file name"),
+])
+def test_mistakes_are_one_line_before_training(tmp_path, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    message = message.format(tmp=tmp_path)
+    if message.startswith("argument"):  # argparse's own check names the option
+        message += " (see portablelayers train --help)"
+    # 50 epochs (unless the mistake is --epochs): a mistake found after training would time out
+    epochs = [] if "--epochs" in argv else ["--epochs", "50"]
+    result = run_cli("train", *argv, *epochs, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""  # nothing trained: the mistake is found first
+    assert result.stderr == f"portablelayers train: error: {message}\n"
+
+
+@ONCE
+def test_a_failing_plot_keeps_the_saved_weights(tmp_path, monkeypatch, capsys):
+    from portablelayers.train import Trainer
+
+    def broken(self, path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Trainer, "plot", broken)
+    save, plot = tmp_path / "m.npz", tmp_path / "p.png"
+    code = cli.main(["train", "--epochs", "1", "--hidden-size", "4", "--quiet", "--save",
+                     str(save), "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err == f"portablelayers train: error: cannot write {plot}: Permission denied\n"
+    assert out.startswith("test accuracy:")
+    assert sorted(datasets_names(save)) == ["W1", "W2", "b1", "b2"]
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary left
+
+
+def datasets_names(path):
+    from portablelayers.checkpoint import load_arrays
+
+    return list(load_arrays(path))
+
+
+@ONCE
+def test_a_killed_save_leaves_a_temporary_the_next_save_removes(tmp_path):
+    path = tmp_path / "m.npz"
+    code = ("import os, signal, numpy as np\n"
+            "from portablelayers import checkpoint\n"
+            "from portablelayers.nets import TwoLayerNet\n"
+            "def killed(f, **arrays):\n"
+            "    f.write(b'PK half a zip'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+            "checkpoint.np.savez = killed\n"
+            f"TwoLayerNet(3, 2, 2, seed=0).save_params({str(path)!r})\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert result.returncode == -9
+    left = os.listdir(tmp_path)
+    assert len(left) == 1 and left[0].startswith(".m.npz.pid") and left[0].endswith(".tmp")
+    live = tmp_path / f".m.npz.pid{os.getpid()}.abcd.tmp"  # a save in progress, here
+    live.write_bytes(b"")
+    from portablelayers.nets import TwoLayerNet
+
+    TwoLayerNet(3, 2, 2, seed=0).save_params(path)
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", live.name])
 
 
 def test_optimizer_is_case_insensitive():
