@@ -85,6 +85,12 @@ def _positive_float(text):
     return value
 
 
+def _threads(text):
+    if text == "auto":
+        return "auto"
+    return _positive_int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -176,6 +182,11 @@ def _add_train_parser(sub):
     train.add_argument("--save", metavar="FILE", default=None,
                        help="save the trained parameters to FILE (.npz; load them back "
                             "with net.load_params(FILE))")
+    train.add_argument(
+        "--threads", type=_threads, default="auto", metavar="N",
+        help="threads for NumPy's BLAS and for torch ('auto': 1 on machines of up to 4 "
+             "cores, else half the cores, at most 8; BLAS threads waiting for busy cores "
+             "slow the book's small matrices down many times)")
     train.add_argument("--quiet", action="store_true",
                        help="print only the final test accuracy (no per-epoch lines, no "
                             "progress bar)")
@@ -309,6 +320,9 @@ def train_command(args) -> int:
         args.lr = 0.001 if args.net == "deep-conv" else 0.01
     xp = _resolve_backend(args.backend)
     dev = _resolve_device(xp, args.device)
+    from .threads import set_threads
+
+    threads = set_threads(args.threads)
     if args.compile != "off" and (args.compile_cache or "").lower() != "none":
         from .compiled import keep_compiled
 
@@ -339,7 +353,8 @@ def train_command(args) -> int:
         f"{x_test.shape[0]:,} test images; backend {args.backend}"
         + (f" ({args.device})" if args.device else "")
         + f", {args.dtype}, {args.optimizer} lr {args.lr}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, seed {args.seed}, steps {trainer.step.kind}")
+          f"{args.epochs} epochs, seed {args.seed}, steps {trainer.step.kind}, "
+          f"{threads} thread{'s' * (threads > 1)}")
     start = time.perf_counter()
     try:
         accuracy = trainer.train()
