@@ -19,6 +19,7 @@ __all__ = [
     "default_float",
     "device",
     "is_array",
+    "is_real_floating",
     "library_name",
     "move_to",
     "namespace",
@@ -45,12 +46,29 @@ def library_name(x) -> str:
     return f"{cls.__module__.split('.')[0]}.{cls.__qualname__}"
 
 
+# Array type -> its namespace, filled by `namespace`: array_api_compat's lookup costs ~10 us,
+# paid several times by every layer call, and the answer depends on the type alone.
+_NAMESPACE_OF_TYPE: dict[type, object] = {}
+_NUMBERS = (int, float, bool, complex, type(None))
+
+
 def namespace(*arrays):
     """The Array API namespace shared by `arrays`; Python numbers and None are ignored.
 
     Raises TypeError naming both libraries when arrays of two libraries are mixed, and
     TypeError when no argument is an array.
     """
+    xp = None
+    for a in arrays:  # the fast path: every type seen before, one namespace
+        if type(a) in _NUMBERS:
+            continue
+        known = _NAMESPACE_OF_TYPE.get(type(a))
+        if known is None or (xp is not None and known is not xp):
+            break
+        xp = known
+    else:
+        if xp is not None:
+            return xp
     found = [a for a in arrays if is_array(a)]
     if not found:
         raise TypeError(
@@ -58,13 +76,16 @@ def namespace(*arrays):
             + ", ".join(type(a).__name__ for a in arrays if a is not None)
         )
     try:
-        return array_api_compat.array_namespace(*found)
+        xp = array_api_compat.array_namespace(*found)
     except TypeError:
         names = sorted({library_name(a) for a in found})
         raise TypeError(
             "all arrays in one call must come from the same array library, got "
             + " and ".join(names)
         ) from None
+    for a in found:
+        _NAMESPACE_OF_TYPE[type(a)] = xp
+    return xp
 
 
 # Backend names (as the CLI and nox sessions spell them) -> (module to import, pip extra).
@@ -122,10 +143,23 @@ def default_float(xp, dev=None):
     return xp.__array_namespace_info__().default_dtypes(device=dev)["real floating"]
 
 
+def is_real_floating(xp, dtype) -> bool:
+    """`xp.isdtype(dtype, "real floating")`, remembered per (namespace, dtype): checked on
+    every layer call, and NumPy's isdtype alone costs microseconds."""
+    key = (xp, dtype)
+    known = _REAL_FLOATING.get(key)
+    if known is None:
+        known = _REAL_FLOATING[key] = bool(xp.isdtype(dtype, "real floating"))
+    return known
+
+
+_REAL_FLOATING: dict = {}
+
+
 def as_float(xp, x, what: str = "input"):
     """`x` itself when it is real floating; integer and bool arrays are promoted to the
     namespace's default floating dtype (as NumPy's own ufuncs do); complex is refused."""
-    if xp.isdtype(x.dtype, "real floating"):
+    if is_real_floating(xp, x.dtype):
         return x
     if xp.isdtype(x.dtype, ("integral", "bool")):
         return xp.astype(x, default_float(xp, device(x)))

@@ -35,6 +35,7 @@ from array_api_compat import is_writeable_array
 from ._backend import (
     device,
     is_array,
+    is_real_floating,
     library_name,
     namespace,
     resolve_namespace,
@@ -235,22 +236,23 @@ class Optimizer:
                                     f"{type(value).__name__}")
             xp = namespace(param, grad)
             for what, value in (("params", param), ("grads", grad)):
-                if not xp.isdtype(value.dtype, "real floating"):
+                if not is_real_floating(xp, value.dtype):
                     raise TypeError(f"{what}[{name!r}] must be real floating, got dtype "
                                     f"{value.dtype} ({library_name(value)})")
             shape = static_shape(param)
-            if not same_shape(static_shape(grad), shape):
+            if grad.shape != param.shape and not same_shape(static_shape(grad), shape):
                 raise ValueError(f"grads[{name!r}] has shape {tuple(grad.shape)}, but "
                                  f"params[{name!r}] has shape {tuple(param.shape)}")
             for state in self.state_names:
                 old = getattr(self, state).get(name)
-                if old is not None and not same_shape(static_shape(old), shape):
+                if old is not None and old.shape != param.shape and not same_shape(
+                        static_shape(old), shape):
                     raise ValueError(f"{type(self).__name__} state {state}[{name!r}] has shape "
                                      f"{tuple(old.shape)}, but params[{name!r}] now has shape "
                                      f"{tuple(param.shape)}; use a new optimizer for a new "
                                      f"network")
             # The update keeps the parameter's dtype (no promotion on rebinding backends).
-            checked[name] = xp.astype(grad, param.dtype, copy=False)
+            checked[name] = grad if grad.dtype == param.dtype else xp.astype(grad, param.dtype)
         return checked
 
     def __repr__(self):
@@ -269,6 +271,9 @@ class _NumbersGiven(tuple):
 def _python_numbers(params, grads):
     """For the book's `params = {'x': -7.0, 'y': 2.0}` with number gradients: the same as
     0-D float64 NumPy arrays (state kept in the same form), else None."""
+    first = next(iter(params.values()), None)
+    if first is None or is_array(first):  # the usual case, decided by one look
+        return None
     values = [*params.values(), *(g for g in grads.values() if g is not None)]
     if not values or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
                              for v in values):

@@ -53,6 +53,8 @@ class _NamedArrays(MutableMapping):
 
     def __setitem__(self, name, value):
         layer, key = self._entry(name)
+        if value is self._get(layer, key):  # an in-place update rebinding its own array
+            return
         expected = self.expected_shape(name)
         if not is_array(value):
             raise TypeError(f"{self.kind} {name!r} must be an array, got {type(value).__name__}")
