@@ -22,8 +22,8 @@ from array_api_compat import is_dask_array
 
 from ._backend import device, namespace
 
-__all__ = ["META_KEY", "clean_stale_temporaries", "load_arrays", "load_params", "save_arrays",
-           "save_params", "to_host"]
+__all__ = ["META_KEY", "clean_stale_temporaries", "load_arrays", "load_meta", "load_params",
+           "save_arrays", "save_params", "to_host"]
 
 META_KEY = "__portablelayers__.json"  # the checkpoint's description, JSON as uint8
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip (.npz), possibly empty
@@ -159,6 +159,29 @@ def load_arrays(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
     return {name: np.asarray(value) for name, value in data.items()}
 
 
+def load_meta(path) -> dict:
+    """The JSON description a checkpoint carries ({} for a file of parameters only, or a
+    file that is not a .npz)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        if not f.read(6).startswith(_ZIP_MAGIC):
+            return {}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if META_KEY not in npz.files:
+                return {}
+            raw = npz[META_KEY]
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: its description is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its description is not a JSON object")
+    return meta
+
+
 def save_params(net, path) -> None:
     """Save `net.params` and `net.state` (running statistics) to the .npz `path`."""
     save_arrays(path, network_arrays(net))
@@ -172,6 +195,8 @@ def load_params(net, path, allow_pickle: bool = False) -> None:
     `net` unchanged then.
     """
     arrays = load_arrays(path, allow_pickle=allow_pickle)
+    # A full checkpoint also holds the optimizer's state ("optimizer/m/W1"): not the net's.
+    arrays = {name: value for name, value in arrays.items() if "/" not in name}
     params, state = net.params, net.state
     missing = [name for name in params if name not in arrays]
     unexpected = [name for name in arrays if name not in params and name not in state]

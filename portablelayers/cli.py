@@ -256,24 +256,34 @@ def _load_data(args, flatten):
     return datasets.holdout_split(x, t, n), f"the MNIST test set in {directory}"
 
 
-def _build_net(args, input_dim, xp, dev, dtype):
-    from . import nets
-
+def _architecture(args, input_dim):
+    """(class name, constructor arguments) of the network the options ask for."""
     hidden = args.hidden_size or DEFAULT_HIDDEN[args.net]
-    common = {"xp": xp, "device": dev, "dtype": dtype, "seed": args.seed}
     size = input_dim[0] * input_dim[1] * input_dim[2]
     if args.net == "two-layer":
-        return nets.TwoLayerNet(size, hidden, 10, weight_init_std=0.01, **common)
+        return "TwoLayerNet", {"input_size": size, "hidden_size": hidden, "output_size": 10,
+                               "weight_init_std": 0.01}
     if args.net == "multi-layer":
-        return nets.MultiLayerNet(size, [hidden, hidden], 10, activation="relu",
-                                  weight_init_std="relu", **common)
+        return "MultiLayerNet", {"input_size": size, "hidden_size_list": [hidden, hidden],
+                                 "output_size": 10, "activation": "relu",
+                                 "weight_init_std": "relu"}
     if args.net == "simple-conv":
         small = input_dim[1] < 16  # 8x8 digits: 3x3 filters with padding keep the image
         conv = ({"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1} if small else
                 {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1})
-        return nets.SimpleConvNet(input_dim, conv_param=conv, hidden_size=hidden,
-                                  output_size=10, weight_init_std=0.01, **common)
-    return nets.DeepConvNet(input_dim, hidden_size=hidden, output_size=10, **common)
+        return "SimpleConvNet", {"input_dim": list(input_dim), "conv_param": conv,
+                                 "hidden_size": hidden, "output_size": 10,
+                                 "weight_init_std": 0.01}
+    return "DeepConvNet", {"input_dim": list(input_dim), "hidden_size": hidden,
+                           "output_size": 10}
+
+
+def _build_net(args, input_dim, xp, dev, dtype):
+    from .models import _kwargs, build
+
+    name, kwargs = _architecture(args, input_dim)
+    return build(name, xp=xp, device=dev, dtype=dtype, seed=args.seed,
+                 **_kwargs({"kwargs": kwargs}))
 
 
 def _default_cache():
@@ -364,8 +374,8 @@ def train_command(args) -> int:
     failures = []
     if args.save:  # first: a failing plot must not cost the trained weights
         try:
-            network.save_params(args.save)
-            say(f"saved the parameters to {args.save}")
+            _save(args, network, trainer, input_dim)
+            say(f"saved the model to {args.save} (portablelayers.load_model reads it)")
         except OSError as exc:
             failures.append(str(exc))
     if args.plot:
@@ -379,6 +389,22 @@ def train_command(args) -> int:
     if failures:
         raise Failure("; ".join(failures))
     return 0
+
+
+def _save(args, network, trainer, input_dim, path=None):
+    """The whole run to `path` (default --save): network and architecture, optimizer,
+    training state, the options, and how inputs were prepared (for predict)."""
+    from .models import save_checkpoint
+
+    options = {k: v for k, v in vars(args).items() if k != "command"}
+    scale = 16.0 if args.dataset == "digits" else 255.0
+    extra = {"options": options, "dataset": args.dataset,
+             "input": {"shape": list(input_dim), "flatten": args.net in ("two-layer",
+                                                                           "multi-layer"),
+                       "pixel_max": scale, "ink": "bright"}}
+    save_checkpoint(path or args.save, network, trainer.optimizer,
+                    training=trainer.training_state() if hasattr(trainer, "training_state")
+                    else None, extra=extra)
 
 
 def main(argv: list[str] | None = None) -> int:

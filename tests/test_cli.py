@@ -209,7 +209,7 @@ def test_a_failing_plot_keeps_the_saved_weights(tmp_path, monkeypatch, capsys):
     assert code == 1
     assert err == f"portablelayers train: error: cannot write {plot}: Permission denied\n"
     assert out.startswith("test accuracy:")
-    assert sorted(datasets_names(save)) == ["W1", "W2", "b1", "b2"]
+    assert {"W1", "W2", "b1", "b2"} <= set(datasets_names(save))
     assert os.listdir(tmp_path) == ["m.npz"]  # no temporary left
 
 

@@ -1,0 +1,242 @@
+"""Self-describing checkpoints: a network rebuilt from its file, on any backend.
+
+    net = build("SimpleConvNet", input_dim=(1, 8, 8), hidden_size=100, seed=0)
+    save_checkpoint("model.npz", net, optimizer)       # architecture, dtype, optimizer state
+    net = load_model("model.npz", xp="torch")          # no architecture to name
+
+The file is the same pickle-free `.npz` as `save_params` writes (the parameters under the
+book's names, so `net.load_params(path)` still reads it), plus the optimizer's state
+arrays under "optimizer/<key>" and one JSON entry (checkpoint.META_KEY) that says what the
+arrays are: the network's class and constructor arguments, its dtype, the optimizer's
+class and hyper-parameters, what the training loop needs to go on (`training`), and the
+package version. A network knows its constructor arguments when it was made by `build`
+(or has a `config` dict of its own); TwoLayerNet and MultiLayerNet(Extend) are also
+described from their layers. Other networks are saved without an architecture, and
+`load_model` then says to build the network and call `load_params`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from . import checkpoint
+from ._backend import device, namespace, resolve_namespace
+
+__all__ = ["FORMAT", "Checkpoint", "architecture", "build", "build_optimizer",
+           "load_model", "optimizer_description", "read_checkpoint", "restore_optimizer",
+           "save_checkpoint"]
+
+FORMAT = "portablelayers-checkpoint"
+FORMAT_VERSION = 1
+NETWORK_CLASSES = ("TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
+                   "DeepConvNet")
+_OPTIMIZER_PREFIX = "optimizer/"
+_ARCH_ATTRIBUTE = "_portablelayers_architecture"
+
+
+# --- architecture ------------------------------------------------------------------------
+
+def _jsonable(value):
+    """Constructor arguments as JSON values (tuples and mappings included)."""
+    if isinstance(value, dict) or hasattr(value, "keys"):
+        return {str(k): _jsonable(value[k]) for k in value.keys()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if callable(getattr(value, "item", None)) and getattr(value, "shape", None) == ():
+        return _jsonable(value.item())  # a NumPy scalar or 0-D array
+    raise TypeError(f"cannot describe {type(value).__name__} {value!r} in a checkpoint")
+
+
+def build(class_name, /, *, xp=None, device=None, dtype=None, seed=None, **kwargs):
+    """One of the book's networks (`NETWORK_CLASSES`), made with `kwargs` and remembering
+    them, so that `save_checkpoint` describes it and `load_model` rebuilds it."""
+    from . import nets
+
+    if class_name not in NETWORK_CLASSES:
+        raise ValueError(f"unknown network {class_name!r}; expected one of "
+                         f"{', '.join(NETWORK_CLASSES)}")
+    described = _jsonable(kwargs)  # TypeError now, not at the first save
+    net = getattr(nets, class_name)(**kwargs, xp=xp, device=device, dtype=dtype, seed=seed)
+    setattr(net, _ARCH_ATTRIBUTE, {"class": class_name, "kwargs": described})
+    return net
+
+
+def architecture(network) -> dict | None:
+    """{"class": name, "kwargs": constructor arguments} of `network`, or None where it
+    cannot be told (see the module's docstring)."""
+    recorded = getattr(network, _ARCH_ATTRIBUTE, None)
+    if recorded is not None:
+        return recorded
+    config = getattr(network, "config", None)
+    cls = type(network).__name__
+    if isinstance(config, dict) and cls in NETWORK_CLASSES:
+        return {"class": cls, "kwargs": _jsonable(config)}
+    return _from_layers(network)
+
+
+def _from_layers(network):
+    """The fully connected networks, described from their layers' shapes and types."""
+    from .layers.activations import ReLU, Sigmoid
+    from .nets import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
+
+    params = network.params
+    if type(network) is TwoLayerNet:
+        w1, w2 = params["W1"], params["W2"]
+        return {"class": "TwoLayerNet",
+                "kwargs": {"input_size": int(w1.shape[0]), "hidden_size": int(w1.shape[1]),
+                           "output_size": int(w2.shape[1])}}
+    if type(network) not in (MultiLayerNet, MultiLayerNetExtend):
+        return None
+    layers = list(network.layers.values())
+    activation = "relu" if any(isinstance(layer, ReLU) for layer in layers) else (
+        "sigmoid" if any(isinstance(layer, Sigmoid) for layer in layers) else None)
+    kwargs = {"input_size": int(network.input_size),
+              "hidden_size_list": [int(n) for n in network.hidden_size_list],
+              "output_size": int(network.output_size), "activation": activation,
+              "weight_decay_lambda": float(network.weight_decay_lambda)}
+    if type(network) is MultiLayerNetExtend:
+        dropouts = [layer for layer in layers if type(layer).__name__ == "Dropout"]
+        kwargs.update(use_dropout=bool(dropouts), use_batchnorm=network.use_batchnorm,
+                      dropout_ratio=dropouts[0].dropout_ratio if dropouts else 0.5)
+    return {"class": type(network).__name__, "kwargs": kwargs}
+
+
+# --- optimizers ----------------------------------------------------------------------------
+
+def optimizer_description(optimizer) -> dict:
+    """{"class": name, "hyper": {argument: value}}: the constructor arguments of an
+    optimizer of portablelayers.optim, read from its attributes."""
+    cls = type(optimizer)
+    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    hyper = {name: _jsonable(getattr(optimizer, name)) for name in names
+             if hasattr(optimizer, name)}
+    return {"class": cls.__name__, "hyper": hyper}
+
+
+def build_optimizer(description):
+    """An optimizer from `optimizer_description`'s dict (state not yet made)."""
+    from . import optim
+
+    cls = getattr(optim, description["class"], None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, optim.Optimizer):
+        raise ValueError(f"unknown optimizer {description['class']!r} in the checkpoint")
+    return cls(**description["hyper"])
+
+
+def restore_optimizer(optimizer, params, arrays):
+    """Set `optimizer`'s state from host arrays ("m/W1", "iter", ...), each cast to the
+    dtype and device of the state array `init_state(params)` makes."""
+    optimizer.init_state(params)
+    current = optimizer.state
+    if set(arrays) != set(current):
+        raise ValueError(f"the checkpoint's {type(optimizer).__name__} state has "
+                         f"{sorted(arrays)}, the optimizer needs {sorted(current)}")
+    new = {}
+    for key, value in arrays.items():
+        like = current[key]
+        xp = namespace(like)
+        if tuple(value.shape) != tuple(like.shape):
+            raise ValueError(f"optimizer state {key} has shape {value.shape}, the network's "
+                             f"needs {tuple(like.shape)}")
+        new[key] = xp.asarray(value, dtype=like.dtype, device=device(like))
+    optimizer.state = new
+
+
+# --- files ---------------------------------------------------------------------------------
+
+class Checkpoint:
+    """What a checkpoint file holds: `meta` (the JSON description; {} for a file of
+    parameters only), `network_arrays` and `optimizer_arrays` (name -> NumPy array)."""
+
+    def __init__(self, path, meta, network_arrays, optimizer_arrays):
+        self.path, self.meta = path, meta
+        self.network_arrays, self.optimizer_arrays = network_arrays, optimizer_arrays
+
+    @property
+    def architecture(self):
+        return self.meta.get("network")
+
+    @property
+    def training(self):
+        return self.meta.get("training")
+
+    def __repr__(self):
+        arch = self.architecture
+        return (f"<checkpoint {self.path}: "
+                f"{arch['class'] if arch else 'parameters only'}>")
+
+
+def save_checkpoint(path, network, optimizer=None, *, training=None, extra=None,
+                    architecture_=None):
+    """Write `network` (parameters, running statistics, its architecture and dtype),
+    `optimizer` (class, hyper-parameters and state arrays), `training` (a JSON-able dict:
+    what a training loop needs to go on) and `extra` (JSON-able) to `path`, atomically."""
+    from . import __version__
+
+    arrays = checkpoint.network_arrays(network)
+    first_name = next(iter(network.params))
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "network": architecture_ or architecture(network),
+            "dtype": arrays[first_name].dtype.name,
+            "optimizer": None, "training": training, "extra": extra}
+    if optimizer is not None:
+        meta["optimizer"] = optimizer_description(optimizer)
+        for key, value in getattr(optimizer, "state", {}).items():
+            arrays[_OPTIMIZER_PREFIX + key] = checkpoint.to_host(value)
+    checkpoint.save_arrays(path, arrays, meta=meta)
+
+
+def read_checkpoint(path) -> Checkpoint:
+    """The checkpoint at `path`; a parameters-only .npz (save_params, older versions)
+    gives meta {}. ValueError for a file that is not a checkpoint."""
+    import os
+
+    path = os.fspath(path)
+    meta = checkpoint.load_meta(path)
+    if meta and meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a portablelayers checkpoint")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by portablelayers {meta.get('package_version')} "
+                         f"in a newer checkpoint format ({meta['format_version']}); upgrade "
+                         "portablelayers to read it")
+    arrays = checkpoint.load_arrays(path)
+    network_part = {k: v for k, v in arrays.items() if not k.startswith(_OPTIMIZER_PREFIX)}
+    optimizer_part = {k[len(_OPTIMIZER_PREFIX):]: v for k, v in arrays.items()
+                      if k.startswith(_OPTIMIZER_PREFIX)}
+    return Checkpoint(path, meta, network_part, optimizer_part)
+
+
+def load_model(path, xp=None, device=None, dtype=None, *, with_checkpoint=False):
+    """The network saved in `path`, rebuilt from the architecture the file records and
+    loaded, on backend `xp` (a name, module or namespace; default NumPy) and `device`, in
+    `dtype` (default: the saved dtype). With `with_checkpoint=True`, returns
+    (network, Checkpoint) so the optimizer and training state can be read too.
+
+    A file of parameters only (save_params, or saved from a network whose architecture is
+    unknown) gives a ValueError saying to build the network and call load_params.
+    """
+    ckpt = read_checkpoint(path)
+    arch = ckpt.architecture
+    if not arch:
+        raise ValueError(f"{ckpt.path} holds parameters only, not the network's "
+                         "architecture; build the network as it was trained and call "
+                         f"network.load_params({ckpt.path!r})")
+    namespace_ = resolve_namespace(xp)
+    if dtype is None:
+        dtype = getattr(namespace_, ckpt.meta.get("dtype") or "float32")
+    elif isinstance(dtype, str):
+        dtype = getattr(namespace_, dtype)
+    net = build(arch["class"], xp=namespace_, device=device, dtype=dtype, **_kwargs(arch))
+    checkpoint.load_params(net, ckpt.path)
+    return (net, ckpt) if with_checkpoint else net
+
+
+def _kwargs(arch):
+    """Constructor arguments back from JSON (input_dim as a tuple)."""
+    kwargs = dict(arch["kwargs"])
+    if "input_dim" in kwargs:
+        kwargs["input_dim"] = tuple(kwargs["input_dim"])
+    return kwargs
