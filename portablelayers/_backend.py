@@ -31,6 +31,8 @@ __all__ = [
     "size",
     "split_batches",
     "static_shape",
+    "mean_per_channel",
+    "sum_per_channel",
     "sum_to_shape",
 ]
 
@@ -207,6 +209,33 @@ def read_bool(condition) -> bool | None:
         return bool(condition)
     except Exception:  # a JAX tracer raises a ConcretizationTypeError
         return None
+
+
+def sum_per_channel(xp, x, keepdims: bool = False):
+    """The sum of `x` (N, C, ...) over every axis but the channel axis 1, in two stages:
+    first the trailing axes of each sample, then the batch.
+
+    The one place for this trick: CuPy reduces a long axis into few outputs very slowly
+    (Convolution's bias gradient as one sum over 576,000 rows of 30 took 6.9 ms on an H200;
+    the two stages 0.11 ms), and NumPy and torch are as fast or faster this way. For 2-D
+    input (N, C) it is the plain sum over the batch. `keepdims` keeps x's number of axes.
+    """
+    if x.ndim > 2:
+        x = xp.sum(x, axis=tuple(range(2, x.ndim)), keepdims=keepdims)
+    return xp.sum(x, axis=0, keepdims=keepdims)
+
+
+def mean_per_channel(xp, x, keepdims: bool = False):
+    """`sum_per_channel` divided by the number of values each channel has (a plain mean
+    where a size is unknown: Dask's NaN)."""
+    shape = static_shape(x)
+    if None in shape:
+        return xp.mean(x, axis=(0, *range(2, x.ndim)), keepdims=keepdims)
+    count = 1
+    for i, n in enumerate(shape):
+        if i != 1:
+            count *= n
+    return sum_per_channel(xp, x, keepdims) / count
 
 
 def sum_to_shape(xp, grad, shape: tuple[int, ...]):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from conftest import BACKEND
-from support import make
+from support import assert_close, make
 
 from portablelayers import Affine, MulLayer, SoftmaxWithLoss
 from portablelayers._backend import library_name, namespace, resolve_namespace
@@ -80,3 +80,19 @@ def test_layers_keep_a_second_device(xp, rng):
     mul_out = MulLayer().forward(x, 2.0)
     for array in (loss, dx, affine.dW, affine.db, mul_out):
         assert device(array) == dev and array.dtype == xp.float32
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (5, 4, 6, 2), (2, 3, 4), (0, 3, 2, 2)])
+def test_per_channel_reductions_equal_the_plain_ones(xp, rng, shape):
+    # The two-stage form (trailing axes, then the batch) is the same sum as one reduction.
+    from portablelayers._backend import mean_per_channel, sum_per_channel
+
+    x_np = rng.standard_normal(shape)
+    axes = (0, *range(2, len(shape)))
+    x = make(xp, x_np)
+    assert_close(sum_per_channel(xp, x), x_np.sum(axis=axes), rtol=1e-12, atol=1e-12)
+    kept = sum_per_channel(xp, x, keepdims=True)
+    assert tuple(kept.shape) == tuple(1 if i != 1 else n for i, n in enumerate(shape))
+    if shape[0]:
+        assert_close(mean_per_channel(xp, x, keepdims=True),
+                     x_np.mean(axis=axes, keepdims=True), rtol=1e-12)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .._backend import as_float, device, namespace, static_shape
+from .._backend import as_float, device, namespace, static_shape, sum_per_channel
 from ..functions import (
     _check_window_settings,
     _image_from_slabs,
@@ -99,8 +99,8 @@ class Convolution(BaseLayer):
         self.check_dout(dout, (shape[0], FN, out_h, out_w))
         xp = namespace(dout, col)
 
+        db = sum_per_channel(xp, dout)  # from (N, FN, out_h, out_w): two fast stages
         dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, FN))  # rows match col
-        db = xp.sum(dout, axis=0)
         dW = xp.matmul(xp.matrix_transpose(col), dout)                      # (C*FH*FW, FN)
         dW = xp.reshape(xp.matrix_transpose(dW), (FN, C, FH, FW))
         # Gradients take their parameter's dtype, even when x was promoted to a wider one.

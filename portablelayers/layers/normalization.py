@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .._backend import as_float, device, namespace, static_shape
+from .._backend import (
+    as_float,
+    device,
+    mean_per_channel,
+    namespace,
+    static_shape,
+    sum_per_channel,
+)
 from .base import BaseLayer, parameter, state_entry
 
 __all__ = ["BatchNormalization"]
@@ -66,12 +73,12 @@ class BatchNormalization(BaseLayer):
         xp = namespace(x, gamma, beta, running_mean, running_var)
         x = as_float(xp, x)
         self._check_input(x)
-        axes, stat_shape = self._axes(x)
+        _, stat_shape = self._axes(x)
 
         if train_flg:
-            mu = xp.mean(x, axis=axes, keepdims=True)
+            mu = mean_per_channel(xp, x, keepdims=True)
             xc = x - mu
-            var = xp.mean(xc * xc, axis=axes, keepdims=True)  # biased, as the book
+            var = mean_per_channel(xp, xc * xc, keepdims=True)  # biased, as the book
             std = xp.sqrt(var + self.eps)
             m = self.momentum
             # New arrays rebound in state: an in-place update would be lost on JAX.
@@ -91,15 +98,15 @@ class BatchNormalization(BaseLayer):
         gamma = self.params["gamma"]
         xp = namespace(dout, gamma)
         self.check_dout(dout, static_shape(xn))
-        axes, stat_shape = self._axes(xn)
-        dbeta = xp.sum(dout, axis=axes)
-        dgamma = xp.sum(xn * dout, axis=axes)
+        _, stat_shape = self._axes(xn)
+        dbeta = sum_per_channel(xp, dout)
+        dgamma = sum_per_channel(xp, xn * dout)
         dxn = xp.reshape(gamma, stat_shape) * dout
         if self.train_flg:
             # The book's chain dxn -> dxc -> dstd -> dvar -> dmu, collected into one line:
             # mean and variance depend on every x, which adds the two mean terms.
-            dx = (dxn - xp.mean(dxn, axis=axes, keepdims=True)
-                  - xn * xp.mean(dxn * xn, axis=axes, keepdims=True)) / self.std
+            dx = (dxn - mean_per_channel(xp, dxn, keepdims=True)
+                  - xn * mean_per_channel(xp, dxn * xn, keepdims=True)) / self.std
         else:  # the running statistics are constants
             dx = dxn / self.std
         self.grads["gamma"] = xp.astype(dgamma, gamma.dtype, copy=False)
