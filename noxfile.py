@@ -4,48 +4,56 @@
     nox -s torch        # one backend
     nox -s cupy         # needs an NVIDIA GPU; skipped elsewhere
     nox -l              # list the sessions
+
+The backends, their extras and their sessions' environments come from the package's one
+registry, `portablelayers/backends.py` (loaded by path: nox's own environment does not
+have the package's dependencies).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import nox
 
-CPU_BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "dask"]
+_spec = importlib.util.spec_from_file_location(
+    "_portablelayers_backends", pathlib.Path(__file__).parent / "portablelayers" / "backends.py")
+backends = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = backends  # dataclasses look their module up while building
+_spec.loader.exec_module(backends)
 
-nox.options.sessions = [*CPU_BACKENDS, "lint"]
+nox.options.sessions = [*backends.CPU_BACKENDS, "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
 
-# session name -> (extra to install, what the session proves)
-BACKEND_SESSIONS = {
-    "numpy": (None, "Tests on NumPy (the runtime dependency itself, no extra)."),
-    "array_api_strict": ("array_api_strict",
-                         "Tests on array-api-strict: proof that layers use only the standard."),
-    "torch": ("torch", "Tests on PyTorch (CPU build of the pinned version)."),
-    "jax": ("jax", "Tests on JAX with 64-bit floats enabled (immutable arrays)."),
-    "dask": ("dask", "Tests on Dask: layers must stay lazy (no compute())."),
-    "cupy": ("cupy", "Tests on CuPy; skipped where no NVIDIA GPU is present."),
-}
+def _cupy_extra(session: nox.Session) -> str:
+    """The CuPy extra matching the driver, or a skip naming what to install."""
+    if shutil.which("nvidia-smi") is None:
+        session.skip("cupy: no NVIDIA GPU (nvidia-smi not found) on this machine")
+    printed = subprocess.run(["nvidia-smi"], capture_output=True, text=True).stdout
+    try:
+        return backends.cupy_extra_for_driver(printed)
+    except ValueError as exc:
+        session.skip(f"cupy: {exc}")
 
 
-def _make_backend_session(backend: str, extra: str | None, doc: str) -> None:
+def _make_backend_session(backend) -> None:
     def run_tests(session: nox.Session) -> None:
-        if backend == "cupy" and shutil.which("nvidia-smi") is None:
-            session.skip("cupy: no NVIDIA GPU (nvidia-smi not found) on this machine")
+        extra = _cupy_extra(session) if backend.name == "cupy" else backend.extra
         session.install("-e", f".[{','.join(filter(None, ['test', extra]))}]")
-        env = {"PORTABLELAYERS_BACKEND": backend}
-        if backend == "jax":
-            env["JAX_ENABLE_X64"] = "1"
+        env = {"PORTABLELAYERS_BACKEND": backend.name, **backend.env}
         session.run("pytest", *session.posargs, env=env)
 
-    run_tests.__doc__ = doc
-    nox.session(name=backend)(run_tests)
+    run_tests.__doc__ = backend.doc
+    nox.session(name=backend.name)(run_tests)
 
 
-for _backend, (_extra, _doc) in BACKEND_SESSIONS.items():
-    _make_backend_session(_backend, _extra, _doc)
+for _backend in backends.BACKENDS.values():
+    _make_backend_session(_backend)
 
 
 @nox.session

@@ -14,6 +14,8 @@ import importlib
 import array_api_compat
 from array_api_compat import device, is_array_api_obj, is_dask_array, size
 
+from .backends import BACKENDS
+
 __all__ = [
     "as_float",
     "default_float",
@@ -90,19 +92,8 @@ def namespace(*arrays):
     return xp
 
 
-# Backend names (as the CLI and nox sessions spell them) -> (module to import, pip extra).
-BACKENDS = {
-    "numpy": ("numpy", None),
-    "cupy": ("cupy", "cupy"),
-    "torch": ("torch", "torch"),
-    "jax": ("jax.numpy", "jax"),
-    "dask": ("dask.array", "dask"),
-    "array_api_strict": ("array_api_strict", "array_api_strict"),
-}
-
-
 def resolve_namespace(xp=None):
-    """The Array API namespace for `xp`: None (NumPy), a backend name from BACKENDS, an
+    """The Array API namespace for `xp`: None (NumPy), a backend name (`backends.BACKENDS`), an
     array module (numpy, torch, jax.numpy, dask.array, cupy, array_api_strict) or an
     already compatible namespace. A backend that is not installed gives an ImportError
     naming the extra to install."""
@@ -111,7 +102,7 @@ def resolve_namespace(xp=None):
     if isinstance(xp, str):
         if xp not in BACKENDS:
             raise ValueError(f"unknown backend {xp!r}; expected one of {', '.join(BACKENDS)}")
-        module_name, extra = BACKENDS[xp]
+        module_name, extra = BACKENDS[xp].module, BACKENDS[xp].extra
         try:
             xp = importlib.import_module(module_name)
         except ImportError as exc:

@@ -39,6 +39,7 @@ from ._backend import (
     persist,
     static_shape,
 )
+from .backends import backend_of, set_precision
 from .functions import class_indices
 
 __all__ = ["COMPILE_MODES", "check_labels", "compile_step", "compiled_kind", "keep_compiled",
@@ -129,7 +130,8 @@ def _library(x):
     return type(x).__module__.split(".")[0]
 
 
-def compile_step(network, optimizer, compile="auto", *, like=None, check=True):
+def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
+                 precision=None):
     """`step(x, t) -> loss`: one training step of `network` with `optimizer`, compiled
     where the arrays' library allows (see the module's table).
 
@@ -146,6 +148,10 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True):
     check : bool
         Check the labels of the first batch (`check_labels`); the Trainer, which checks
         whole data sets up front, passes False.
+    precision : 'highest', 'default' or None
+        Float32 products at full precision, or the library's default (TF32 on NVIDIA GPUs
+        for JAX and torch's convolutions); None leaves the library's setting as it is.
+        See `backends.set_precision`: it is the library's global switch.
 
     Returns
     -------
@@ -164,6 +170,8 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True):
         raise ValueError("compile_step needs a network with parameters")
     like = next(iter(params.values())) if like is None else like
     kind = compiled_kind(like, compile)
+    if precision is not None:
+        set_precision(backend_of(like), precision)
     _adopt_state(network, like)
     if hasattr(optimizer, "init_state"):
         optimizer.init_state(network.params)

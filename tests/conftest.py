@@ -1,9 +1,14 @@
 """One `xp` fixture: the array namespace under test, chosen by PORTABLELAYERS_BACKEND.
 
 Each nox session sets the variable and installs only that backend's extra, so one test
-suite runs on numpy, array_api_strict, torch, jax, dask and cupy. Functions and methods a
-test module tags with `array_api_extra.testing.lazy_xp_function` fail on Dask if they
-force a computation.
+suite runs on numpy, array_api_strict, torch, jax, dask and cupy (the names and namespaces
+come from `portablelayers.backends`, the registry the CLI and the noxfile read too).
+PORTABLELAYERS_DEVICE (e.g. `cuda`, `gpu`) makes that device the library's default, so
+every array a test makes lands there: the torch and JAX suites run on a GPU that way.
+Float32 products run at full precision (`backends.set_precision("highest")`), so the
+tolerances hold on GPUs, whose libraries default to TF32. Functions and methods a test
+module tags with `array_api_extra.testing.lazy_xp_function` fail on Dask if they force a
+computation.
 """
 
 from __future__ import annotations
@@ -14,17 +19,13 @@ import os
 import pytest
 from array_api_extra.testing import patch_lazy_xp_functions
 
+from portablelayers.backends import BACKENDS, set_default_device, set_precision
+
 BACKEND = os.environ.get("PORTABLELAYERS_BACKEND", "numpy")
+DEVICE = os.environ.get("PORTABLELAYERS_DEVICE") or None
 
 # Import path of each backend's Array API namespace.
-NAMESPACES = {
-    "numpy": "array_api_compat.numpy",
-    "array_api_strict": "array_api_strict",
-    "torch": "array_api_compat.torch",
-    "jax": "jax.numpy",
-    "dask": "array_api_compat.dask.array",
-    "cupy": "array_api_compat.cupy",
-}
+NAMESPACES = {name: backend.namespace for name, backend in BACKENDS.items()}
 
 if BACKEND not in NAMESPACES:
     raise pytest.UsageError(f"PORTABLELAYERS_BACKEND={BACKEND!r}; expected one of "
@@ -44,14 +45,22 @@ def _gpu_present() -> bool:
         return False
 
 
+_PREPARED = []
+
+
 def _load_namespace():
     if BACKEND == "cupy" and not _gpu_present():
         pytest.skip("cupy backend: no NVIDIA GPU on this machine", allow_module_level=True)
-    return importlib.import_module(NAMESPACES[BACKEND])
+    namespace = importlib.import_module(NAMESPACES[BACKEND])
+    if not _PREPARED:  # once a session: the device and the precision policy
+        set_default_device(BACKEND, DEVICE)
+        set_precision(BACKEND, "highest")
+        _PREPARED.append(True)
+    return namespace
 
 
 def pytest_report_header(config):
-    return f"portablelayers backend: {BACKEND}"
+    return f"portablelayers backend: {BACKEND}" + (f" on {DEVICE}" if DEVICE else "")
 
 
 @pytest.fixture

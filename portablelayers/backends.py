@@ -1,0 +1,209 @@
+"""The array libraries portablelayers runs on: one registry, read by the `portablelayers`
+command, the tests' conftest and the noxfile alike.
+
+Each `Backend` says how it is imported (the module users know and the Array API namespace
+the tests use), which pip extra installs it, whether the CPU test sessions run it, what
+its test session needs in the environment, how its devices are named, and how a
+precision policy and a default device are set. Nothing else in the package names a
+library by its import path; layers never do.
+
+This module imports nothing but the standard library at import time, so that the noxfile
+can load it by path without the package's dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["BACKENDS", "CPU_BACKENDS", "PRECISIONS", "Backend", "backend_of",
+           "cupy_extra_for_driver", "parse_device", "set_default_device", "set_precision",
+           "split_device"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One array library as portablelayers knows it."""
+
+    name: str  # as the CLI, the nox sessions and PORTABLELAYERS_BACKEND spell it
+    module: str  # what a user imports
+    namespace: str  # the Array API namespace the tests use (array-api-compat's wrapper)
+    extra: str | None  # the pip extra that installs it (None: a runtime dependency)
+    cpu: bool  # runs in the CPU test sessions (and CI)
+    doc: str
+    env: dict = field(default_factory=dict)  # environment of its test session
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("numpy", "numpy", "array_api_compat.numpy", None, True,
+            "Tests on NumPy (the runtime dependency itself, no extra)."),
+    Backend("array_api_strict", "array_api_strict", "array_api_strict", "array_api_strict",
+            True, "Tests on array-api-strict: proof that layers use only the standard."),
+    Backend("torch", "torch", "array_api_compat.torch", "torch", True,
+            "Tests on PyTorch (CPU build of the pinned version)."),
+    Backend("jax", "jax.numpy", "jax.numpy", "jax", True,
+            "Tests on JAX with 64-bit floats enabled (immutable arrays).",
+            {"JAX_ENABLE_X64": "1"}),
+    Backend("dask", "dask.array", "array_api_compat.dask.array", "dask", True,
+            "Tests on Dask: layers must stay lazy (no compute())."),
+    Backend("cupy", "cupy", "array_api_compat.cupy", "cupy", False,
+            "Tests on CuPy; needs an NVIDIA GPU (skipped elsewhere)."),
+)}
+CPU_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.cpu)
+
+PRECISIONS = ("highest", "default")
+
+
+def backend_of(x) -> str:
+    """The registry name of the library array `x` belongs to ("numpy", "torch", ...)."""
+    import array_api_compat as compat
+
+    for name, test in (("numpy", compat.is_numpy_array), ("torch", compat.is_torch_array),
+                       ("jax", compat.is_jax_array), ("dask", compat.is_dask_array),
+                       ("cupy", compat.is_cupy_array)):
+        if test(x):
+            return name
+    if type(x).__module__.startswith("array_api_strict"):
+        return "array_api_strict"
+    raise TypeError(f"not an array of a known library: {type(x).__name__}")
+
+
+# --- devices ---------------------------------------------------------------------------
+
+def split_device(text: str) -> tuple[str, int | None]:
+    """'cuda:1' -> ('cuda', 1), 'gpu' -> ('gpu', None), '0' -> ('', 0); ValueError for
+    anything else. Names are lower-cased."""
+    match = re.fullmatch(r"\s*([a-zA-Z_]*)\s*(?::?\s*(\d+))?\s*", str(text))
+    if not match or not (match.group(1) or match.group(2)):
+        raise ValueError(f"a device is named like 'cpu', 'cuda', 'cuda:1', 'gpu:0' or '0', "
+                         f"got {text!r}")
+    kind, index = match.group(1).lower(), match.group(2)
+    if kind and index is not None and ":" not in text:
+        raise ValueError(f"write the device index after a colon ('{kind}:{index}'), got "
+                         f"{text!r}")
+    return kind, None if index is None else int(index)
+
+
+def parse_device(backend: str, text: str | None):
+    """The device of `backend` named `text` (None: the library's default, returned as None).
+
+    numpy, dask: 'cpu'. torch: 'cpu', 'cuda', 'cuda:1' (or an index: 'cuda:N').
+    jax: 'cpu', 'gpu', 'gpu:0', 'cuda:0' (or an index of the default platform's devices).
+    cupy: '0', 'cuda:0', 'gpu:0'. array_api_strict: its device names ('CPU_DEVICE',
+    'device1'). ValueError names what was asked and what exists.
+    """
+    if text is None:
+        return None
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "array_api_strict":
+        strict = importlib.import_module("array_api_strict")
+        devices = strict.__array_namespace_info__().devices()
+        for dev in devices:
+            if str(text).lower() in {str(dev).lower(), str(dev).split("'")[1].lower()
+                                     if "'" in str(dev) else str(dev).lower()}:
+                return dev
+        raise ValueError(_unknown(backend, text, [str(d).split("'")[1] if "'" in str(d)
+                                                  else str(d) for d in devices]))
+    kind, index = split_device(text)
+    if backend in ("numpy", "dask"):
+        if kind in ("", "cpu") and index in (None, 0):
+            return "cpu"
+        raise ValueError(_unknown(backend, text, ["cpu"]))
+    if backend == "torch":
+        torch = importlib.import_module("torch")
+        if kind in ("", "gpu"):
+            kind = "cuda"
+        if kind not in ("cpu", "cuda", "mps", "xpu"):
+            raise ValueError(_unknown(backend, text, ["cpu", "cuda", "cuda:N"]))
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"torch device {text!r}: this torch sees no CUDA device")
+        count = torch.cuda.device_count() if kind == "cuda" else 1
+        if index is not None and index >= count:
+            raise ValueError(f"torch device {text!r}: there are {count} {kind} device(s)")
+        return torch.device(kind if index is None else f"{kind}:{index}")
+    if backend == "jax":
+        jax = importlib.import_module("jax")
+        platform = {"": None, "cuda": "gpu", "rocm": "gpu"}.get(kind, kind)
+        try:
+            devices = jax.devices(platform) if platform else jax.devices()
+        except RuntimeError:
+            raise ValueError(f"jax device {text!r}: JAX has no {platform} platform here "
+                             f"(it has {', '.join(sorted({d.platform for d in jax.devices()}))})"
+                             ) from None
+        index = index or 0
+        if index >= len(devices):
+            raise ValueError(f"jax device {text!r}: there are {len(devices)} "
+                             f"{platform or devices[0].platform} device(s)")
+        return devices[index]
+    # cupy: every device is a GPU
+    if kind not in ("", "cuda", "gpu"):
+        raise ValueError(_unknown(backend, text, ["0", "cuda:0", "gpu:0"]))
+    cupy = importlib.import_module("cupy")
+    count = cupy.cuda.runtime.getDeviceCount()
+    index = index or 0
+    if index >= count:
+        raise ValueError(f"cupy device {text!r}: there are {count} GPU(s)")
+    return cupy.cuda.Device(index)
+
+
+def _unknown(backend, text, names):
+    return f"unknown device {text!r} for {backend}; available: {', '.join(names)}"
+
+
+def set_default_device(backend: str, text: str | None):
+    """Make `text` the device new arrays of `backend` go to by default (torch's
+    `set_default_device`, JAX's `jax_default_device`; CuPy's current device): how the test
+    suites run on a GPU (PORTABLELAYERS_DEVICE). Returns the device."""
+    dev = parse_device(backend, text)
+    if dev is None:
+        return None
+    if backend == "torch":
+        importlib.import_module("torch").set_default_device(dev)
+    elif backend == "jax":
+        importlib.import_module("jax").config.update("jax_default_device", dev)
+    elif backend == "cupy":
+        dev.use()
+    return dev
+
+
+# --- precision -------------------------------------------------------------------------
+
+def set_precision(backend: str, precision: str = "highest"):
+    """The precision of float32 matrix products and convolutions.
+
+    'highest': full float32 everywhere (JAX's matmul precision 'highest', torch with
+    TF32 off for matmul and cuDNN); exact tolerances hold. 'default': what each library
+    does by default; on NVIDIA GPUs JAX and torch's cuDNN convolutions then use TF32
+    (about 1e-3 relative error, faster); CuPy and every CPU compute full float32 either way.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                         f"{precision!r}")
+    highest = precision == "highest"
+    if backend == "jax":
+        importlib.import_module("jax").config.update(
+            "jax_default_matmul_precision", "highest" if highest else None)
+    elif backend == "torch":
+        torch = importlib.import_module("torch")
+        torch.backends.cuda.matmul.allow_tf32 = not highest
+        torch.backends.cudnn.allow_tf32 = not highest
+
+
+# --- packaging -------------------------------------------------------------------------
+
+def cupy_extra_for_driver(nvidia_smi_output: str) -> str:
+    """The extra whose CuPy wheel matches the driver ('cupy-cuda13x' or 'cupy-cuda12x'),
+    from what `nvidia-smi` prints ("CUDA Version: 13.0"); ValueError when it says neither."""
+    match = re.search(r"CUDA Version:\s*(\d+)\.", nvidia_smi_output)
+    if not match:
+        raise ValueError("nvidia-smi printed no 'CUDA Version': install portablelayers"
+                         "[cupy-cuda12x] or [cupy-cuda13x] to match your driver")
+    major = int(match.group(1))
+    if major >= 13:
+        return "cupy-cuda13x"
+    if major == 12:
+        return "cupy-cuda12x"
+    raise ValueError(f"the driver supports CUDA {major}; CuPy wheels need CUDA 12 or 13: "
+                     "update the NVIDIA driver")
