@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import array_api_extra as xpx
 
-from ._backend import as_float, device, namespace, read_bool, static_shape
+from . import guards
+from ._backend import device, namespace, read_bool, static_shape
 
 __all__ = [
     "class_indices",
@@ -29,32 +30,43 @@ __all__ = [
 
 def sigmoid(x):
     """1 / (1 + exp(-x)), computed from exp(-|x|) so that it never overflows."""
-    xp = namespace(x)
-    x = as_float(xp, x)
+    xp = guards.arrays("sigmoid", x=x)
+    x = guards.real_floating(xp, x, "sigmoid input")
     e = xp.exp(-xp.abs(x))  # in (0, 1]: no overflow for any x
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def relu(x):
     """max(x, 0) elementwise (NaN stays NaN)."""
-    xp = namespace(x)
-    return xp.maximum(x, 0)
+    xp = guards.arrays("relu", x=x)
+    return xp.maximum(guards.numeric(xp, x, "relu input"), 0)
 
 
 def log_softmax(x):
     """log(softmax(x)) over the last axis, shifted by the maximum so exp never overflows."""
-    xp = namespace(x)
-    x = as_float(xp, x)
+    xp = guards.arrays("log_softmax", x=x)
+    x = _scores(xp, x, "log_softmax input")
     shifted = x - xp.max(x, axis=-1, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
 def softmax(x):
     """Softmax over the last axis (each row of a batch sums to 1)."""
-    xp = namespace(x)
-    x = as_float(xp, x)
+    xp = guards.arrays("softmax", x=x)
+    x = _scores(xp, x, "softmax input")
     e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
     return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def _scores(xp, x, what):
+    """x as real floating scores with at least one axis and one class (TypeError,
+    ValueError naming `what`)."""
+    x = guards.real_floating(xp, x, what)
+    if x.ndim == 0:
+        raise ValueError(f"{what} must have a class axis, shape (C,) or (N, C), got a 0-D "
+                         "array")
+    guards.nonempty(x, (-1,), what, "scores need at least one class")
+    return x
 
 
 def one_hot_targets(t, scores, what: str = "t"):
@@ -83,7 +95,8 @@ def one_hot_targets(t, scores, what: str = "t"):
         only where values can be read without forcing a lazy computation: not on Dask, not
         under jax.jit).
     """
-    xp = namespace(t, scores)
+    xp = guards.arrays("one_hot_targets", t=t, scores=scores)
+    _scores(xp, scores, "scores")
     s_shape, t_shape = static_shape(scores), static_shape(t)
     if t.ndim == scores.ndim and t_shape[-1:] == (1,) and s_shape[-1] != 1:
         # A column of class indices, (N, 1): the book's size rule makes it indices too.
@@ -133,8 +146,11 @@ def cross_entropy_error(y, t):
     A 1-D `y` is one sample. `t` is class indices, (N,) or (N, 1), or one-hot (see
     `one_hot_targets`). Returns a 0-D array.
     """
-    xp = namespace(y, t)
-    y = as_float(xp, y)
+    xp = guards.arrays("cross_entropy_error", y=y, t=t)
+    y = _scores(xp, y, "cross_entropy_error y")
+    guards.ndim(y, (1, 2), "cross_entropy_error y", "(N, C) or (C,)")
+    guards.nonempty(y, (0,), "cross_entropy_error y", "the mean loss over no samples is "
+                    "undefined")
     t = one_hot_targets(t, y)
     if y.ndim == 1:
         y, t = xp.reshape(y, (1, -1)), xp.reshape(t, (1, -1))
@@ -150,13 +166,12 @@ def cross_entropy_error(y, t):
 
 
 def _check_window_settings(filter_h, filter_w, stride, pad, names=("filter_h", "filter_w")):
-    """TypeError/ValueError unless the window sizes and stride are ints >= 1 and pad >= 0."""
-    for name, value, low in ((names[0], filter_h, 1), (names[1], filter_w, 1),
-                             ("stride", stride, 1), ("pad", pad, 0)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+    """(filter_h, filter_w, stride, pad) as Python ints; TypeError/ValueError unless the
+    window sizes and stride are integers >= 1 and pad >= 0 (any integer type: numpy.int64
+    too, through operator.index)."""
+    return tuple(guards.index(name, value, low)
+                 for name, value, low in ((names[0], filter_h, 1), (names[1], filter_w, 1),
+                                          ("stride", stride, 1), ("pad", pad, 0)))
 
 
 def _window_grid(shape, filter_h, filter_w, stride, pad, what="input"):
@@ -165,7 +180,7 @@ def _window_grid(shape, filter_h, filter_w, stride, pad, what="input"):
     Raises TypeError/ValueError for a wrong ndim, non-integer or out-of-range settings, or a
     window larger than the padded input.
     """
-    _check_window_settings(filter_h, filter_w, stride, pad)
+    filter_h, filter_w, stride, pad = _check_window_settings(filter_h, filter_w, stride, pad)
     if len(shape) != 4:
         raise ValueError(f"{what} must have 4 axes (N, C, H, W), got shape {tuple(shape)}")
     H, W = shape[2], shape[3]
@@ -218,7 +233,8 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
     Returns shape (N*out_h*out_w, C*filter_h*filter_w): rows in (N, out_h, out_w) order,
     columns in (C, filter_h, filter_w) order, exactly the book's layout. Padding is zeros.
     """
-    xp = namespace(x)
+    xp = guards.arrays("im2col", x=x)
+    filter_h, filter_w, stride, pad = _check_window_settings(filter_h, filter_w, stride, pad)
     out_h, out_w = _window_grid(static_shape(x), filter_h, filter_w, stride, pad)
     C = x.shape[1]
     col = xp.stack(_window_slabs(x, filter_h, filter_w, stride, pad, out_h, out_w), axis=2)
@@ -232,8 +248,9 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     Overlapping windows add up; the padding border is cropped. Returns shape `input_shape`
     (N, C, H, W) in the dtype and on the device of `col`.
     """
-    xp = namespace(col)
-    input_shape = tuple(int(d) for d in input_shape)
+    xp = guards.arrays("col2im", col=col)
+    filter_h, filter_w, stride, pad = _check_window_settings(filter_h, filter_w, stride, pad)
+    input_shape = tuple(guards.index("input_shape", d, 0) for d in input_shape)
     out_h, out_w = _window_grid(input_shape, filter_h, filter_w, stride, pad, "input_shape")
     N, C = input_shape[:2]
     expected = (N * out_h * out_w, C * filter_h * filter_w)

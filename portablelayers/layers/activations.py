@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .._backend import as_float, namespace
+import numbers
+
+from .. import guards
 from ..functions import relu, sigmoid
 from .base import BaseLayer
 
@@ -17,12 +19,13 @@ class ReLU(BaseLayer):
         self.mask = None
 
     def forward(self, x):
+        x = guards.numeric(guards.arrays("ReLU.forward", x=x), x, "ReLU input")
         self.mask = x <= 0
         return relu(x)
 
     def backward(self, dout):
         mask = self.saved(self.mask)
-        xp = namespace(dout)
+        xp = guards.arrays("ReLU.backward", dout=self.check_dout(dout, mask.shape, mask))
         # A new array (the book writes zeros into the caller's dout, we must not). Multiplying
         # by the 0/1 mask is ~10x faster than xp.where on NumPy's unpredictable branches.
         return dout * xp.astype(~mask, dout.dtype)
@@ -39,11 +42,13 @@ class Sigmoid(BaseLayer):
         self.out = None
 
     def forward(self, x):
+        guards.arrays("Sigmoid.forward", x=x)
         self.out = sigmoid(x)
         return self.out
 
     def backward(self, dout):
         out = self.saved(self.out)
+        self.check_dout(dout, out.shape, out)
         return dout * (1.0 - out) * out
 
 
@@ -55,12 +60,13 @@ class Tanh(BaseLayer):
         self.out = None
 
     def forward(self, x):
-        xp = namespace(x)
-        self.out = xp.tanh(as_float(xp, x))
+        xp = guards.arrays("Tanh.forward", x=x)
+        self.out = xp.tanh(guards.real_floating(xp, x, "Tanh input"))
         return self.out
 
     def backward(self, dout):
         out = self.saved(self.out)
+        self.check_dout(dout, out.shape, out)
         return dout * (1.0 - out * out)
 
 
@@ -69,18 +75,21 @@ class LeakyReLU(BaseLayer):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+            raise TypeError(f"negative_slope must be a real number, got "
+                            f"{guards.describe(negative_slope)}")
         self.negative_slope = float(negative_slope)
         self.mask = None
 
     def forward(self, x):
-        xp = namespace(x)
-        x = as_float(xp, x)
+        xp = guards.arrays("LeakyReLU.forward", x=x)
+        x = guards.real_floating(xp, x, "LeakyReLU input")
         self.mask = x <= 0
         return xp.where(self.mask, x * self.negative_slope, x)
 
     def backward(self, dout):
         mask = self.saved(self.mask)
-        xp = namespace(dout)
+        xp = guards.arrays("LeakyReLU.backward", dout=self.check_dout(dout, mask.shape, mask))
         return xp.where(mask, dout * self.negative_slope, dout)
 
 
@@ -89,13 +98,13 @@ class Identity(BaseLayer):
 
     def __init__(self):
         super().__init__()
-        self._seen_forward = None
+        self._seen_forward = None  # the last input (its shape, library and device)
 
     def forward(self, x):
-        namespace(x)  # TypeError for anything but an array
-        self._seen_forward = True
+        guards.arrays("Identity.forward", x=x)
+        self._seen_forward = x
         return x
 
     def backward(self, dout):
-        self.saved(self._seen_forward)
-        return dout
+        x = self.saved(self._seen_forward)
+        return self.check_dout(dout, x.shape, x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .. import guards
 from .._backend import namespace, static_shape
 from .base import BaseLayer, parameter
 
@@ -22,7 +23,9 @@ class Affine(BaseLayer):
 
     def __init__(self, W, b):
         super().__init__()
-        namespace(W, b)  # TypeError if W and b come from different libraries
+        xp = guards.arrays("Affine", W=W, b=b)  # arrays of one library and device
+        guards.real_floating(xp, W, "Affine W")
+        guards.real_floating(xp, b, "Affine b")
         if W.ndim != 2 or tuple(b.shape) != (W.shape[1],):
             raise ValueError(f"Affine needs W of shape (D, M) and b of shape (M,), got W "
                              f"{tuple(W.shape)} and b {tuple(b.shape)}")
@@ -33,19 +36,24 @@ class Affine(BaseLayer):
 
     def forward(self, x):
         W, b = self.params["W"], self.params["b"]
-        xp = namespace(x, W, b)
+        xp = guards.arrays("Affine.forward", x=x, W=W, b=b)
         x2d = self._as_2d(xp, x, W)
         self.original_x_shape, self.x = tuple(x.shape), x2d
-        out = xp.matmul(x2d, W) + b
+        out = xp.matmul(x2d, xp.astype(W, x2d.dtype, copy=False)) + b
         return out[0, ...] if x.ndim == 1 else out
 
     def backward(self, dout):
         x2d = self.saved(self.x)
         W = self.params["W"]
+        n, m = static_shape(x2d)[0], W.shape[1]
+        self.check_dout(dout, (m,) if len(self.original_x_shape) == 1 else (n, m), x2d)
         xp = namespace(dout, W)
         if dout.ndim == 1:
             dout = xp.reshape(dout, (1, -1))
-        dx = xp.matmul(dout, xp.matrix_transpose(W))
+        dout = guards.real_floating(xp, dout, "Affine dout")
+        dtype = xp.result_type(dout, x2d)  # one dtype for matmul (torch refuses mixed ones)
+        dout, x2d = xp.astype(dout, dtype, copy=False), xp.astype(x2d, dtype, copy=False)
+        dx = xp.matmul(dout, xp.astype(xp.matrix_transpose(W), dtype, copy=False))
         dW = xp.matmul(xp.matrix_transpose(x2d), dout)
         # Gradients take their parameter's dtype, even when x was promoted to a wider one.
         self.grads["W"] = xp.astype(dW, W.dtype, copy=False)
@@ -65,6 +73,8 @@ class Affine(BaseLayer):
         if features is not None and features != d:
             raise ValueError(f"Affine input of shape {tuple(x.shape)} has {features} features "
                              f"per sample, but W of shape {tuple(W.shape)} expects {d}")
-        if x.dtype != W.dtype:  # matmul of mixed dtypes is refused by torch: promote first
-            x = xp.astype(x, xp.result_type(x, W))
+        x = guards.real_floating(xp, x, "Affine input")
+        # matmul of mixed dtypes is refused by torch: one dtype, promoted as NumPy and JAX do
+        dtype = xp.result_type(x, W)
+        x = xp.astype(x, dtype, copy=False)
         return xp.reshape(x, (1, d) if x.ndim == 1 else (-1, d))

@@ -7,7 +7,10 @@ shape when the inputs were broadcast against each other.
 
 from __future__ import annotations
 
-from .._backend import is_array, namespace, sum_to_shape
+import numbers
+
+from .. import guards
+from .._backend import is_array, namespace, static_shape, sum_to_shape
 from .base import BaseLayer
 
 __all__ = ["AddLayer", "MulLayer"]
@@ -27,9 +30,21 @@ def _grad_like(grad, value):
     return sum_to_shape(xp, grad, tuple(value.shape))
 
 
-def _check_same_library(x, y):
+def _check_inputs(where, x, y):
+    """TypeError unless x and y are real numbers or arrays of one library and device;
+    (a list would repeat, `[1, 2] * 3`, instead of multiplying)."""
+    for name, value in (("x", x), ("y", y)):
+        if not is_array(value) and (isinstance(value, bool)
+                                    or not isinstance(value, numbers.Real)):
+            raise TypeError(f"{where}: {name} must be a real number or an array, got "
+                            f"{guards.describe(value)}")
     if is_array(x) or is_array(y):
-        namespace(x, y)  # TypeError naming both libraries when they differ
+        guards.arrays(where, x=x if is_array(x) else None, y=y if is_array(y) else None)
+
+
+def _out_shape(out):
+    """The forward output's shape: () for a Python number."""
+    return static_shape(out) if is_array(out) else ()
 
 
 class MulLayer(BaseLayer):
@@ -39,14 +54,17 @@ class MulLayer(BaseLayer):
         super().__init__()
         self.x = None
         self.y = None
+        self.out_shape = None
 
     def forward(self, x, y):
-        _check_same_library(x, y)
-        self.x, self.y = x, y
-        return x * y
+        _check_inputs("MulLayer.forward", x, y)
+        out = x * y  # fails on shapes that cannot broadcast, before anything is stored
+        self.x, self.y, self.out_shape = x, y, _out_shape(out)
+        return out
 
     def backward(self, dout):
         x, y = self.saved(self.x), self.y
+        self.check_dout(dout, self.out_shape)
         return _grad_like(dout * y, x), _grad_like(dout * x, y)
 
 
@@ -57,12 +75,15 @@ class AddLayer(BaseLayer):
         super().__init__()
         self.x = None  # kept (by reference) only for their shapes, to undo broadcasting
         self.y = None
+        self.out_shape = None
 
     def forward(self, x, y):
-        _check_same_library(x, y)
-        self.x, self.y = x, y
-        return x + y
+        _check_inputs("AddLayer.forward", x, y)
+        out = x + y  # fails on shapes that cannot broadcast, before anything is stored
+        self.x, self.y, self.out_shape = x, y, _out_shape(out)
+        return out
 
     def backward(self, dout):
         x, y = self.saved(self.x), self.y
+        self.check_dout(dout, self.out_shape)
         return _grad_like(dout * 1, x), _grad_like(dout * 1, y)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from .._backend import same_shape, static_shape
+from .. import guards
 
 __all__ = ["BaseLayer", "Layer", "LossLayer", "parameter", "state_entry"]
 
@@ -81,13 +81,10 @@ class BaseLayer(Layer):
             raise RuntimeError(f"{name}.backward() called before {name}.forward()")
         return value
 
-    def check_dout(self, dout, expected):
-        """ValueError unless `dout` has the shape `expected` of the last forward output."""
-        got = static_shape(dout)
-        if not same_shape(got, tuple(expected)):
-            name = type(self).__name__
-            raise ValueError(f"{name}.backward expects dout of shape {tuple(expected)} "
-                             f"(the forward output), got {got}")
+    def check_dout(self, dout, expected, like=None):
+        """`guards.dout`: TypeError unless `dout` is a real array (of the library and device
+        of `like`), ValueError unless it has the shape `expected` of the last forward output."""
+        return guards.dout(f"{type(self).__name__}.backward", dout, expected, like)
 
     def __repr__(self):
         shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())

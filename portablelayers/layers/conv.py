@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from .. import guards
 from .._backend import as_float, device, namespace, static_shape, sum_per_channel
 from ..functions import (
     _check_window_settings,
@@ -47,7 +48,8 @@ class Convolution(BaseLayer):
             The step of the window and the zero padding of each border.
         """
         super().__init__()
-        xp = namespace(W, b)  # TypeError if W and b come from different libraries
+        xp = guards.arrays("Convolution", W=W, b=b if hasattr(b, "shape") else None)
+        guards.real_floating(xp, W, "Convolution W")
         if W.ndim == 4 and not hasattr(b, "shape"):  # a Python number
             if isinstance(b, bool) or not isinstance(b, int | float):
                 raise TypeError(f"Convolution bias must be an array or a real number, got "
@@ -58,7 +60,8 @@ class Convolution(BaseLayer):
         if W.ndim != 4 or tuple(b.shape) != (W.shape[0],):
             raise ValueError(f"Convolution needs W of shape (FN, C, FH, FW) and b of shape "
                              f"(FN,), got W {tuple(W.shape)} and b {tuple(b.shape)}")
-        _check_window_settings(W.shape[2], W.shape[3], stride, pad, names=("FH", "FW"))
+        _, _, stride, pad = _check_window_settings(W.shape[2], W.shape[3], stride, pad,
+                                                   names=("FH", "FW"))
         self.params = {"W": W, "b": b}
         self.grads = {"W": None, "b": None}
         self.stride, self.pad = stride, pad
@@ -69,7 +72,7 @@ class Convolution(BaseLayer):
 
     def forward(self, x):
         W, b = self.params["W"], self.params["b"]
-        xp = namespace(x, W, b)
+        xp = guards.arrays("Convolution.forward", x=x, W=W, b=b)
         FN, C, FH, FW = W.shape
         shape = static_shape(x)
         if x.ndim != 4:
@@ -128,7 +131,8 @@ class Pooling(BaseLayer):
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
         super().__init__()
-        _check_window_settings(pool_h, pool_w, stride, pad, names=("pool_h", "pool_w"))
+        pool_h, pool_w, stride, pad = _check_window_settings(pool_h, pool_w, stride, pad,
+                                                             names=("pool_h", "pool_w"))
         if pad >= pool_h or pad >= pool_w:
             raise ValueError(f"pad must be smaller than the pool window {pool_h}x{pool_w} "
                              f"(else a window can hold padding only), got pad={pad}")
@@ -153,17 +157,19 @@ class Pooling(BaseLayer):
         return _image_from_slabs(slabs, self.x.shape, self.pool_w, self.stride, self.pad)
 
     def forward(self, x):
-        xp = namespace(x)
+        xp = guards.arrays("Pooling.forward", x=x)
         x, slabs = self._slabs(xp, x, -math.inf)
         out = slabs[0]
         for slab in slabs[1:]:
             out = xp.maximum(out, slab)
         # One-hot over the window positions: the first position holding the maximum wins,
-        # as with the book's argmax. Boolean masks, not integer indices: no scatter needed.
+        # as with the book's argmax; in a window holding NaN (whose maximum is NaN) the
+        # first NaN does, as argmax and torch's max_pool2d pick a NaN. Boolean masks, not
+        # integer indices: no scatter needed.
         taken = xp.zeros(out.shape, dtype=xp.bool, device=device(out))
         winners = []
         for slab in slabs:
-            wins = (slab == out) & ~taken
+            wins = ((slab == out) | (slab != slab)) & ~taken
             winners.append(wins)
             taken = taken | wins
         self.x, self.winners = x, winners
@@ -171,7 +177,7 @@ class Pooling(BaseLayer):
 
     def backward(self, dout):
         winners = self.saved(self.winners)
-        self.check_dout(dout, tuple(winners[0].shape))
+        self.check_dout(dout, static_shape(winners[0]), winners[0])
         xp = namespace(dout, winners[0])
         # Each window's gradient goes to its winner only. (Multiplying by the 0/1 mask is
         # several times faster than xp.where on NumPy, whose where branches per element.)
@@ -190,7 +196,7 @@ class AvgPooling(Pooling):
         self.out_shape = None
 
     def forward(self, x):
-        xp = namespace(x)
+        xp = guards.arrays("AvgPooling.forward", x=x)
         x, slabs = self._slabs(xp, x, 0.0)
         total = slabs[0]
         for slab in slabs[1:]:

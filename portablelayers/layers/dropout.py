@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .._backend import as_float, device, move_to, namespace, resolve_namespace, static_shape
+import numbers
+
+from .. import guards
+from .._backend import device, move_to, namespace, resolve_namespace, static_shape
 from ..random import BITS, counter_bits, seed_key
 from .base import BaseLayer, state_entry
 
@@ -30,6 +33,9 @@ class Dropout(BaseLayer):
 
     def __init__(self, dropout_ratio=0.5, seed=None, inverted=True, *, xp=None, device=None):
         super().__init__()
+        if isinstance(dropout_ratio, bool) or not isinstance(dropout_ratio, numbers.Real):
+            raise TypeError(f"dropout_ratio must be a real number in [0, 1), got "
+                            f"{guards.describe(dropout_ratio)}")
         if not 0.0 <= dropout_ratio < 1.0:
             raise ValueError(f"dropout_ratio must lie in [0, 1), got {dropout_ratio}")
         self.dropout_ratio = float(dropout_ratio)
@@ -38,33 +44,35 @@ class Dropout(BaseLayer):
             import secrets
 
             seed = secrets.randbits(63)
-        self.seed = int(seed)
+        self.seed = guards.index("seed", seed, -(1 << 63))
         self._key = seed_key(self.seed)
         # Elements whose 24-bit draw is below this are dropped: probability dropout_ratio.
         self._threshold = round(self.dropout_ratio * (1 << BITS))
         space = resolve_namespace(xp)
         self.state = {"step": space.zeros((), dtype=space.int32, device=device)}
         self.mask = None
+        self._out_shape = None
         self.train_flg = None  # the mode of the last forward
 
     def forward(self, x, train_flg=True):
-        xp = namespace(x)
+        xp = guards.arrays("Dropout.forward", x=x)
+        x = guards.real_floating(xp, x, "Dropout input")
         if not train_flg:
-            self.train_flg = False
+            self.train_flg, self._out_shape = False, static_shape(x)
             return x if self.inverted else x * (1.0 - self.dropout_ratio)
-        x = as_float(xp, x)
         step = move_to(xp, self.state["step"], device(x))
         bits = counter_bits(xp, x.shape, self._key, step, device(x))
         self.mask = bits >= self._threshold  # True with probability 1 - p
         self.state["step"] = step + 1
-        self.train_flg = True
+        self.train_flg, self._out_shape = True, static_shape(x)
         return x * xp.astype(self.mask, x.dtype) * self._scale
 
     def backward(self, dout):
-        if not self.saved(self.train_flg):
+        train_flg = self.saved(self.train_flg)
+        self.check_dout(dout, self._out_shape)
+        if not train_flg:
             return dout if self.inverted else dout * (1.0 - self.dropout_ratio)
         xp = namespace(dout)
-        self.check_dout(dout, static_shape(self.mask))
         return dout * xp.astype(self.mask, dout.dtype) * self._scale
 
     @property

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .._backend import as_float, namespace, read_bool, size, static_shape
+from .. import guards
+from .._backend import read_bool, size, static_shape
 from ..functions import log_softmax, one_hot_targets, sigmoid
 from .base import BaseLayer
 
@@ -26,18 +27,24 @@ class SoftmaxWithLoss(BaseLayer):
         self._t_one_hot = None
 
     def forward(self, x, t):
-        xp = namespace(x, t)
-        x = as_float(xp, x)
+        xp = guards.arrays("SoftmaxWithLoss.forward", x=x, t=t)
+        x = guards.real_floating(xp, x, "SoftmaxWithLoss scores x")
+        guards.ndim(x, (1, 2), "SoftmaxWithLoss scores x", "(N, C) or (C,)")
+        guards.nonempty(x, range(x.ndim), "SoftmaxWithLoss scores x")
         t_one_hot = one_hot_targets(t, x)  # validates t before any state changes
         log_y = log_softmax(x)
         batch_size = 1 if x.ndim == 1 else x.shape[0]
         self.t, self._t_one_hot = t, t_one_hot
         self.y = xp.exp(log_y)
-        self.loss = -xp.sum(t_one_hot * log_y) / batch_size
+        # Classes a target gives no weight add nothing, also where their log_y is -inf
+        # (a masked logit): 0 * -inf would be NaN. A -inf target logit gives inf, as torch.
+        picked = xp.where(t_one_hot != 0, t_one_hot * log_y, 0.0)
+        self.loss = -xp.sum(picked) / batch_size
         return self.loss
 
     def backward(self, dout=1):
         y = self.saved(self.y)
+        guards.scalar_dout("SoftmaxWithLoss.backward", dout, y)
         batch_size = 1 if y.ndim == 1 else y.shape[0]
         return (y - self._t_one_hot) * (dout / batch_size)
 
@@ -47,7 +54,7 @@ def _targets_like(xp, t, x, what):
     if static_shape(t) != static_shape(x):
         raise ValueError(f"{what} needs targets t of the input's shape {static_shape(x)}, "
                          f"got {static_shape(t)}")
-    return xp.astype(as_float(xp, t), x.dtype, copy=False)
+    return xp.astype(guards.real_floating(xp, t, f"{what} targets t"), x.dtype, copy=False)
 
 
 class SigmoidWithLoss(BaseLayer):
@@ -67,8 +74,9 @@ class SigmoidWithLoss(BaseLayer):
         self._count = None  # elements averaged over
 
     def forward(self, x, t):
-        xp = namespace(x, t)
-        x = as_float(xp, x)
+        xp = guards.arrays("SigmoidWithLoss.forward", x=x, t=t)
+        x = guards.real_floating(xp, x, "SigmoidWithLoss scores x")
+        guards.nonempty(x, range(x.ndim), "SigmoidWithLoss scores x")
         t = _targets_like(xp, t, x, "SigmoidWithLoss")
         if read_bool(xp.any((t < 0.0) | (t > 1.0))):  # skipped on Dask and under jax.jit
             raise ValueError("SigmoidWithLoss targets t must lie in [0, 1]")
@@ -83,6 +91,7 @@ class SigmoidWithLoss(BaseLayer):
 
     def backward(self, dout=1):
         y = self.saved(self.y)
+        guards.scalar_dout("SigmoidWithLoss.backward", dout, y)
         return (y - self.t) * dout / self._count
 
 
@@ -100,8 +109,9 @@ class MeanSquaredError(BaseLayer):
         self.t = None
 
     def forward(self, y, t):
-        xp = namespace(y, t)
-        y = as_float(xp, y)
+        xp = guards.arrays("MeanSquaredError.forward", y=y, t=t)
+        y = guards.real_floating(xp, y, "MeanSquaredError y")
+        guards.nonempty(y, range(min(y.ndim, 1)), "MeanSquaredError y")
         t = _targets_like(xp, t, y, "MeanSquaredError")
         self.y, self.t = y, t
         diff = y - t
@@ -110,6 +120,7 @@ class MeanSquaredError(BaseLayer):
 
     def backward(self, dout=1):
         y = self.saved(self.y)
+        guards.scalar_dout("MeanSquaredError.backward", dout, y)
         return (y - self.t) * dout / self._batch_size(y)
 
     @staticmethod

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from .. import guards
 from .._backend import (
-    as_float,
     device,
     mean_per_channel,
     namespace,
@@ -39,7 +39,8 @@ class BatchNormalization(BaseLayer):
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None,
                  eps=10e-7):
         super().__init__()
-        xp = namespace(gamma, beta, running_mean, running_var)  # TypeError on mixed libraries
+        xp = guards.arrays("BatchNormalization", gamma=gamma, beta=beta,
+                           running_mean=running_mean, running_var=running_var)
         shape = tuple(gamma.shape)
         if len(shape) != 1 or tuple(beta.shape) != shape:
             raise ValueError(f"BatchNormalization needs gamma and beta of the same shape (C,), "
@@ -70,10 +71,13 @@ class BatchNormalization(BaseLayer):
     def forward(self, x, train_flg=True):
         gamma, beta = self.params["gamma"], self.params["beta"]
         running_mean, running_var = self.state["running_mean"], self.state["running_var"]
-        xp = namespace(x, gamma, beta, running_mean, running_var)
-        x = as_float(xp, x)
+        xp = guards.arrays("BatchNormalization.forward", x=x, gamma=gamma, beta=beta,
+                           running_mean=running_mean, running_var=running_var)
+        x = guards.real_floating(xp, x, "BatchNormalization input")
         self._check_input(x)
-        _, stat_shape = self._axes(x)
+        axes, stat_shape = self._axes(x)
+        if train_flg:  # batch statistics of nothing would turn the running ones into NaN
+            guards.nonempty(x, axes, "BatchNormalization training input")
 
         if train_flg:
             mu = mean_per_channel(xp, x, keepdims=True)
@@ -96,8 +100,8 @@ class BatchNormalization(BaseLayer):
     def backward(self, dout):
         xn = self.saved(self.xn)
         gamma = self.params["gamma"]
+        self.check_dout(dout, static_shape(xn), xn)
         xp = namespace(dout, gamma)
-        self.check_dout(dout, static_shape(xn))
         _, stat_shape = self._axes(xn)
         dbeta = sum_per_channel(xp, dout)
         dgamma = sum_per_channel(xp, xn * dout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .. import guards
 from .._backend import namespace, static_shape
 from .base import BaseLayer
 
@@ -20,7 +21,7 @@ class Flatten(BaseLayer):
         self._output_shape = None
 
     def forward(self, x):
-        xp = namespace(x)
+        xp = guards.arrays("Flatten.forward", x=x)
         shape = static_shape(x)
         if x.ndim < 2:
             raise ValueError(f"Flatten needs input of shape (N, d1, ...) with at least 2 axes, "
@@ -31,7 +32,7 @@ class Flatten(BaseLayer):
 
     def backward(self, dout):
         input_shape = self.saved(self.input_shape)
-        self.check_dout(dout, self._output_shape)
+        self.check_dout(dout, self._output_shape, dout)
         xp = namespace(dout)
         return xp.reshape(dout, input_shape)
 
