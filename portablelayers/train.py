@@ -26,6 +26,7 @@ import time
 
 import numpy as np  # the host generator that shuffles sample indices; never touches data
 
+from . import guards
 from ._backend import device, namespace, static_shape
 from .checkpoint import to_host
 from .compiled import compile_step, compiled_kind
@@ -116,6 +117,8 @@ class Trainer:
             # Labels are read here, once: no step reads them again (a host sync each).
             step.check_labels(x_train, t_train)
             step.check_labels(x_test, t_test)
+        # NaN or inf in the data would train the parameters into NaN: one read, here.
+        guards.finite_data(namespace(x_train), x_train=x_train, x_test=x_test)
 
         self.network = network
         self.verbose = verbose
@@ -260,8 +263,12 @@ class Trainer:
                 epoch, batch = divmod(step - 1, self.iter_per_epoch)
                 raise FloatingPointError(
                     f"the training loss became {loss} at step {step} (epoch {epoch + 1}, "
-                    f"batch {batch + 1} of {self.iter_per_epoch}); try a smaller learning "
-                    "rate")
+                    f"batch {batch + 1} of {self.iter_per_epoch}). The data were checked "
+                    "finite when the Trainer was made, so training diverged: try a smaller "
+                    "learning rate or clip_norm in optimizer_param, and check the network's "
+                    "initial weights. That step's update has been applied, so the "
+                    "parameters may hold NaN or inf now: reload them from a checkpoint "
+                    "before training on")
             self.train_loss_list.append(loss)
 
     def _end_epoch(self):
