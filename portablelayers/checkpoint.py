@@ -15,6 +15,8 @@ import json
 import os
 import pickle
 import tempfile
+import zipfile
+import zlib
 
 import array_api_compat
 import numpy as np
@@ -137,11 +139,14 @@ def load_arrays(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic.startswith(_ZIP_MAGIC):
-        try:
-            with np.load(path, allow_pickle=allow_pickle) as npz:
+        try:  # our own handle: np.load leaves its own open when the zip is broken
+            with open(path, "rb") as f, np.load(f, allow_pickle=allow_pickle) as npz:
                 return {name: npz[name] for name in npz.files if name != META_KEY}
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise ValueError(f"{path} is not a complete .npz checkpoint (truncated or "
+                             f"corrupt: {exc})") from None
     if magic.startswith(_NPY_MAGIC):
         raise ValueError(f"{path} is a single .npy array; a checkpoint is a .npz of named "
                          "arrays")
