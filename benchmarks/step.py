@@ -14,7 +14,9 @@ threads for BLAS, torch and XLA (default 1), and reports the median ms per step 
     python benchmarks/step.py --torch-compile     # adds torch.compile (slow to compile)
     python benchmarks/step.py --device cuda       # torch/JAX/CuPy on the GPU
 
-Ratios are ours / PyTorch eager: below 1 is faster than PyTorch.
+Ratios are ours / PyTorch eager: below 1 is faster than PyTorch. For NumPy (and CuPy) the
+TwoLayerNet rows add a hand-written step of the same math, the measure of our layers'
+per-operation overhead.
 """
 
 from __future__ import annotations
@@ -127,6 +129,43 @@ def _sync(out):
         float(out)
 
 
+def hand_written(backend, steps, repeats):
+    """The same math as our layers, written out in NumPy (or CuPy) in the seed's style:
+    `h @ W + b`, `maximum`, a fancy-indexed softmax gradient, the first layer's input
+    gradient included (the book's Affine.backward computes it), SGD in place."""
+    xp = __import__(backend)
+    x_np, t_np = host_batch("two-layer")
+    x, t = xp.asarray(x_np), xp.asarray(t_np)
+    rng = np.random.default_rng(0)
+    p = {"W1": xp.asarray(0.01 * rng.standard_normal((784, 50)), dtype=xp.float32),
+         "b1": xp.zeros(50, dtype=xp.float32),
+         "W2": xp.asarray(0.01 * rng.standard_normal((50, 10)), dtype=xp.float32),
+         "b2": xp.zeros(10, dtype=xp.float32)}
+    rows = xp.arange(len(t_np))
+
+    def step():
+        h = x @ p["W1"] + p["b1"]
+        a = xp.maximum(h, 0)
+        s = a @ p["W2"] + p["b2"]
+        s = s - s.max(axis=1, keepdims=True)
+        e = xp.exp(s)
+        y = e / e.sum(axis=1, keepdims=True)
+        loss = -xp.log(y[rows, t] + 1e-7).sum() / len(t_np)
+        ds = y.copy()
+        ds[rows, t] -= 1
+        ds /= len(t_np)
+        grads = {"W2": a.T @ ds, "b2": ds.sum(axis=0)}
+        da = ds @ p["W2"].T
+        da[h <= 0] = 0
+        grads["W1"], grads["b1"] = x.T @ da, da.sum(axis=0)
+        da @ p["W1"].T  # the first layer's input gradient, as the book's layers compute
+        for k, g in grads.items():
+            p[k] -= LR * g
+        return loss
+
+    return time_steps(step, _sync, steps, repeats)
+
+
 def torch_reference(net, device, kind, steps, repeats):
     """PyTorch's own step: 'eager', 'compile' (torch.compile) or 'cuda-graph'."""
     import torch
@@ -188,6 +227,8 @@ def worker(args):
         row = {"backend": args.worker, "net": net, "device": args.device}
         ms, kind = ours(args.worker, net, args.device, False, args.steps, args.repeats)
         row["ours eager"] = ms
+        if args.worker in ("numpy", "cupy") and net == "two-layer":
+            row["hand-written"] = hand_written(args.worker, args.steps, args.repeats)
         if args.worker in ("jax", "torch"):
             ms, kind = ours(args.worker, net, args.device, "auto", args.steps, args.repeats)
             if kind != "eager":
@@ -221,7 +262,8 @@ def main(argv=None):
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time torch.compile of PyTorch's step (minutes to compile "
                              "on a CPU)")
-    parser.add_argument("--json", metavar="FILE", help="write the rows as JSON to FILE")
+    parser.add_argument("--json", metavar="FILE",
+                        help="write the rows as JSON to FILE ('-': as the last line printed)")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -247,10 +289,11 @@ def main(argv=None):
         rows += json.loads(done.stdout.strip().splitlines()[-1])
 
     reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
+    machine = platform.processor() or platform.machine()
     print(f"ms per training step (median of {args.repeats} blocks of {args.steps}); "
-          f"{args.threads} thread(s) for BLAS/torch/XLA; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores; ratio = ms / PyTorch eager ms of the same net, measured in "
-          "the numpy or torch process")
+          f"{args.threads} thread(s) for BLAS/torch/XLA; {machine}, {os.cpu_count()} cores; "
+          "ratio = ms / PyTorch eager ms of the same net, measured in the numpy or torch "
+          "process")
     print(f"{'net':<18} {'backend':<8} {'step':<18} {'ms':>8} {'vs torch':>9}")
     for row in rows:
         for key, ms in row.items():
@@ -258,7 +301,9 @@ def main(argv=None):
                 continue
             ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
             print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}")
-    if args.json:
+    if args.json == "-":  # for benchmarks/gpu_check.py: the rows as the last line
+        print(json.dumps({"threads": args.threads, "device": args.device, "rows": rows}))
+    elif args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "device": args.device, "rows": rows}, f,
                       indent=1)
