@@ -176,9 +176,7 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
     if hasattr(optimizer, "init_state"):
         optimizer.init_state(network.params)
     step = {"jax.jit": _JaxStep, "cuda-graph": _CudaGraphStep}.get(kind, _EagerStep)
-    step = step(network, optimizer)
-    step._checked = not check
-    return step
+    return step(network, optimizer, check=check)
 
 
 def _adopt_state(network, like):
@@ -203,10 +201,10 @@ class _Step:
 
     kind = "eager"
 
-    def __init__(self, network, optimizer):
+    def __init__(self, network, optimizer, check=True):
         self.network, self.optimizer = network, optimizer
         self.traces = 0
-        self._checked = False
+        self._checked = not check  # the first batch's labels are still to be checked
 
     def _check_first(self, x, t):
         if not self._checked:
@@ -276,8 +274,8 @@ class _JaxStep(_Step):
 
     kind = "jax.jit"
 
-    def __init__(self, network, optimizer):
-        super().__init__(network, optimizer)
+    def __init__(self, network, optimizer, check=True):
+        super().__init__(network, optimizer, check)
         import jax
         import jax.numpy as jnp
 
@@ -387,8 +385,8 @@ class _CudaGraphStep(_Step):
     kind = "cuda-graph"
     warmup = 3
 
-    def __init__(self, network, optimizer):
-        super().__init__(network, optimizer)
+    def __init__(self, network, optimizer, check=True):
+        super().__init__(network, optimizer, check)
         self._graphs = {}  # (x shape, t shape) -> (graph, static x, static t, static loss)
         self._eager_runs = {}
 
