@@ -39,7 +39,15 @@ def _check_inputs(where, x, y):
             raise TypeError(f"{where}: {name} must be a real number or an array, got "
                             f"{guards.describe(value)}")
     if is_array(x) or is_array(y):
-        guards.arrays(where, x=x if is_array(x) else None, y=y if is_array(y) else None)
+        xp = guards.arrays(where, x=x if is_array(x) else None, y=y if is_array(y) else None)
+        for name, value in (("x", x), ("y", y)):
+            if is_array(value):
+                guards.numeric(xp, value, f"{where}: {name}")
+
+
+def _array_of(x, y):
+    """An array among the forward inputs (whose library and device dout must share)."""
+    return x if is_array(x) else y if is_array(y) else None
 
 
 def _out_shape(out):
@@ -64,7 +72,7 @@ class MulLayer(BaseLayer):
 
     def backward(self, dout):
         x, y = self.saved(self.x), self.y
-        self.check_dout(dout, self.out_shape)
+        self.check_dout(dout, self.out_shape, _array_of(x, y))
         return _grad_like(dout * y, x), _grad_like(dout * x, y)
 
 
@@ -85,5 +93,5 @@ class AddLayer(BaseLayer):
 
     def backward(self, dout):
         x, y = self.saved(self.x), self.y
-        self.check_dout(dout, self.out_shape)
+        self.check_dout(dout, self.out_shape, _array_of(x, y))
         return _grad_like(dout * 1, x), _grad_like(dout * 1, y)

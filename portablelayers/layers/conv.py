@@ -99,7 +99,7 @@ class Convolution(BaseLayer):
         FN, C, FH, FW = self.params["W"].shape
         shape = static_shape(self.x)
         out_h, out_w = _window_grid(shape, FH, FW, self.stride, self.pad)
-        self.check_dout(dout, (shape[0], FN, out_h, out_w))
+        self.check_dout(dout, (shape[0], FN, out_h, out_w), col)
         xp = namespace(dout, col)
 
         db = sum_per_channel(xp, dout)  # from (N, FN, out_h, out_w): two fast stages
@@ -206,7 +206,7 @@ class AvgPooling(Pooling):
 
     def backward(self, dout):
         out_shape = self.saved(self.out_shape)
-        self.check_dout(dout, out_shape)
+        self.check_dout(dout, out_shape, self.x)
         # Every value of a window (padding included) got 1/pool_size of its mean.
         share = dout / (self.pool_h * self.pool_w)
         return self._input_gradient([share] * (self.pool_h * self.pool_w))

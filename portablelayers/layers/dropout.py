@@ -51,25 +51,25 @@ class Dropout(BaseLayer):
         space = resolve_namespace(xp)
         self.state = {"step": space.zeros((), dtype=space.int32, device=device)}
         self.mask = None
-        self._out_shape = None
+        self._out_shape = self._like = None  # the last input's shape, and the input
         self.train_flg = None  # the mode of the last forward
 
     def forward(self, x, train_flg=True):
         xp = guards.arrays("Dropout.forward", x=x)
         x = guards.real_floating(xp, x, "Dropout input")
         if not train_flg:
-            self.train_flg, self._out_shape = False, static_shape(x)
+            self.train_flg, self._out_shape, self._like = False, static_shape(x), x
             return x if self.inverted else x * (1.0 - self.dropout_ratio)
         step = move_to(xp, self.state["step"], device(x))
         bits = counter_bits(xp, x.shape, self._key, step, device(x))
         self.mask = bits >= self._threshold  # True with probability 1 - p
         self.state["step"] = step + 1
-        self.train_flg, self._out_shape = True, static_shape(x)
+        self.train_flg, self._out_shape, self._like = True, static_shape(x), x
         return x * xp.astype(self.mask, x.dtype) * self._scale
 
     def backward(self, dout):
         train_flg = self.saved(self.train_flg)
-        self.check_dout(dout, self._out_shape)
+        self.check_dout(dout, self._out_shape, self._like)
         if not train_flg:
             return dout if self.inverted else dout * (1.0 - self.dropout_ratio)
         xp = namespace(dout)

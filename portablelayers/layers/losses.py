@@ -38,7 +38,7 @@ class SoftmaxWithLoss(BaseLayer):
         self.y = xp.exp(log_y)
         # Classes a target gives no weight add nothing, also where their log_y is -inf
         # (a masked logit): 0 * -inf would be NaN. A -inf target logit gives inf, as torch.
-        picked = xp.where(t_one_hot != 0, t_one_hot * log_y, 0.0)
+        picked = t_one_hot * xp.where(t_one_hot != 0, log_y, 0.0)
         self.loss = -xp.sum(picked) / batch_size
         return self.loss
 

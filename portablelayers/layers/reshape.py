@@ -19,6 +19,7 @@ class Flatten(BaseLayer):
         super().__init__()
         self.input_shape = None
         self._output_shape = None
+        self._input = None
 
     def forward(self, x):
         xp = guards.arrays("Flatten.forward", x=x)
@@ -28,11 +29,12 @@ class Flatten(BaseLayer):
                              f"got shape {shape}")
         out = xp.reshape(x, _flat_shape(shape))
         self.input_shape, self._output_shape = tuple(x.shape), static_shape(out)
+        self._input = x  # its library and device, for checking dout
         return out
 
     def backward(self, dout):
         input_shape = self.saved(self.input_shape)
-        self.check_dout(dout, self._output_shape, dout)
+        self.check_dout(dout, self._output_shape, self._input)
         xp = namespace(dout)
         return xp.reshape(dout, input_shape)
 
