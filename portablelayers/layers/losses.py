@@ -62,7 +62,7 @@ class SigmoidWithLoss(BaseLayer):
 
     `t` has x's shape and holds 0/1 labels or probabilities. The loss is the mean over all
     elements (torch's `binary_cross_entropy_with_logits` with reduction="mean"), returned as
-    a 0-D array. It is computed as max(x, 0) - x*t + log(1 + exp(-|x|)), which is finite
+    a 0-D array. It is computed as ``max(x, 0) - x*t + log(1 + exp(-|x|))``, which is finite
     for logits as large as 1e4. `backward(dout=1)` returns (sigmoid(x) - t) * dout / x.size.
     """
 
