@@ -25,7 +25,8 @@ from array_api_compat import is_dask_array
 from ._backend import device, namespace
 
 __all__ = ["META_KEY", "clean_stale_temporaries", "load_arrays", "load_meta", "load_params",
-           "save_arrays", "save_params", "to_host"]
+           "load_params_from_arrays", "network_arrays", "save_arrays", "save_params",
+           "to_host"]
 
 META_KEY = "__portablelayers__.json"  # the checkpoint's description, JSON as uint8
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip (.npz), possibly empty
@@ -48,7 +49,7 @@ def to_host(x) -> np.ndarray:
 def network_arrays(net) -> dict[str, np.ndarray]:
     """The network's parameters and its running statistics created so far, on the host."""
     arrays = {name: to_host(value) for name, value in net.params.items()}
-    arrays.update({name: to_host(value) for name, value in net.state.items()
+    arrays.update({name: to_host(value) for name, value in getattr(net, "state", {}).items()
                    if value is not None})
     return arrays
 
@@ -199,7 +200,11 @@ def load_params(net, path, allow_pickle: bool = False) -> None:
     Raises ValueError naming every missing, unexpected or wrongly shaped array and leaves
     `net` unchanged then.
     """
-    arrays = load_arrays(path, allow_pickle=allow_pickle)
+    load_params_from_arrays(net, load_arrays(path, allow_pickle=allow_pickle), path)
+
+
+def load_params_from_arrays(net, arrays, path="the arrays") -> None:
+    """`load_params` from name -> NumPy array (`path` names them in errors)."""
     # A full checkpoint also holds the optimizer's state ("optimizer/m/W1"): not the net's.
     arrays = {name: value for name, value in arrays.items() if "/" not in name}
     params, state = net.params, net.state

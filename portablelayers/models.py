@@ -63,17 +63,26 @@ def build(class_name, /, *, xp=None, device=None, dtype=None, seed=None, **kwarg
     return net
 
 
+def _with_seed(arch, network):
+    """The architecture with the network's seed: Dropout's masks come from it (a layer's
+    counter is state; its key is made from the seed), so a resumed run needs it."""
+    if arch is None:
+        return None
+    seed = getattr(network, "seed", None)
+    return {**arch, "seed": int(seed)} if isinstance(seed, int) else dict(arch)
+
+
 def architecture(network) -> dict | None:
-    """{"class": name, "kwargs": constructor arguments} of `network`, or None where it
-    cannot be told (see the module's docstring)."""
+    """{"class": name, "kwargs": constructor arguments, "seed": its seed} of `network`,
+    or None where it cannot be told (see the module's docstring)."""
     recorded = getattr(network, _ARCH_ATTRIBUTE, None)
     if recorded is not None:
-        return recorded
+        return _with_seed(recorded, network)
     config = getattr(network, "config", None)
     cls = type(network).__name__
     if isinstance(config, dict) and cls in NETWORK_CLASSES:
-        return {"class": cls, "kwargs": _jsonable(config)}
-    return _from_layers(network)
+        return _with_seed({"class": cls, "kwargs": _jsonable(config)}, network)
+    return _with_seed(_from_layers(network), network)
 
 
 def _from_layers(network):
@@ -169,13 +178,14 @@ class Checkpoint:
 
 
 def save_checkpoint(path, network, optimizer=None, *, training=None, extra=None,
-                    architecture_=None):
+                    architecture_=None, network_arrays=None):
     """Write `network` (parameters, running statistics, its architecture and dtype),
     `optimizer` (class, hyper-parameters and state arrays), `training` (a JSON-able dict:
     what a training loop needs to go on) and `extra` (JSON-able) to `path`, atomically."""
     from . import __version__
 
-    arrays = checkpoint.network_arrays(network)
+    arrays = dict(network_arrays) if network_arrays is not None else (
+        checkpoint.network_arrays(network))
     first_name = next(iter(network.params))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "package_version": __version__,
@@ -229,7 +239,8 @@ def load_model(path, xp=None, device=None, dtype=None, *, with_checkpoint=False)
         dtype = getattr(namespace_, ckpt.meta.get("dtype") or "float32")
     elif isinstance(dtype, str):
         dtype = getattr(namespace_, dtype)
-    net = build(arch["class"], xp=namespace_, device=device, dtype=dtype, **_kwargs(arch))
+    net = build(arch["class"], xp=namespace_, device=device, dtype=dtype,
+                seed=arch.get("seed"), **_kwargs(arch))
     checkpoint.load_params(net, ckpt.path)
     return (net, ckpt) if with_checkpoint else net
 

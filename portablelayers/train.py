@@ -18,11 +18,15 @@ tqdm (progress bar) and matplotlib (`plot`) are optional: `pip install 'portable
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import shutil
+import signal
 import sys
+import threading
 import time
+import warnings
 
 import numpy as np  # the host generator that shuffles sample indices; never touches data
 
@@ -31,7 +35,20 @@ from ._backend import device, namespace, static_shape
 from .checkpoint import to_host
 from .compiled import compile_step, compiled_kind
 
-__all__ = ["OPTIMIZERS", "Trainer", "compile_step"]
+__all__ = ["OPTIMIZERS", "Trainer", "TrainingInterrupted", "compile_step"]
+
+# An epoch whose mean training loss exceeds the first step's by this factor is diverging.
+DIVERGENCE_FACTOR = 2.0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """train() stopped at a request (Ctrl-C, `request_stop()`) after a whole step: the
+    network, the optimizer and `training_state()` are those of step `iteration`."""
+
+    def __init__(self, epoch, iteration, max_iter):
+        super().__init__(f"stopped after step {iteration} of {max_iter} (epoch {epoch} "
+                         "complete)" if iteration else "stopped before the first step")
+        self.epoch, self.iteration, self.max_iter = epoch, iteration, max_iter
 
 # The book's optimizer names (lower case) -> class names in portablelayers.optim.
 OPTIMIZERS = {
@@ -71,25 +88,40 @@ def _positive_int(name, value, allow_none=False):
     return int(value)
 
 
+def _fmt(loss):
+    """A loss to 4 decimals; a huge one (a diverging run) to 4 significant digits."""
+    return f"{loss:.4f}" if abs(loss) < 1e4 else f"{loss:.4g}"
+
+
 class Trainer:
     """Trains `network` (with `params`, `gradient(x, t)`, `loss(x, t)`, `accuracy(x, t)`) on
-    (x_train, t_train) and measures it on (x_test, t_test) after every epoch.
+    (x_train, t_train) and measures it after every epoch.
 
     `optimizer` is a book name ('SGD', 'Momentum', 'Nesterov', 'AdaGrad', 'RMSprop',
     'Adam', 'AdamW'; any case) built with `optimizer_param`, or an optimizer object.
-    `evaluate_sample_num_per_epoch` limits the per-epoch accuracies to the first samples
-    (the final test accuracy always uses the whole test set). `seed` fixes the shuffling.
-    `verbose` prints per-epoch lines; `progress` (None: only when stderr is a terminal)
-    shows a tqdm bar with epoch, step, loss and throughput; `file` takes the lines instead
-    of stdout. Accuracy is computed in batches of `evaluate_batch_size` (default:
-    `mini_batch_size`) when the network's accuracy() accepts a batch size. Results are in
-    `history`.
+    With a validation set (`x_val`, `t_val`) each epoch is measured on it (loss and
+    accuracy), early stopping (`patience`: epochs without a lower validation loss) and
+    the best epoch (`best_params`) follow it, and the test set is used once, at the end;
+    without one, each epoch is measured on the test set, as the book does.
+    `lr_schedule(epoch) -> lr` (epoch counted from 0; see portablelayers.schedules) sets
+    the optimizer's `lr` at the start of each epoch. `evaluate_sample_num_per_epoch` limits
+    the per-epoch measures to the first samples (the final test always uses the whole test
+    set). `seed` fixes the shuffling. `verbose` prints per-epoch lines (loss, accuracies to
+    4 digits, samples/s); `progress` (None: only when stderr is a terminal) shows a tqdm bar;
+    `file` takes the lines instead of stdout. Accuracy is computed in batches of
+    `evaluate_batch_size` (default: `mini_batch_size`) when the network's accuracy() accepts
+    a batch size. Results are in `history`; `training_state()` / `load_training_state()`
+    carry a run across processes (with the network's and optimizer's arrays: see
+    portablelayers.models.save_checkpoint), and a resumed run ends with the weights of an
+    uninterrupted one.
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
                  mini_batch_size=100, optimizer="SGD", optimizer_param=None,
                  evaluate_sample_num_per_epoch=None, verbose=True, *, seed=None,
-                 progress=None, file=None, evaluate_batch_size=None, compile="auto"):
+                 progress=None, file=None, evaluate_batch_size=None, compile="auto",
+                 x_val=None, t_val=None, lr_schedule=None, patience=None,
+                 precision="highest"):
         # Every check comes before any state is set.
         for method in ("gradient", "accuracy"):
             if not callable(getattr(network, method, None)):
@@ -97,9 +129,13 @@ class Trainer:
                                 f"{type(network).__name__}")
         if not hasattr(network, "params"):
             raise TypeError(f"network must have params, got {type(network).__name__}")
-        namespace(x_train, t_train, x_test, t_test)  # TypeError on mixed libraries
+        if (x_val is None) != (t_val is None):
+            raise ValueError("give both x_val and t_val, or neither")
+        has_val = x_val is not None
+        namespace(x_train, t_train, x_test, t_test, *((x_val, t_val) if has_val else ()))
         train_size = self._check_pair("train", x_train, t_train)
         test_size = self._check_pair("test", x_test, t_test)
+        val_size = self._check_pair("val", x_val, t_val) if has_val else 0
         epochs = _positive_int("epochs", epochs)
         mini_batch_size = _positive_int("mini_batch_size", mini_batch_size)
         evaluate_sample_num_per_epoch = _positive_int(
@@ -108,43 +144,67 @@ class Trainer:
         # array shapes as training (JAX compiles each new shape once).
         evaluate_batch_size = _positive_int("evaluate_batch_size", evaluate_batch_size,
                                             allow_none=True) or mini_batch_size
+        patience = _positive_int("patience", patience, allow_none=True)
+        if patience is not None and not has_val:
+            raise ValueError("patience (early stopping) needs a validation set: x_val, t_val")
+        if lr_schedule is not None and not callable(lr_schedule):
+            raise TypeError(f"lr_schedule must be callable(epoch) -> lr, got "
+                            f"{type(lr_schedule).__name__}")
         if optimizer_param is None:
             optimizer_param = {"lr": 0.01}  # the book's default
         optimizer = make_optimizer(optimizer, optimizer_param)
         compiled_kind(x_train, compile)  # ValueError for compile=True where none applies
-        step = compile_step(network, optimizer, compile, like=x_train, check=False)
+        step = compile_step(network, optimizer, compile, like=x_train, check=False,
+                            precision=precision)
         if callable(getattr(network, "predict", None)):
             # Labels are read here, once: no step reads them again (a host sync each).
             step.check_labels(x_train, t_train)
             step.check_labels(x_test, t_test)
+            if has_val:
+                step.check_labels(x_val, t_val)
         # NaN or inf in the data would train the parameters into NaN: one read, here.
-        guards.finite_data(namespace(x_train), x_train=x_train, x_test=x_test)
+        guards.finite_data(namespace(x_train), x_train=x_train, x_test=x_test, x_val=x_val)
 
         self.network = network
         self.verbose = verbose
         self.x_train, self.t_train = x_train, t_train
         self.x_test, self.t_test = x_test, t_test
+        self.x_val, self.t_val = x_val, t_val
         self.epochs = epochs
         self.batch_size = mini_batch_size
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.evaluate_batch_size = evaluate_batch_size
         self.optimizer = optimizer
-        self.train_size, self._test_size = train_size, test_size
+        self.lr_schedule, self.patience = lr_schedule, patience
+        self.train_size, self._test_size, self._val_size = train_size, test_size, val_size
         self.iter_per_epoch = math.ceil(train_size / mini_batch_size)
         self.max_iter = epochs * self.iter_per_epoch
         self.current_iter = 0
         self.current_epoch = 0
         self.train_loss_list = []
         self.train_acc_list = []
-        self.test_acc_list = []
+        self.test_acc_list = []  # per epoch, without a validation set (the book's)
+        self.test_loss_list = []
+        self.val_acc_list, self.val_loss_list = [], []
+        self.epoch_loss_list = []  # mean training loss of each epoch's steps
+        self.lr_list = []  # the learning rate of each epoch
         self.epoch_time_list = []  # seconds since training began, at the end of each epoch
-        self.final_test_acc = None
+        self.final_test_acc = self.final_test_loss = None
+        self.best_epoch, self.best_val_loss = None, math.inf
+        self.best_params = None  # host copies of params and state at the best epoch
+        self.stopped_early = False
+        self.diverged = False
         self.progress, self.file = progress, file
+        self._compile = compile
         self._rng = np.random.default_rng(seed)
+        self._rng_epoch = self._rng.bit_generator.state  # before this epoch's shuffle
         self._order = None  # this epoch's sample order, on the data's device
         self._start = None
+        self._elapsed_before = 0.0  # seconds trained in earlier processes (resumed runs)
+        self._epoch_start = None
         self._bar = None
         self._samples_seen = 0
+        self._stop_requested = False
         self.step = step
         self._pending = []  # (step number, loss array) not yet read back (compiled runs)
 
@@ -164,11 +224,20 @@ class Trainer:
         """One mini-batch: gradient, update, log; ends the epoch after its last batch."""
         xp = namespace(self.x_train)
         step_in_epoch = self.current_iter % self.iter_per_epoch
-        if step_in_epoch == 0:  # a new epoch: a new order of all samples, cut into batches
+        if step_in_epoch == 0 or self._order is None:
+            # A new epoch (or one resumed midway): its order of all samples, from the
+            # generator as it was when the epoch began.
+            if step_in_epoch == 0:
+                self._rng_epoch = self._rng.bit_generator.state
+                self._begin_epoch()
+            else:
+                self._rng.bit_generator.state = self._rng_epoch
             order = self._rng.permutation(self.train_size)
             self._order = xp.asarray(order, device=device(self.x_train))
         if self._start is None:
             self._start = time.perf_counter()
+        if self._epoch_start is None:
+            self._epoch_start = (time.perf_counter(), step_in_epoch)
         start = step_in_epoch * self.batch_size
         stop = min(start + self.batch_size, self.train_size)
         x_batch, t_batch = self.step.batch(self.x_train, self.t_train, self._order, start, stop)
@@ -193,37 +262,150 @@ class Trainer:
         if step_in_epoch == self.iter_per_epoch - 1:
             self._end_epoch()
 
-    def train(self):
-        """Runs every epoch, then returns (and prints) the accuracy on the whole test set."""
+    def train(self, *, stop_on_interrupt=False):
+        """Runs every epoch (or until early stopping), then returns (and prints) the
+        accuracy on the whole test set.
+
+        With `stop_on_interrupt`, Ctrl-C (SIGINT) ends the step in progress and raises
+        TrainingInterrupted, with the network and optimizer those of a whole step (so the
+        run can be saved and resumed); a second Ctrl-C interrupts at once."""
         self._bar = self._progress_bar()
+        previous = None
+        if stop_on_interrupt and threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
-            while self.current_iter < self.max_iter:
+            while self.current_iter < self.max_iter and not self.stopped_early:
+                if self._stop_requested:
+                    self._stop_requested = False
+                    if self._pending:
+                        self._read_losses()
+                    raise TrainingInterrupted(self.current_epoch, self.current_iter,
+                                              self.max_iter)
                 self.train_step()
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
-        self.final_test_acc = self._accuracy(self.x_test, self.t_test)
-        self._print("=============== Final Test Accuracy ===============")
-        self._print(f"test acc:{self.final_test_acc}")
+        if self.stopped_early and self.best_params is not None:
+            self.restore_best()
+        self.final_test_loss, self.final_test_acc = self._evaluate(
+            self.x_test, self.t_test, self._test_size)
+        self._print(f"test loss {_fmt(self.final_test_loss)}, test acc "
+                    f"{self.final_test_acc:.4f}")
         return self.final_test_acc
+
+    def request_stop(self):
+        """Make train() stop after the step in progress (raising TrainingInterrupted)."""
+        self._stop_requested = True
+
+    def _on_sigint(self, signum, frame):
+        if self._stop_requested:  # the second Ctrl-C: now
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def restore_best(self):
+        """The network's parameters and state back to those of the best epoch."""
+        from .checkpoint import load_params_from_arrays
+
+        params = self.network.params
+        if hasattr(params, "rebind"):  # Sequential: checked, cast, all or nothing
+            load_params_from_arrays(self.network, self.best_params)
+            return
+        for name, value in self.best_params.items():  # a network of plain dicts
+            like = params[name]
+            params[name] = namespace(like).asarray(value, dtype=like.dtype,
+                                                   device=device(like))
+
+    # --- carrying a run across processes --------------------------------------------------
+
+    def training_state(self):
+        """What the loop needs to go on exactly (JSON-able): position, shuffling
+        generator, history, best epoch. The network's and the optimizer's arrays are saved
+        beside it (portablelayers.models.save_checkpoint)."""
+        if self._pending:
+            self._read_losses()
+        elapsed = self._elapsed_before + (
+            time.perf_counter() - self._start if self._start is not None else 0.0)
+        return {
+            "iter": self.current_iter, "epoch": self.current_epoch, "epochs": self.epochs,
+            "batch_size": self.batch_size, "train_size": self.train_size,
+            "iter_per_epoch": self.iter_per_epoch,
+            "rng_epoch": self._rng_epoch, "rng": self._rng.bit_generator.state,
+            "history": self.history, "best_epoch": self.best_epoch,
+            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+            "stopped_early": self.stopped_early, "diverged": self.diverged,
+            "elapsed": elapsed,
+        }
+
+    def load_training_state(self, state):
+        """Go on from `training_state()`'s dict: the next step is the one after it. The
+        training set and batch size must be those of the saved run (ValueError)."""
+        for key, mine in (("train_size", self.train_size), ("batch_size", self.batch_size)):
+            if state[key] != mine:
+                raise ValueError(f"the saved run has {key} {state[key]}, this Trainer {mine}")
+        if state["iter"] > self.max_iter:
+            raise ValueError(f"the saved run is at step {state['iter']}, past this Trainer's "
+                             f"{self.max_iter} ({self.epochs} epochs)")
+        self.current_iter, self.current_epoch = state["iter"], state["epoch"]
+        self._rng_epoch = state["rng_epoch"]
+        self._rng.bit_generator.state = state["rng"]
+        self._order = None  # a run resumed mid-epoch shuffles from _rng_epoch again
+        history = state["history"]
+        self.train_loss_list = list(history["train_loss"])
+        self.epoch_loss_list = list(history["epoch_train_loss"])
+        self.train_acc_list = list(history["train_acc"])
+        self.test_acc_list = list(history["test_acc"])
+        self.test_loss_list = list(history["test_loss"])
+        self.val_acc_list = list(history["val_acc"])
+        self.val_loss_list = list(history["val_loss"])
+        self.lr_list = list(history["lr"])
+        self.epoch_time_list = list(history["epoch_time"])
+        self.best_epoch = state["best_epoch"]
+        self.best_val_loss = (math.inf if state["best_val_loss"] is None
+                              else state["best_val_loss"])
+        self.stopped_early, self.diverged = state["stopped_early"], state["diverged"]
+        self._elapsed_before = state["elapsed"]
+        if self.lr_schedule is not None and self.current_iter % self.iter_per_epoch:
+            self._set_lr(self.lr_schedule(self.current_epoch))  # as it was this epoch
 
     # --- results -------------------------------------------------------------------------
 
     @property
     def history(self):
-        """What training recorded: the loss per step, the accuracies and the elapsed
-        seconds per epoch, and the final test accuracy."""
+        """What training recorded: the loss per step; per epoch the learning rate, the
+        mean training loss, the accuracies (and losses) on the training, validation or
+        test set, and the elapsed seconds; the final test loss and accuracy."""
         return {
             "train_loss": list(self.train_loss_list),
+            "epoch_train_loss": list(self.epoch_loss_list),
             "train_acc": list(self.train_acc_list),
+            "val_loss": list(self.val_loss_list),
+            "val_acc": list(self.val_acc_list),
+            "test_loss": list(self.test_loss_list),
             "test_acc": list(self.test_acc_list),
+            "lr": list(self.lr_list),
             "epoch_time": list(self.epoch_time_list),
+            "best_epoch": self.best_epoch,
+            "final_test_loss": self.final_test_loss,
             "final_test_acc": self.final_test_acc,
         }
 
-    def plot(self, path):
-        """Writes a PNG of the loss per step and the accuracies per epoch to `path`."""
+    def epoch_rows(self):
+        """The per-epoch history as rows (dicts) with the same keys: for CSV."""
+        columns = {"epoch": list(range(1, len(self.epoch_loss_list) + 1)),
+                   "lr": self.lr_list, "train_loss": self.epoch_loss_list,
+                   "train_acc": self.train_acc_list, "val_loss": self.val_loss_list,
+                   "val_acc": self.val_acc_list, "test_loss": self.test_loss_list,
+                   "test_acc": self.test_acc_list, "seconds": self.epoch_time_list}
+        columns = {k: v for k, v in columns.items() if v}
+        return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(),
+                                                                           strict=True)]
+
+    def plot(self, path, title=None):
+        """Writes a PNG of the losses (per step; per epoch on the validation or test set)
+        and the accuracies per epoch to `path`, under `title`."""
         if not self.train_loss_list:
             raise RuntimeError("nothing to plot: call train() first")
         try:
@@ -233,17 +415,29 @@ class Trainer:
             raise ImportError("plot() needs matplotlib: pip install "
                               "'portablelayers[train]'") from None
         fig = Figure(figsize=(10, 4), layout="constrained")
+        if title:
+            fig.suptitle(title)
         ax_loss, ax_acc = fig.subplots(1, 2)
-        steps = np.arange(1, len(self.train_loss_list) + 1)
-        ax_loss.plot(steps, self.train_loss_list, lw=0.8)
-        ax_loss.set(xlabel="step", ylabel="training loss", title="loss per mini-batch")
+        if self.val_acc_list:
+            held, held_name = (self.val_loss_list, self.val_acc_list), "validation"
+        else:
+            held, held_name = (self.test_loss_list, self.test_acc_list), "test"
+        steps = np.arange(1, len(self.train_loss_list) + 1) / self.iter_per_epoch
+        ax_loss.plot(steps, self.train_loss_list, lw=0.6, alpha=0.6,
+                     label="training (per step)")
         epochs = np.arange(1, len(self.train_acc_list) + 1)
-        ax_acc.plot(epochs, self.train_acc_list, "o-", label="train")
-        ax_acc.plot(epochs, self.test_acc_list, "s--", label="test")
+        if self.epoch_loss_list:
+            ax_loss.plot(epochs, self.epoch_loss_list, "o-", label="training (epoch mean)")
+        if held[0]:
+            ax_loss.plot(epochs, held[0], "s--", label=held_name)
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+        ax_loss.legend(loc="upper right")
+        ax_acc.plot(epochs, self.train_acc_list, "o-", label="training")
+        ax_acc.plot(epochs, held[1], "s--", label=held_name)
         ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy per epoch")
         ax_acc.legend(loc="lower right")
-        ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in (ax_loss, ax_acc):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         fig.savefig(path, format="png", dpi=100)
         return path
@@ -271,23 +465,101 @@ class Trainer:
                     "before training on")
             self.train_loss_list.append(loss)
 
+    def _set_lr(self, lr):
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr >= 0.0):
+            raise ValueError(f"lr_schedule gave {lr!r} for epoch {self.current_epoch + 1}")
+        if lr == self.optimizer.lr:
+            return
+        self.optimizer.lr = lr
+        if self.step.kind != "eager":
+            # A compiled step holds lr as a constant: compile it anew (once an epoch).
+            self.step = compile_step(self.network, self.optimizer, self._compile,
+                                     like=self.x_train, check=False)
+
+    def _begin_epoch(self):
+        if self.lr_schedule is not None:
+            self._set_lr(self.lr_schedule(self.current_epoch))
+        self._epoch_start = None
+
     def _end_epoch(self):
         self.current_epoch += 1
+        n = self.iter_per_epoch
+        epoch_losses = self.train_loss_list[-n:]
+        self.epoch_loss_list.append(sum(epoch_losses) / len(epoch_losses))
+        now = time.perf_counter()  # the epoch's throughput: its steps, not the measures
+        began, first_step = self._epoch_start or (now, 0)
+        rate = min(self.train_size, (n - first_step) * self.batch_size) / max(now - began,
+                                                                               1e-9)
+        self._epoch_start = None
+        self.lr_list.append(float(getattr(self.optimizer, "lr", math.nan)))
         x_train, t_train = self.x_train, self.t_train
-        x_test, t_test = self.x_test, self.t_test
-        if self.evaluate_sample_num_per_epoch is not None:
+        k = self.evaluate_sample_num_per_epoch
+        if k is not None:
             # Slice stops must lie within the axis (the standard leaves others unspecified).
-            k = min(self.evaluate_sample_num_per_epoch, self.train_size)
-            x_train, t_train = x_train[:k, ...], t_train[:k, ...]
-            k = min(self.evaluate_sample_num_per_epoch, self._test_size)
-            x_test, t_test = x_test[:k, ...], t_test[:k, ...]
+            x_train, t_train = x_train[:min(k, self.train_size), ...], t_train[
+                :min(k, self.train_size), ...]
         train_acc = self._accuracy(x_train, t_train)
-        test_acc = self._accuracy(x_test, t_test)
         self.train_acc_list.append(train_acc)
-        self.test_acc_list.append(test_acc)
-        self.epoch_time_list.append(time.perf_counter() - self._start)
-        self._print(f"=== epoch:{self.current_epoch}, train acc:{train_acc}, "
-                    f"test acc:{test_acc} ===")
+        if self.x_val is not None:
+            name, (x, t, size) = "val", (self.x_val, self.t_val, self._val_size)
+        else:
+            name, (x, t, size) = "test", (self.x_test, self.t_test, self._test_size)
+        if k is not None:
+            x, t, size = x[:min(k, size), ...], t[:min(k, size), ...], min(k, size)
+        held_loss, held_acc = self._evaluate(x, t, size)
+        getattr(self, f"{name}_loss_list").append(held_loss)
+        getattr(self, f"{name}_acc_list").append(held_acc)
+        self.epoch_time_list.append(self._elapsed_before + time.perf_counter() - self._start)
+        self._print(f"epoch {self.current_epoch}/{self.epochs}: train loss "
+                    f"{_fmt(self.epoch_loss_list[-1])} acc {train_acc:.4f}, {name} loss "
+                    f"{_fmt(held_loss)} acc {held_acc:.4f}, {rate:,.0f} samples/s")
+        self._check_divergence()
+        if self.x_val is not None:
+            self._track_best(held_loss)
+
+    def _check_divergence(self):
+        first = self.train_loss_list[0]
+        last = self.epoch_loss_list[-1]
+        if self.diverged or not last > DIVERGENCE_FACTOR * max(first, 1e-12):
+            return
+        self.diverged = True
+        lr = getattr(self.optimizer, "lr", None)
+        warnings.warn(
+            f"the training loss is diverging: epoch {self.current_epoch}'s mean loss "
+            f"{last:.4g} is over {DIVERGENCE_FACTOR:g} times the first step's {first:.4g}"
+            + (f"; try a learning rate below {lr:g}" if lr else ""),
+            RuntimeWarning, stacklevel=4)
+
+    def _track_best(self, val_loss):
+        from .checkpoint import network_arrays
+
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = val_loss, self.current_epoch
+            self.best_params = network_arrays(self.network)
+        elif self.patience is not None and (
+                self.current_epoch - self.best_epoch >= self.patience):
+            self.stopped_early = True
+            self._print(f"early stop: no lower validation loss for {self.patience} epochs; "
+                        f"keeping epoch {self.best_epoch}'s weights")
+
+    def _evaluate(self, x, t, size):
+        """(mean loss, accuracy) of the network on (x, t), in inference mode."""
+        return self._mean_loss(x, t, size), self._accuracy(x, t)
+
+    def _mean_loss(self, x, t, size):
+        loss = self.network.loss
+        try:
+            flag = "train_flg" in inspect.signature(loss).parameters
+        except (TypeError, ValueError):
+            flag = False
+        total, b = 0.0, self.evaluate_batch_size
+        for start in range(0, size, b):
+            stop = min(start + b, size)
+            xb, tb = x[start:stop, ...], t[start:stop, ...]
+            value = loss(xb, tb, train_flg=False) if flag else loss(xb, tb)
+            total += float(value) * (stop - start)
+        return total / size
 
     def _accuracy(self, x, t):
         return self.step.accuracy(x, t, self.evaluate_batch_size)
@@ -315,4 +587,3 @@ class Trainer:
         size = shutil.get_terminal_size((100, 20))
         return tqdm(total=self.max_iter, initial=self.current_iter, unit="step",
                     file=sys.stderr, ncols=size.columns, nrows=size.lines)
-

@@ -69,7 +69,7 @@ def test_the_description_is_json_beside_the_book_names(xp, tmp_path):
     import portablelayers
 
     assert meta["package_version"] == portablelayers.__version__
-    assert meta["network"] == {"class": "SimpleConvNet", "kwargs": {
+    assert meta["network"] == {"class": "SimpleConvNet", "seed": 0, "kwargs": {
         **CONV, "input_dim": [1, 6, 6]}}
     assert meta["dtype"] == "float32"
     assert meta["optimizer"] == {"class": "Momentum", "hyper": {
@@ -111,7 +111,7 @@ def test_fully_connected_networks_are_described_from_their_layers(xp, rng, tmp_p
         np.testing.assert_array_equal(to_numpy(got), to_numpy(value), err_msg=name)
     np.testing.assert_array_equal(to_numpy(loaded.predict(x)), to_numpy(net.predict(x)))
     two = TwoLayerNet(3, 2, 2, xp=xp, seed=0)
-    assert architecture(two) == {"class": "TwoLayerNet", "kwargs": {
+    assert architecture(two) == {"class": "TwoLayerNet", "seed": 0, "kwargs": {
         "input_size": 3, "hidden_size": 2, "output_size": 2}}
 
 

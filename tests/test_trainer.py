@@ -273,12 +273,15 @@ def test_quiet_when_not_a_terminal(xp, capsys):
     x, t = indexed_data(xp, 10)
     Trainer(SpyNet(xp, x), x, t, x, t, epochs=2, mini_batch_size=5, seed=0).train()
     out, err = capsys.readouterr()
-    assert out.splitlines() == [
-        "=== epoch:1, train acc:0.25, test acc:0.25 ===",
-        "=== epoch:2, train acc:0.25, test acc:0.25 ===",
-        "=============== Final Test Accuracy ===============",
-        "test acc:0.25",
+    lines = out.splitlines()
+    assert [line.rsplit(", ", 1)[0] for line in lines[:2]] == [
+        "epoch 1/2: train loss 1.0000 acc 0.2500, test loss 1.0000 acc 0.2500",
+        "epoch 2/2: train loss 1.0000 acc 0.2500, test loss 1.0000 acc 0.2500",
     ]
+    for line in lines[:2]:  # throughput: 10 samples in a positive time
+        assert line.endswith(" samples/s") and int(line.split(", ")[-1].split()[0]
+                                                   .replace(",", "")) > 0
+    assert lines[2:] == ["test loss 1.0000, test acc 0.2500"]
     assert err == ""  # no progress bar when stderr is not a terminal
     Trainer(SpyNet(xp, x), x, t, x, t, epochs=1, verbose=False).train()
     assert capsys.readouterr() == ("", "")
@@ -292,7 +295,7 @@ def test_progress_bar(xp, capsys):
     out, err = capsys.readouterr()
     assert "epoch 2/2" in err and "4/4" in err and "loss=1.0000" in err
     assert "samples/s" in err and "step/s" in err
-    assert "=== epoch:2, train acc:0.25" in out
+    assert "epoch 2/2: train loss 1.0000 acc 0.2500" in out
 
 
 def test_plot_writes_png(xp, tmp_path):
@@ -325,7 +328,7 @@ def test_progress_without_tqdm_falls_back_to_lines(xp, monkeypatch, capsys):
     x, t = indexed_data(xp, 10)
     Trainer(SpyNet(xp, x), x, t, x, t, epochs=1, progress=True).train()
     out, err = capsys.readouterr()
-    assert out.startswith("=== epoch:1, train acc:0.25") and err == ""
+    assert out.startswith("epoch 1/1: train loss 1.0000 acc 0.2500") and err == ""
 
 
 def test_plot_without_matplotlib_names_the_extra(xp, monkeypatch, tmp_path):
@@ -336,3 +339,78 @@ def test_plot_without_matplotlib_names_the_extra(xp, monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"pip install 'portablelayers\[train\]'"):
         trainer.plot(tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+# --- Validation, early stopping, divergence ----------------------------------------------
+
+def test_with_a_validation_set_the_test_set_is_used_once(xp):
+    x, t = indexed_data(xp, 30)
+    x_val, t_val = indexed_data(xp, 7)
+    x_test, t_test = indexed_data(xp, 12)
+    spy = SpyNet(xp, x)
+    trainer = Trainer(spy, x, t, x_test, t_test, epochs=2, mini_batch_size=30, verbose=False,
+                      seed=0, x_val=x_val, t_val=t_val)
+    trainer.train()
+    # Per epoch: training and validation sets; the test set once, at the end.
+    assert spy.evaluated == [(30, 2), (7, 2), (30, 2), (7, 2), (12, 2)]
+    history = trainer.history
+    assert history["val_acc"] == [0.25, 0.25] and history["test_acc"] == []
+    assert history["val_loss"] == [1.0, 1.0] and history["final_test_acc"] == 0.25
+    assert [row["epoch"] for row in trainer.epoch_rows()] == [1, 2]
+    assert set(trainer.epoch_rows()[0]) == {"epoch", "lr", "train_loss", "train_acc",
+                                            "val_loss", "val_acc", "seconds"}
+
+
+def test_validation_loss_is_the_networks_mean_loss(xp):
+    x, t, x_np, t_np = toy_data(xp, n=20)
+    x_val, t_val, xv_np, tv_np = toy_data(xp, n=7, seed=3)
+    net = TwoLayerNet(6, 5, 3, weight_init_std=0.5, xp=xp, dtype=xp.float64, seed=3)
+    trainer = Trainer(net, x, t, x, t, epochs=1, mini_batch_size=8, optimizer="sgd",
+                      verbose=False, seed=0, x_val=x_val, t_val=t_val, evaluate_batch_size=3)
+    trainer.train()
+    W1, b1, W2, b2 = (to_numpy(net.params[k]) for k in ("W1", "b1", "W2", "b2"))
+    s = np.maximum(xv_np @ W1 + b1, 0) @ W2 + b2
+    log_p = s - s.max(axis=1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    expected = -log_p[np.arange(7), tv_np].mean()  # batches of 3, 3, 1 weighted by size
+    assert trainer.history["val_loss"] == [pytest.approx(expected, rel=1e-10)]
+    assert trainer.history["epoch_train_loss"] == [pytest.approx(
+        np.mean(trainer.train_loss_list), rel=1e-12)]
+
+
+def test_patience_stops_and_keeps_the_best_epoch(xp):
+    x, t = indexed_data(xp, 10)
+    # One step an epoch; the validation loss after epoch e is losses[e] (SpyNet's count).
+    spy = SpyNet(xp, x, losses={1: 0.9, 2: 0.5, 3: 0.6, 4: 0.7, 5: 0.1})
+    trainer = Trainer(spy, x, t, x, t, epochs=8, mini_batch_size=10, verbose=False, seed=0,
+                      optimizer="sgd", optimizer_param={"lr": 1.0}, x_val=x, t_val=t,
+                      patience=2)
+    trainer.train()
+    assert trainer.stopped_early and trainer.current_epoch == 4 and trainer.best_epoch == 2
+    assert trainer.history["val_loss"] == [0.9, 0.5, 0.6, 0.7]
+    # w falls by 1 a step: -2 after epoch 2, the best; -4 when it stopped.
+    np.testing.assert_array_equal(to_numpy(spy.params["w"]), [-2.0])
+    with pytest.raises(ValueError, match="patience .* needs a validation set"):
+        Trainer(spy, x, t, x, t, patience=2)
+
+
+def test_a_diverging_loss_warns_once(xp):
+    x, t = indexed_data(xp, 10)
+    spy = SpyNet(xp, x, losses={0: 2.0, 1: 50.0, 2: 60.0, 3: 70.0})
+    trainer = Trainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False, seed=0,
+                      optimizer_param={"lr": 0.5})
+    with pytest.warns(RuntimeWarning, match=r"the training loss is diverging: epoch 2's mean "
+                                            r"loss 50 is over 2 times the first step's 2; try "
+                                            r"a learning rate below 0.5") as record:
+        trainer.train()
+    assert len(record) == 1 and trainer.diverged
+
+
+def test_a_falling_loss_does_not_warn(xp):
+    x, t = indexed_data(xp, 10)
+    spy = SpyNet(xp, x, losses={0: 2.0, 1: 1.5, 2: 3.9})  # below twice the first
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False).train()

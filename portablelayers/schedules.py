@@ -1,0 +1,115 @@
+"""Learning-rate schedules: `schedule(epoch) -> lr`, epoch counted from 0.
+
+    trainer = Trainer(..., optimizer_param={"lr": 0.01},
+                      lr_schedule=warmup(cosine(0.01, epochs=20), epochs=2))
+
+The Trainer sets `optimizer.lr = schedule(epoch)` at the start of each epoch: per epoch,
+not per step, because a compiled step (jax.jit, a CUDA graph) holds the learning rate as a
+constant, so a new rate means compiling the step again: once an epoch, not once a step.
+Schedules are plain JSON-describable objects (`describe()`), so a checkpoint records the
+one a run used and `from_description` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Constant", "Cosine", "Step", "Warmup", "constant", "cosine", "from_description",
+           "step", "warmup"]
+
+
+def _check(name, value, ok, expected):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+class _Schedule:
+    def describe(self) -> dict:
+        return {"kind": type(self).__name__.lower(), **self._args()}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._args().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Constant(_Schedule):
+    """lr for every epoch."""
+
+    def __init__(self, lr):
+        self.lr = float(_check("lr", lr, lambda v: 0 <= v < math.inf, ">= 0 and finite"))
+
+    def __call__(self, epoch):
+        return self.lr
+
+    def _args(self):
+        return {"lr": self.lr}
+
+
+class Step(_Schedule):
+    """lr * gamma ** (epoch // step_size): lr divided every `step_size` epochs."""
+
+    def __init__(self, lr, step_size, gamma=0.1):
+        self.lr = float(_check("lr", lr, lambda v: 0 <= v < math.inf, ">= 0 and finite"))
+        self.step_size = int(_check("step_size", step_size,
+                                    lambda v: v >= 1 and int(v) == v, "a positive int"))
+        self.gamma = float(_check("gamma", gamma, lambda v: 0 < v <= 1, "in (0, 1]"))
+
+    def __call__(self, epoch):
+        return self.lr * self.gamma ** (epoch // self.step_size)
+
+    def _args(self):
+        return {"lr": self.lr, "step_size": self.step_size, "gamma": self.gamma}
+
+
+class Cosine(_Schedule):
+    """From lr at epoch 0 down to min_lr at epoch `epochs` along half a cosine (SGDR
+    without restarts); min_lr after that."""
+
+    def __init__(self, lr, epochs, min_lr=0.0):
+        self.lr = float(_check("lr", lr, lambda v: 0 <= v < math.inf, ">= 0 and finite"))
+        self.epochs = int(_check("epochs", epochs, lambda v: v >= 1 and int(v) == v,
+                                 "a positive int"))
+        self.min_lr = float(_check("min_lr", min_lr, lambda v: 0 <= v <= self.lr,
+                                   "in [0, lr]"))
+
+    def __call__(self, epoch):
+        t = min(epoch, self.epochs) / self.epochs
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * t))
+
+    def _args(self):
+        return {"lr": self.lr, "epochs": self.epochs, "min_lr": self.min_lr}
+
+
+class Warmup(_Schedule):
+    """Linear warm-up: epoch e < `epochs` gets after(epochs) * (e + 1) / (epochs + 1);
+    then `after` (a schedule, or a number for a constant rate), counted from epoch 0."""
+
+    def __init__(self, after, epochs):
+        self.after = after if callable(after) else Constant(after)
+        self.epochs = int(_check("epochs", epochs, lambda v: v >= 0 and int(v) == v,
+                                 "an int >= 0"))
+
+    def __call__(self, epoch):
+        if epoch < self.epochs:
+            return self.after(self.epochs) * (epoch + 1) / (self.epochs + 1)
+        return self.after(epoch)
+
+    def _args(self):
+        after = self.after.describe() if hasattr(self.after, "describe") else repr(self.after)
+        return {"after": after, "epochs": self.epochs}
+
+
+constant, step, cosine, warmup = Constant, Step, Cosine, Warmup
+_KINDS = {"constant": Constant, "step": Step, "cosine": Cosine, "warmup": Warmup}
+
+
+def from_description(description):
+    """A schedule back from `describe()`'s dict."""
+    args = dict(description)
+    kind = args.pop("kind", None)
+    if kind not in _KINDS:
+        raise ValueError(f"unknown schedule {kind!r}; expected one of {', '.join(_KINDS)}")
+    if kind == "warmup" and isinstance(args.get("after"), dict):
+        args["after"] = from_description(args["after"])
+    return _KINDS[kind](**args)

@@ -1,0 +1,117 @@
+"""Resuming: a run stopped after any step, saved, and loaded into fresh objects ends with
+the weights of an uninterrupted run of the same seed (exactly on NumPy)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import BACKEND
+from support import make, to_numpy
+
+from portablelayers.models import build_optimizer, load_model, restore_optimizer, save_checkpoint
+from portablelayers.nets import MultiLayerNetExtend
+from portablelayers.train import Trainer, TrainingInterrupted
+
+EPOCHS, BATCH = 3, 5  # 23 samples: 5 steps an epoch, the last one partial
+
+
+def data(xp, n, seed):
+    gen = np.random.default_rng(seed)
+    x = gen.standard_normal((n, 6))
+    t = np.argmax(x @ gen.standard_normal((6, 3)), axis=1)
+    return make(xp, x, "float64"), make(xp, t, "int64")
+
+
+def make_run(xp, network=None, optimizer="adam"):
+    (x, t), (xv, tv), (xt, tt) = data(xp, 23, 0), data(xp, 8, 1), data(xp, 9, 2)
+    if network is None:  # dropout and batch norm: state that moves every step
+        network = MultiLayerNetExtend(6, [7, 5], 3, use_batchnorm=True, use_dropout=True,
+                                      dropout_ratio=0.2, xp=xp, dtype=xp.float64, seed=4)
+    return Trainer(network, x, t, xt, tt, epochs=EPOCHS, mini_batch_size=BATCH,
+                   optimizer=optimizer, optimizer_param={"lr": 0.05}, verbose=False, seed=9,
+                   x_val=xv, t_val=tv)
+
+
+def arrays(net):
+    return {name: to_numpy(value) for name, value in {**dict(net.params),
+                                                      **dict(net.state)}.items()}
+
+
+def assert_same(got, expected):
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        if BACKEND == "numpy":
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+        else:  # the same operations; compiled programs may fuse them differently
+            np.testing.assert_allclose(got[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def stop_after(trainer, k, how="request"):
+    """Make trainer stop once k steps are done (request_stop, or a real SIGINT)."""
+    original = trainer.train_step
+
+    def step():
+        original()
+        if trainer.current_iter == k:
+            if how == "signal":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                trainer.request_stop()
+
+    trainer.train_step = step
+
+
+@pytest.mark.parametrize("k", [7, 10])  # mid-epoch; at an epoch's end
+def test_resumed_run_ends_with_the_uninterrupted_weights(xp, tmp_path, k):
+    reference = make_run(xp)
+    reference.train()
+    expected = arrays(reference.network)
+
+    first = make_run(xp)
+    stop_after(first, k)
+    with pytest.raises(TrainingInterrupted) as info:
+        first.train()
+    assert (info.value.iteration, info.value.epoch) == (k, k // 5)
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, first.network, first.optimizer, training=first.training_state())
+
+    # A new process would do this: everything from the file.
+    net, ckpt = load_model(path, xp=xp, with_checkpoint=True)
+    optimizer = build_optimizer(ckpt.meta["optimizer"])
+    restore_optimizer(optimizer, net.params, ckpt.optimizer_arrays)
+    second = make_run(xp, network=net, optimizer=optimizer)
+    second.load_training_state(ckpt.training)
+    second.train()
+    assert_same(arrays(net), expected)
+    np.testing.assert_allclose(second.history["train_loss"], reference.history["train_loss"],
+                               rtol=1e-9)
+    assert len(second.history["train_loss"]) == EPOCHS * 5
+    assert second.history["val_acc"] == pytest.approx(reference.history["val_acc"])
+    assert second.final_test_acc == pytest.approx(reference.final_test_acc)
+
+
+def test_sigint_stops_after_a_whole_step(xp):
+    trainer = make_run(xp)
+    stop_after(trainer, 3, how="signal")
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.train(stop_on_interrupt=True)
+    assert info.value.iteration == 3 and trainer.current_iter == 3
+    assert len(trainer.train_loss_list) == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_training_state_is_json_and_checked(xp):
+    import json
+
+    trainer = make_run(xp)
+    stop_after(trainer, 2)
+    with pytest.raises(TrainingInterrupted):
+        trainer.train()
+    state = json.loads(json.dumps(trainer.training_state()))
+    other = make_run(xp)
+    other.batch_size = 4
+    with pytest.raises(ValueError, match="the saved run has batch_size 5, this Trainer 4"):
+        other.load_training_state(state)
