@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -85,6 +86,26 @@ def _positive_float(text):
     return value
 
 
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def _threads(text):
     if text == "auto":
         return "auto"
@@ -117,9 +138,11 @@ def _add_train_parser(sub):
         help="train one of the book's networks on handwritten digits and report its accuracy",
         description="Train one of the book's networks with the book's Trainer and print the "
                     "accuracy on the test images. With no options it trains TwoLayerNet on "
-                    "the 8x8 digits bundled with the package (1,497 training and 300 test "
-                    "images; no network needed) on NumPy in a few seconds.",
-        formatter_class=_DefaultsOnce,
+                    "the 8x8 digits bundled with the package (1,797 images: 1,347 train, "
+                    "150 validate, 300 test; no network needed) on NumPy in a few seconds. "
+                    "Ctrl-C stops after the step in progress and saves the run (to --save, "
+                    "else portablelayers-run.npz); --resume FILE goes on with it.",
+        formatter_class=_DefaultsOnce, allow_abbrev=False,
     )
     train.add_argument(
         "--net", choices=NETS, default="two-layer",
@@ -180,8 +203,49 @@ def _add_train_parser(sub):
                        help="write a PNG of the loss and accuracy curves to FILE (needs "
                             "matplotlib: pip install 'portablelayers[train]')")
     train.add_argument("--save", metavar="FILE", default=None,
-                       help="save the trained parameters to FILE (.npz; load them back "
-                            "with net.load_params(FILE))")
+                       help="save the run to FILE (.npz): the network with its architecture "
+                            "(portablelayers.load_model(FILE), evaluate, predict), the "
+                            "optimizer and the training state (--resume FILE)")
+    train.add_argument("--resume", metavar="FILE", default=None,
+                       help="go on with the run saved in FILE (by --save or Ctrl-C) up to "
+                            "--epochs in all, with its options; saves back to FILE unless "
+                            "--save names another")
+    train.add_argument("--val-split", type=_fraction, default=0.1, metavar="FRACTION",
+                       help="the fraction of the training images held out for validation: "
+                            "epoch reports, --patience and --best use it and the test images "
+                            "are used once, at the end (0: no validation, each epoch is "
+                            "measured on the test images, as the book does)")
+    train.add_argument("--patience", type=_positive_int, default=None, metavar="EPOCHS",
+                       help="stop when the validation loss has not improved for EPOCHS "
+                            "epochs, and keep the best epoch's weights")
+    train.add_argument("--best", metavar="FILE", default=None,
+                       help="save the network of the epoch with the lowest validation loss "
+                            "to FILE")
+    train.add_argument("--lr-schedule", choices=("constant", "step", "cosine"),
+                       default="constant",
+                       help="learning rate per epoch: constant; step (divided by 10 every "
+                            "--lr-step-size epochs); cosine (down to 0 at the last epoch)")
+    train.add_argument("--lr-step-size", type=_positive_int, default=None, metavar="EPOCHS",
+                       help="epochs between divisions of the step schedule (default: a third "
+                            "of --epochs)")
+    train.add_argument("--warmup", type=_non_negative_int, default=0, metavar="EPOCHS",
+                       help="raise the learning rate linearly over the first EPOCHS epochs")
+    train.add_argument("--weight-decay", type=_non_negative_float, default=None,
+                       metavar="LAMBDA",
+                       help="L2 weight decay: the loss's 0.5*LAMBDA*sum(W**2) for "
+                            "multi-layer; the decoupled decay of --optimizer adamw (default: "
+                            "none; adamw's 0.01)")
+    train.add_argument("--dropout", type=_fraction, default=None, metavar="RATIO",
+                       help="dropout after each hidden layer of multi-layer (default: none)")
+    train.add_argument("--batchnorm", action="store_true",
+                       help="batch normalisation after each hidden affine layer of "
+                            "multi-layer")
+    train.add_argument("--clip-norm", type=_positive_float, default=None, metavar="NORM",
+                       help="clip the gradients' global L2 norm to NORM (default: no "
+                            "clipping)")
+    train.add_argument("--history", metavar="FILE", default=None,
+                       help="write the per-epoch history to FILE: JSON (.json, with the "
+                            "per-step losses) or CSV (.csv, one row an epoch)")
     train.add_argument(
         "--threads", type=_threads, default="auto", metavar="N",
         help="threads for NumPy's BLAS and for torch ('auto': 1 on machines of up to 4 "
@@ -264,9 +328,15 @@ def _architecture(args, input_dim):
         return "TwoLayerNet", {"input_size": size, "hidden_size": hidden, "output_size": 10,
                                "weight_init_std": 0.01}
     if args.net == "multi-layer":
-        return "MultiLayerNet", {"input_size": size, "hidden_size_list": [hidden, hidden],
-                                 "output_size": 10, "activation": "relu",
-                                 "weight_init_std": "relu"}
+        kwargs = {"input_size": size, "hidden_size_list": [hidden, hidden], "output_size": 10,
+                  "activation": "relu", "weight_init_std": "relu"}
+        if args.weight_decay and args.optimizer != "adamw":
+            kwargs["weight_decay_lambda"] = args.weight_decay
+        if args.dropout is None and not args.batchnorm:
+            return "MultiLayerNet", kwargs
+        return "MultiLayerNetExtend", {**kwargs, "use_batchnorm": args.batchnorm,
+                                       "use_dropout": args.dropout is not None,
+                                       "dropout_ratio": args.dropout or 0.5}
     if args.net == "simple-conv":
         small = input_dim[1] < 16  # 8x8 digits: 3x3 filters with padding keep the image
         conv = ({"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1} if small else
@@ -276,6 +346,50 @@ def _architecture(args, input_dim):
                                  "weight_init_std": 0.01}
     return "DeepConvNet", {"input_dim": list(input_dim), "hidden_size": hidden,
                            "output_size": 10}
+
+
+def _check_network_options(args):
+    """UsageError for an option the chosen network or optimizer does not take."""
+    if args.net != "multi-layer":
+        for option, value in (("--dropout", args.dropout), ("--batchnorm", args.batchnorm)):
+            if value not in (None, False):
+                raise UsageError(f"{option} applies to --net multi-layer (the book's "
+                                 f"MultiLayerNetExtend), not {args.net}")
+        if args.weight_decay and args.optimizer != "adamw":
+            raise UsageError(f"--weight-decay applies to --net multi-layer (an L2 term) or to "
+                             f"--optimizer adamw (decoupled), not {args.net} with "
+                             f"{args.optimizer}")
+    if args.patience is not None and not args.val_split:
+        raise UsageError("--patience needs a validation set: --val-split above 0")
+    if args.best is not None and not args.val_split:
+        raise UsageError("--best needs a validation set: --val-split above 0")
+    if args.history and not args.history.lower().endswith((".json", ".csv")):
+        raise UsageError(f"--history {args.history}: the name must end in .json or .csv")
+    if args.lr_schedule != "step" and args.lr_step_size is not None:
+        raise UsageError("--lr-step-size applies to --lr-schedule step")
+
+
+def _optimizer_param(args):
+    param = {"lr": args.lr}
+    if args.clip_norm is not None:
+        param["clip_norm"] = args.clip_norm
+    if args.optimizer == "adamw" and args.weight_decay is not None:
+        param["weight_decay"] = args.weight_decay
+    return param
+
+
+def _schedule(args):
+    from . import schedules
+
+    if args.lr_schedule == "step":
+        after = schedules.Step(args.lr, args.lr_step_size or max(1, args.epochs // 3))
+    elif args.lr_schedule == "cosine":
+        after = schedules.Cosine(args.lr, args.epochs)
+    elif args.warmup:
+        after = schedules.Constant(args.lr)
+    else:
+        return None
+    return schedules.Warmup(after, args.warmup) if args.warmup else after
 
 
 def _build_net(args, input_dim, xp, dev, dtype):
@@ -311,7 +425,7 @@ def _check_output(option, path):
 
 
 def _check_outputs(args):
-    for option in ("save", "plot"):
+    for option in ("save", "plot", "best", "history"):
         _check_output(f"--{option}", getattr(args, option, None))
     if getattr(args, "plot", None):
         try:
@@ -321,13 +435,55 @@ def _check_outputs(args):
                              "'portablelayers[train]'") from None
 
 
+# Options a resumed run may change; the others are the saved run's.
+RESUME_MAY_CHANGE = {"epochs", "save", "plot", "history", "quiet", "threads", "compile",
+                     "compile_cache", "backend", "device", "resume", "patience", "best",
+                     "data_dir", "download"}
+DEFAULT_RUN_FILE = "portablelayers-run.npz"  # where Ctrl-C saves a run without --save
+
+
+def _resumed_args(args, given):
+    """The saved run's options, with the ones a resume may change taken from `args`."""
+    from .checkpoint import load_meta
+
+    path = args.resume
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume {path}: no such file")
+    try:
+        meta = load_meta(path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--resume {path}: {exc}") from None
+    saved = ((meta.get("extra") or {}).get("options")) if meta else None
+    if not saved or not meta.get("training"):
+        raise UsageError(f"--resume {path}: not a run saved by portablelayers train --save "
+                         "(it holds no training state)")
+    for dest in sorted(given - RESUME_MAY_CHANGE):
+        if getattr(args, dest) != saved.get(dest):
+            option = "--" + dest.replace("_", "-")
+            raise UsageError(f"{option} cannot change when resuming (the run in {path} has "
+                             f"{saved.get(dest)!r}); start a new run to change it")
+    merged = dict(saved)
+    for dest in RESUME_MAY_CHANGE:
+        if dest in given or dest not in merged:
+            merged[dest] = getattr(args, dest)
+    if "save" not in given:
+        merged["save"] = path
+    merged["resume"] = path
+    return argparse.Namespace(**merged), meta
+
+
 def train_command(args) -> int:
     from . import datasets
-    from .train import Trainer
+    from .models import build_optimizer, load_model, restore_optimizer
+    from .train import Trainer, TrainingInterrupted
 
+    meta = None
+    if args.resume:
+        args, meta = _resumed_args(args, args._given)
     _check_outputs(args)
     if args.lr is None:
         args.lr = 0.001 if args.net == "deep-conv" else 0.01
+    _check_network_options(args)
     xp = _resolve_backend(args.backend)
     dev = _resolve_device(xp, args.device)
     from .threads import set_threads
@@ -344,46 +500,80 @@ def train_command(args) -> int:
         raise UsageError(f"{exc} (On the command line: --data-dir DIR, --download.)") from None
     except (ConnectionError, datasets.DataFileError) as exc:
         raise UsageError(str(exc)) from None
+    val = None
+    if args.val_split:
+        (x_train, t_train), val = datasets.validation_split(x_train, t_train, args.val_split,
+                                                            seed=args.seed)
     dtype = getattr(xp, args.dtype)
     side = int(round((x_train[0].size) ** 0.5))
     input_dim = (1, side, side)
-    (x_train, t_train), (x_test, t_test) = datasets.to_backend(
-        ((x_train.astype(args.dtype), t_train), (x_test.astype(args.dtype), t_test)), xp, dev)
-    network = _build_net(args, input_dim, xp, dev, dtype)
+    sets = [(x_train, t_train), (x_test, t_test), *([val] if val else [])]
+    moved = datasets.to_backend([(x.astype(args.dtype), t) for x, t in sets], xp, dev)
+    (x_train, t_train), (x_test, t_test) = moved[:2]
+    x_val, t_val = moved[2] if val else (None, None)
 
+    optimizer = args.optimizer
+    if meta is not None:
+        network, ckpt = load_model(args.resume, xp=xp, device=dev, dtype=dtype,
+                                   with_checkpoint=True)
+        optimizer = build_optimizer(ckpt.meta["optimizer"])
+        restore_optimizer(optimizer, network.params, ckpt.optimizer_arrays)
+    else:
+        network = _build_net(args, input_dim, xp, dev, dtype)
     try:
         trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
-                          mini_batch_size=args.batch_size, optimizer=args.optimizer,
-                          optimizer_param={"lr": args.lr}, verbose=not args.quiet,
-                          seed=args.seed, compile=COMPILE_CHOICES[args.compile])
+                          mini_batch_size=args.batch_size, optimizer=optimizer,
+                          optimizer_param=_optimizer_param(args), verbose=not args.quiet,
+                          seed=args.seed, compile=COMPILE_CHOICES[args.compile],
+                          x_val=x_val, t_val=t_val, lr_schedule=_schedule(args),
+                          patience=args.patience)
+        if meta is not None:
+            trainer.load_training_state(meta["training"])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if meta is not None and (trainer.current_iter >= trainer.max_iter
+                             or trainer.stopped_early):
+        done = ("stopped early" if trainer.stopped_early
+                else f"trained all {trainer.current_epoch} epochs")
+        raise UsageError(f"--resume {args.resume}: the run {done}; give --epochs above "
+                         f"{trainer.current_epoch} to go on")
     say = (lambda *a: None) if args.quiet else print
-    say(f"{type(network).__name__} on {source}: {x_train.shape[0]:,} training and "
-        f"{x_test.shape[0]:,} test images; backend {args.backend}"
-        + (f" ({args.device})" if args.device else "")
-        + f", {args.dtype}, {args.optimizer} lr {args.lr}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, seed {args.seed}, steps {trainer.step.kind}, "
-          f"{threads} thread{'s' * (threads > 1)}")
+    counts = (f"{x_train.shape[0]:,} training, {x_val.shape[0]:,} validation and "
+              if val else f"{x_train.shape[0]:,} training and ")
+    say(("resuming " + args.resume + f" at epoch {trainer.current_epoch}, step "
+         f"{trainer.current_iter}: " if meta is not None else "")
+        + f"{type(network).__name__} on {source}: {counts}{x_test.shape[0]:,} test images; "
+        f"backend {args.backend}" + (f" ({args.device})" if args.device else "")
+        + f", {args.dtype}, {args.optimizer} lr {args.lr}"
+        + (f" ({args.lr_schedule}" + (f", warmup {args.warmup}" if args.warmup else "") + ")"
+           if args.lr_schedule != "constant" or args.warmup else "")
+        + f", batch {args.batch_size}, {args.epochs} epochs, seed {args.seed}, "
+          f"steps {trainer.step.kind}, {threads} thread{'s' * (threads > 1)}")
     start = time.perf_counter()
     try:
-        accuracy = trainer.train()
+        accuracy = trainer.train(stop_on_interrupt=True)
     except FloatingPointError as exc:
-        raise UsageError(str(exc)) from None
+        raise Failure(str(exc)) from None
+    except TrainingInterrupted as exc:
+        path = args.save or DEFAULT_RUN_FILE
+        _save(args, network, trainer, input_dim, path)
+        _write_extras(args, network, trainer, input_dim)
+        where = f"epoch {exc.epoch} complete" if exc.iteration % trainer.iter_per_epoch == 0 \
+            else f"in epoch {exc.epoch + 1}"
+        print(f"portablelayers train: interrupted after step {exc.iteration} of "
+              f"{exc.max_iter} ({where}); saved to {path}; resume with: portablelayers "
+              f"train --resume {path}", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - start
     failures = []
     if args.save:  # first: a failing plot must not cost the trained weights
         try:
             _save(args, network, trainer, input_dim)
-            say(f"saved the model to {args.save} (portablelayers.load_model reads it)")
+            say(f"saved the run to {args.save} (portablelayers evaluate/predict read it; "
+                f"--resume {args.save} goes on)")
         except OSError as exc:
             failures.append(str(exc))
-    if args.plot:
-        try:
-            trainer.plot(args.plot)
-            say(f"wrote the loss and accuracy curves to {args.plot}")
-        except OSError as exc:
-            failures.append(f"cannot write {args.plot}: {exc.strerror or exc}")
+    failures += _write_extras(args, network, trainer, input_dim, say)
     print(f"test accuracy: {accuracy:.4f} ({x_test.shape[0]:,} test images; "
           f"trained in {seconds:.1f} s)")
     if failures:
@@ -391,25 +581,86 @@ def train_command(args) -> int:
     return 0
 
 
-def _save(args, network, trainer, input_dim, path=None):
-    """The whole run to `path` (default --save): network and architecture, optimizer,
-    training state, the options, and how inputs were prepared (for predict)."""
+def _write_extras(args, network, trainer, input_dim, say=lambda *a: None):
+    """--best, --history and --plot; returns the failures as lines."""
+    failures = []
+    if args.best and trainer.best_params is not None:
+        try:
+            _save(args, network, None, input_dim, args.best, arrays=trainer.best_params)
+            say(f"saved the best epoch ({trainer.best_epoch}) to {args.best}")
+        except OSError as exc:
+            failures.append(str(exc))
+    if args.history:
+        try:
+            _write_history(args.history, trainer)
+            say(f"wrote the history to {args.history}")
+        except OSError as exc:
+            failures.append(f"cannot write {args.history}: {exc.strerror or exc}")
+    if args.plot:
+        try:
+            trainer.plot(args.plot, title=_title(args, network))
+            say(f"wrote the loss and accuracy curves to {args.plot}")
+        except OSError as exc:
+            failures.append(f"cannot write {args.plot}: {exc.strerror or exc}")
+    return failures
+
+
+def _title(args, network):
+    data = "8x8 digits" if args.dataset == "digits" else "MNIST"
+    return (f"{type(network).__name__} on {data}, backend {args.backend}, {args.optimizer} "
+            f"lr {args.lr}, batch {args.batch_size}, seed {args.seed}")
+
+
+def _write_history(path, trainer):
+    import csv
+    import json
+
+    if path.lower().endswith(".csv"):
+        rows = trainer.epoch_rows()
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        with open(path, "w") as f:
+            json.dump({"epochs": trainer.epoch_rows(), **trainer.history}, f, indent=1)
+            f.write("\n")
+
+
+def _save(args, network, trainer, input_dim, path=None, arrays=None):
+    """The run to `path` (default --save): network and architecture, optimizer and
+    training state (with a trainer), the options, and how inputs were prepared (for
+    evaluate and predict). `arrays` saves those instead of the network's (--best)."""
     from .models import save_checkpoint
 
-    options = {k: v for k, v in vars(args).items() if k != "command"}
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "_given")}
     scale = 16.0 if args.dataset == "digits" else 255.0
     extra = {"options": options, "dataset": args.dataset,
              "input": {"shape": list(input_dim), "flatten": args.net in ("two-layer",
                                                                            "multi-layer"),
                        "pixel_max": scale, "ink": "bright"}}
-    save_checkpoint(path or args.save, network, trainer.optimizer,
-                    training=trainer.training_state() if hasattr(trainer, "training_state")
-                    else None, extra=extra)
+    save_checkpoint(path or args.save, network, trainer.optimizer if trainer else None,
+                    training=trainer.training_state() if trainer else None, extra=extra,
+                    network_arrays=arrays)
+
+
+def _given(parser, argv):
+    """The dests of the options written in `argv` (for --resume: what the user changes)."""
+    given = set()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if any(a == option or a.startswith(option + "=") for a in argv):
+                given.add(action.dest)
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.command in parser._subparsers._group_actions[0].choices:
+        sub = parser._subparsers._group_actions[0].choices[args.command]
+        args._given = _given(sub, argv[argv.index(args.command) + 1:])
     if args.command == "demo":
         from .demo import main as demo_main
 
@@ -428,11 +679,20 @@ def _run(name, command, args):
     import os
 
     prog = f"portablelayers {name}"
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
     try:
-        return command(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            return command(args)
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except (Failure, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ __all__ = [
     "load_mnist_test",
     "mnist_dir",
     "to_backend",
+    "validation_split",
 ]
 
 # The four official files and the md5 of each (gzipped) file.
@@ -202,6 +203,21 @@ def holdout_split(x, t, n_train):
     if not 0 < n_train < n:
         raise ValueError(f"n_train must lie in [1, {n - 1}] for {n} samples, got {n_train}")
     return (x[:n_train, ...], t[:n_train, ...]), (x[n_train:, ...], t[n_train:, ...])
+
+
+def validation_split(x, t, fraction, seed=0):
+    """`((x_train, t_train), (x_val, t_val))`: round(fraction * N) samples, chosen by a
+    permutation seeded with `seed`, held out of (x, t) for validation (NumPy arrays; the
+    order of the rest is kept). Each part keeps at least one sample."""
+    n = x.shape[0]
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
+    k = min(max(round(fraction * n), 1), n - 1)
+    if n < 2:
+        raise ValueError(f"{n} sample(s) cannot be split into training and validation")
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return (x[~held], t[~held]), (x[held], t[held])
 
 
 def download_mnist(path=None, *, mirrors=None, timeout=30.0, progress=True) -> Path:

@@ -64,12 +64,14 @@ def test_train_end_to_end(tmp_path):
         pytest.importorskip("cupy")
     plot, save = tmp_path / "curves.png", tmp_path / "params.npz"
     result = run_cli("train", "--backend", BACKEND, "--epochs", "2", "--hidden-size", "16",
-                     "--batch-size", "150", "--plot", str(plot), "--save", str(save))
+                     "--batch-size", "100", "--plot", str(plot), "--save", str(save))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"TwoLayerNet on bundled 8x8 digits: 1,497 training and 300 "
-                               f"test images; backend {BACKEND}, float32, adam lr 0.01")
-    assert "=== epoch:2, train acc:" in result.stdout
+    # 10% of the 1,497 training images held out for validation by default.
+    assert lines[0].startswith(f"TwoLayerNet on bundled 8x8 digits: 1,347 training, 150 "
+                               f"validation and 300 test images; backend {BACKEND}, float32, "
+                               f"adam lr 0.01")
+    assert "\nepoch 2/2: train loss " in result.stdout
     assert lines[-1].startswith("test accuracy: ")
     accuracy = float(lines[-1].split()[2])
     assert 0.5 < accuracy <= 1.0  # 2 epochs already learn the digits well past chance
@@ -198,7 +200,7 @@ def test_mistakes_are_one_line_before_training(tmp_path, argv, message):
 def test_a_failing_plot_keeps_the_saved_weights(tmp_path, monkeypatch, capsys):
     from portablelayers.train import Trainer
 
-    def broken(self, path):
+    def broken(self, path, title=None):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Trainer, "plot", broken)
@@ -274,5 +276,5 @@ def test_mnist_test_set_only_is_split(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "holds only MNIST's test set" in err and "first 9 images" in err
-    assert "9 training and 3 test images" in out
+    assert "8 training, 1 validation and 3 test images" in out
     assert out.splitlines()[-1].startswith("test accuracy:")
