@@ -57,6 +57,18 @@ for _backend in backends.BACKENDS.values():
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site: every page's cells executed, warnings as errors. HTML in
+    docs/_build/html."""
+    session.install("-e", ".[docs]")
+    env = {"OMP_NUM_THREADS": "1"}
+    shutil.rmtree("docs/_build", ignore_errors=True)
+    shutil.rmtree("docs/api/generated", ignore_errors=True)
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
+                *session.posargs, env=env)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff over the package, tests, benchmarks and this file."""
     session.install("ruff>=0.6")

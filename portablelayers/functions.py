@@ -29,7 +29,7 @@ __all__ = [
 
 
 def sigmoid(x):
-    """1 / (1 + exp(-x)), computed from exp(-|x|) so that it never overflows."""
+    """``1 / (1 + exp(-x))``, computed from ``exp(-|x|)`` so that it never overflows."""
     xp = guards.arrays("sigmoid", x=x)
     x = guards.real_floating(xp, x, "sigmoid input")
     e = xp.exp(-xp.abs(x))  # in (0, 1]: no overflow for any x

@@ -119,7 +119,7 @@ def _write(xp, x, idx, target, direction, original):
 
 
 def relative_error(a, b) -> float:
-    """max |a - b| / max(max |a|, max |b|): one number for how far two gradients differ."""
+    """``max |a - b| / max(max |a|, max |b|)``: one number for how far two gradients differ."""
     xp = namespace(a, b)
     a, b = xp.astype(a, xp.float64), xp.astype(b, xp.float64)
     scale = max(float(xp.max(xp.abs(a))), float(xp.max(xp.abs(b))), 1e-300)

@@ -90,7 +90,7 @@ def global_norm(grads):
 
 def clip_grad_norm(grads, max_norm):
     """New gradients scaled by max_norm / (norm + 1e-6) when their global norm exceeds
-    `max_norm` (as torch.nn.utils.clip_grad_norm_), and that norm. `grads` is unchanged;
+    `max_norm` (as ``torch.nn.utils.clip_grad_norm_``), and that norm. `grads` is unchanged;
     None entries stay None. Lazy-safe: the decision is an `xp.where`, not a Python `if`."""
     max_norm = _number("max_norm", max_norm, lambda v: 0.0 < v < math.inf, "> 0 and finite")
     present = {k: g for k, g in grads.items() if g is not None}
@@ -413,7 +413,7 @@ def _log(beta):
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter; torch.optim.AdamW): before
-    the Adam step, W *= 1 - lr * weight_decay. The decay does not pass through m and v,
+    the Adam step, ``W *= 1 - lr * weight_decay``. The decay does not pass through m and v,
     unlike an L2 term added to the loss."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, weight_decay=0.01, eps=1e-7,

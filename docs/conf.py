@@ -1,0 +1,120 @@
+"""Sphinx configuration of the portablelayers documentation.
+
+Build: ``nox -s docs`` (or ``sphinx-build -W --keep-going -b html docs docs/_build/html``).
+Narrative pages are MyST Markdown; ``{code-cell}`` blocks are executed by myst-nb at every
+build (nothing is cached), so a broken example fails the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.util.docutils import SphinxDirective
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["COLUMNS"] = "88"  # argparse wraps --help at the terminal's width: fix it
+
+import portablelayers  # noqa: E402
+
+project = "portablelayers"
+author = "the portablelayers authors"
+copyright = "the portablelayers authors, MIT licence"
+release = version = portablelayers.__version__
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "numpydoc",
+    "sphinx_design",
+    "sphinx_copybutton",
+]
+
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb"}
+root_doc = "index"
+default_role = "literal"  # `name` in a docstring is code, as its authors meant
+
+# --- MyST / myst-nb ------------------------------------------------------------------------
+myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist"]
+myst_heading_anchors = 3
+nb_execution_mode = "force"          # run every code cell at every build; cache nothing
+nb_execution_raise_on_error = True   # a failing cell fails the build
+nb_execution_timeout = 180
+nb_merge_streams = True
+
+# --- autodoc / autosummary / numpydoc ----------------------------------------------------------
+autosummary_generate = True
+autosummary_imported_members = True
+autodoc_default_options = {"members": False}
+autodoc_typehints = "none"           # the numpydoc sections say the types
+numpydoc_show_class_members = False  # the autosummary templates list members instead
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+# Validation of the public names' docstrings (numpydoc's checks; see docs/api/index.md).
+numpydoc_validation_checks = {
+    "all",
+    "GL01",  # summary may start on the line of the opening quotes
+    "ES01",  # an extended summary is not required
+    "SA01",  # a See Also section is not required
+    "EX01",  # examples: only where they teach something (checked by doctest where present)
+    "SS05",  # "Returns ..." in the third person is not required (the book's style)
+    "RT02",  # a return value may be described without a name
+    "PR09", "RT05",  # description sentences may end without a full stop (tables, lists)
+    "SS03",
+    "GL02",
+    "YD01",
+}
+numpydoc_validation_exclude = {r".*"}  # narrowed in part 5
+
+
+# --- HTML ---------------------------------------------------------------------------------
+html_theme = "pydata_sphinx_theme"
+html_title = f"portablelayers {version}"
+templates_path = ["_templates"]
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_sidebars = {"index": []}
+html_show_sourcelink = False
+
+
+# --- the CLI page: generated from the argparse parser, so it cannot drift ------------------
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+class CliHelp(SphinxDirective):
+    """``{cli-help} [subcommand]``: the ``--help`` text of ``portablelayers [subcommand]``."""
+
+    optional_arguments = 1
+
+    def run(self):
+        from portablelayers.cli import build_parser
+
+        parser = build_parser()
+        if self.arguments:
+            parser = _subparser(parser, self.arguments[0])
+        text = parser.format_help().rstrip()
+        block = nodes.literal_block(text, text, language="text")
+        return [block]
+
+
+def setup(app):
+    app.add_directive("cli-help", CliHelp)
