@@ -3,11 +3,15 @@
     portablelayers demo                     # the chapter-5 shopping examples
     portablelayers train                    # TwoLayerNet on the bundled 8x8 digits
     portablelayers train --net simple-conv --backend torch --epochs 5 --plot curves.png
+    portablelayers train --resume run.npz --epochs 30     # go on with a saved run
+    portablelayers evaluate run.npz                       # loss, accuracy, confusion matrix
+    portablelayers predict run.npz digit.png              # class and probability per file
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -129,7 +133,49 @@ def build_parser() -> argparse.ArgumentParser:
                     "their prices and gradients, exactly as the book's plain Python does.",
     )
     _add_train_parser(sub)
+    _add_use_parsers(sub)
     return parser
+
+
+def _add_model_options(p):
+    p.add_argument("model", metavar="MODEL",
+                   help="a model saved by portablelayers train --save (or save_checkpoint)")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="the array library to run the model on")
+    p.add_argument("--device", default=None, help="a device of the backend (default: its "
+                                                  "default device)")
+    p.add_argument("--batch-size", type=_positive_int, default=100,
+                   help="images per forward pass")
+    p.add_argument("--threads", type=_threads, default="auto", metavar="N",
+                   help="threads for NumPy's BLAS and for torch ('auto' as for train)")
+
+
+def _add_use_parsers(sub):
+    evaluate = sub.add_parser(
+        "evaluate", help="measure a saved model on a test set: loss, accuracy, confusion "
+                         "matrix",
+        description="Load MODEL (its architecture is in the file) and print its loss, "
+                    "accuracy and confusion matrix on the test images of the data set it "
+                    "was trained on, or of --dataset.",
+        formatter_class=_DefaultsOnce, allow_abbrev=False)
+    _add_model_options(evaluate)
+    evaluate.add_argument("--dataset", choices=DATASETS, default=None,
+                          help="the test images to use (default: the model's data set)")
+    evaluate.add_argument("--data-dir", metavar="DIR", default=None,
+                          help="folder of the MNIST IDX files (as for train)")
+    predict = sub.add_parser(
+        "predict", help="classify image files (PNG, JPEG, ...) or .npy arrays with a saved "
+                        "model",
+        description="Print the class and its probability for each FILE. Images of any size "
+                    "are read as grayscale, made bright-on-dark like the training digits, "
+                    "resized to the model's input and scaled to [0, 1] (needs Pillow: pip "
+                    "install 'portablelayers[images]'); a .npy array must already be so "
+                    "prepared, of the model's input shape.",
+        formatter_class=_DefaultsOnce, allow_abbrev=False)
+    _add_model_options(predict)
+    predict.add_argument("files", nargs="+", metavar="FILE", help="images or .npy arrays")
+    predict.add_argument("--top", type=_positive_int, default=1, metavar="K",
+                         help="print the K most probable classes per file")
 
 
 def _add_train_parser(sub):
@@ -644,6 +690,104 @@ def _save(args, network, trainer, input_dim, path=None, arrays=None):
                     network_arrays=arrays)
 
 
+# --- evaluate, predict ----------------------------------------------------------------------
+
+def _open_model(args):
+    """(network, checkpoint, input shape (C, H, W), flatten) of MODEL on the backend asked."""
+    from .models import load_model
+    from .threads import set_threads
+
+    if not os.path.isfile(args.model):
+        raise UsageError(f"MODEL {args.model}: no such file")
+    xp = _resolve_backend(args.backend)
+    dev = _resolve_device(xp, args.device)
+    set_threads(args.threads)
+    try:
+        net, ckpt = load_model(args.model, xp=xp, device=dev, with_checkpoint=True)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    extra = ckpt.meta.get("extra") or {}
+    known = extra.get("input") or {}
+    kwargs = ckpt.architecture["kwargs"]
+    if known.get("shape"):
+        shape = tuple(known["shape"])
+    elif "input_dim" in kwargs:
+        shape = tuple(kwargs["input_dim"])
+    else:
+        side = math.isqrt(kwargs["input_size"])
+        if side * side != kwargs["input_size"]:
+            raise UsageError(f"{args.model}: its input of {kwargs['input_size']} values is not "
+                             "a square image")
+        shape = (1, side, side)
+    flatten = known.get("flatten", "input_dim" not in kwargs)
+    return net, ckpt, shape, flatten
+
+
+def evaluate_command(args) -> int:
+    from . import datasets
+    from .inference import evaluate
+
+    net, ckpt, shape, flatten = _open_model(args)
+    extra = ckpt.meta.get("extra") or {}
+    args.dataset = args.dataset or extra.get("dataset") or "digits"
+    args.download = False
+    try:
+        (_, (x_test, t_test)), source = _load_data(args, flatten)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{exc} (On the command line: --data-dir DIR.)") from None
+    except datasets.DataFileError as exc:
+        raise UsageError(str(exc)) from None
+    side = int(round(x_test[0].size ** 0.5))
+    if (1, side, side) != shape:
+        raise UsageError(f"{args.model} takes {'x'.join(map(str, shape))} images; "
+                         f"--dataset {args.dataset} has 1x{side}x{side}")
+    xp = _resolve_backend(args.backend)
+    dev = _resolve_device(xp, args.device)
+    dtype = ckpt.meta.get("dtype") or "float32"
+    x = datasets.to_backend(x_test.astype(dtype), xp, dev)
+    loss, accuracy, matrix = evaluate(net, x, t_test, args.batch_size)
+    print(f"{type(net).__name__} from {args.model} on {source}: {x_test.shape[0]:,} test "
+          f"images; backend {args.backend}")
+    print(f"loss {loss:.4f}, accuracy {accuracy:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted class):")
+    width = max(3, len(str(matrix.max())))
+    print("     " + " ".join(f"{c:>{width}}" for c in range(matrix.shape[1])))
+    for c, row in enumerate(matrix):
+        print(f"{c:>4} " + " ".join(f"{n:>{width}}" for n in row))
+    return 0
+
+
+def predict_command(args) -> int:
+    import numpy as np  # noqa: TID251 (host-side stacking of the inputs read)
+
+    from . import datasets
+    from .inference import load_input, predict_proba
+
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise UsageError(f"FILE {path}: no such file")
+    net, ckpt, shape, flatten = _open_model(args)
+    inputs = []
+    for path in args.files:
+        try:
+            inputs.append(load_input(path, shape))
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
+        except ValueError as exc:
+            raise Failure(str(exc)) from None
+    x = np.stack(inputs)
+    if flatten:
+        x = x.reshape(x.shape[0], -1)
+    xp = _resolve_backend(args.backend)
+    dev = _resolve_device(xp, args.device)
+    x = datasets.to_backend(x.astype(ckpt.meta.get("dtype") or "float32"), xp, dev)
+    p = predict_proba(net, x, args.batch_size)
+    for path, probs in zip(args.files, p, strict=True):
+        best = np.argsort(-probs, kind="stable")[:args.top]
+        print(f"{path}: " + ", ".join(f"{c} (p={probs[c]:.3f})" for c in best))
+    return 0
+
+
 def _given(parser, argv):
     """The dests of the options written in `argv` (for --resume: what the user changes)."""
     given = set()
@@ -666,7 +810,8 @@ def main(argv: list[str] | None = None) -> int:
 
         demo_main()
         return 0
-    commands = {"train": train_command}
+    commands = {"train": train_command, "evaluate": evaluate_command,
+                "predict": predict_command}
     if args.command in commands:
         return _run(args.command, commands[args.command], args)
     parser.print_help(sys.stderr)

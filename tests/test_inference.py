@@ -1,0 +1,133 @@
+"""`portablelayers evaluate` and `predict` on a model trained here: numbers against an
+independent computation from load_model, a PNG the test writes, .npy arrays, and the
+one-line mistakes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from portablelayers import cli, load_model
+from portablelayers.datasets import load_digits
+from portablelayers.inference import confusion_matrix, load_input
+
+BACKEND = os.environ.get("PORTABLELAYERS_BACKEND", "numpy")
+pytestmark = pytest.mark.skipif(BACKEND != "numpy",
+                                reason="the command line itself: runs in the numpy session")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def cli_run(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "portablelayers", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A SimpleConvNet trained 2 epochs on the digits, and what train printed."""
+    folder = tmp_path_factory.mktemp("model")
+    result = cli_run("train", "--net", "simple-conv", "--hidden-size", "16", "--epochs", "2",
+                     "--save", "m.npz", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout
+
+
+def test_evaluate_prints_what_the_model_scores(trained):
+    folder, train_out = trained
+    result = cli_run("evaluate", "m.npz", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("SimpleConvNet from m.npz on bundled 8x8 digits: 300 test images; "
+                        "backend numpy")
+    # The same numbers as train's final test line.
+    final = next(ln for ln in train_out.splitlines() if ln.startswith("test loss "))
+    loss, acc = float(final.split()[2].rstrip(",")), float(final.split()[5])
+    assert lines[1] == f"loss {loss:.4f}, accuracy {acc:.4f}"
+    # The confusion matrix against one computed here from the model's scores.
+    net = load_model(folder / "m.npz")
+    _, (x_test, t_test) = load_digits(flatten=False)
+    predicted = np.argmax(net.predict(x_test), axis=1)
+    expected = np.zeros((10, 10), dtype=int)
+    for true, guess in zip(t_test, predicted, strict=True):
+        expected[true, guess] += 1
+    rows = [[int(n) for n in ln.split()[1:]] for ln in lines[4:14]]
+    np.testing.assert_array_equal(rows, expected)
+    assert lines[3].split() == [str(c) for c in range(10)]
+
+
+def test_predict_a_png_the_test_writes(trained):
+    Image = pytest.importorskip("PIL.Image")
+    folder, _ = trained
+    net = load_model(folder / "m.npz")
+    _, (x_test, _) = load_digits(flatten=False)
+    scores = net.predict(x_test[:3])
+    for i in range(3):
+        # Dark ink on white paper, 8 times the size: what a user would draw or scan.
+        ink = np.kron(x_test[i, 0], np.ones((8, 8)))
+        Image.fromarray(np.round(255 * (1.0 - ink)).astype(np.uint8)).save(folder / f"{i}.png")
+        np.save(folder / f"{i}.npy", x_test[i])
+    result = cli_run("predict", "m.npz", "0.png", "1.png", "2.png", "0.npy", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    lines = result.stdout.splitlines()
+    for i, line in enumerate(lines[:3]):
+        cls = int(np.argmax(p[i]))
+        name, rest = line.split(": ")
+        assert name == f"{i}.png" and rest.startswith(f"{cls} (p=")
+        assert float(rest.split("p=")[1].rstrip(")")) == pytest.approx(p[i, cls], abs=0.01)
+    assert lines[3] == f"0.npy: {int(np.argmax(p[0]))} (p={p[0].max():.3f})"
+
+
+def test_an_image_is_prepared_like_the_training_digits(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    _, (x_test, _) = load_digits(flatten=False)
+    ink = np.kron(x_test[5, 0], np.ones((5, 5)))  # 40x40, dark on white, in RGB
+    rgb = np.repeat(np.round(255 * (1.0 - ink)).astype(np.uint8)[:, :, None], 3, axis=2)
+    Image.fromarray(rgb).save(tmp_path / "d.png")
+    got = load_input(tmp_path / "d.png", (1, 8, 8))
+    assert got.shape == (1, 8, 8) and got.dtype == np.float32
+    np.testing.assert_allclose(got, x_test[5], atol=1 / 255)
+    Image.fromarray(np.round(255 * ink).astype(np.uint8)).save(tmp_path / "b.png")
+    np.testing.assert_allclose(load_input(tmp_path / "b.png", (1, 8, 8)), x_test[5],
+                               atol=1 / 255)  # bright on dark is taken as it is
+
+
+def test_confusion_matrix():
+    m = confusion_matrix([0, 1, 1, 2], [0, 2, 1, 2], 3)
+    np.testing.assert_array_equal(m, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["evaluate", "none.npz"], 2, "MODEL none.npz: no such file"),
+    (["evaluate", "params.npz"], 2, "params.npz holds parameters only, not the network's "
+                                    "architecture"),
+    (["predict", "m.npz", "missing.png"], 2, "FILE missing.png: no such file"),
+    (["predict", "m.npz", "bad.npy"], 1, "bad.npy: an array of shape (3,); the model takes "
+                                         "1x8x8 inputs (64 values)"),
+    (["predict", "m.npz", "junk.png"], 1, "junk.png: not an image Pillow can read"),
+])
+def test_mistakes_are_one_line(trained, args, code, message, monkeypatch, capsys):
+    folder, _ = trained
+    monkeypatch.chdir(folder)
+    from portablelayers.nets import TwoLayerNet
+
+    TwoLayerNet(2, 2, 2).save_params(folder / "params.npz")
+    np.save(folder / "bad.npy", np.zeros(3))
+    (folder / "junk.png").write_bytes(b"not a png")
+    assert cli.main(args) == code
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"portablelayers {args[0]}: error: ")
+    assert message in err and err.count("\n") == 1
+
+
+def test_images_without_pillow_name_the_extra(trained, monkeypatch, capsys):
+    folder, _ = trained
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    (folder / "x.png").write_bytes(b"\x89PNG")
+    assert cli.main(["predict", str(folder / "m.npz"), str(folder / "x.png")]) == 2
+    assert "pip install 'portablelayers[images]'" in capsys.readouterr().err
