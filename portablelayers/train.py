@@ -113,7 +113,9 @@ class Trainer:
     a batch size. Results are in `history`; `training_state()` / `load_training_state()`
     carry a run across processes (with the network's and optimizer's arrays: see
     portablelayers.models.save_checkpoint), and a resumed run ends with the weights of an
-    uninterrupted one.
+    uninterrupted one. With `client` (a `dask.distributed.Client`, "local:N" or a
+    scheduler address) and the data as Dask arrays chunked along the samples, each step is
+    data-parallel on the cluster's workers (portablelayers.distributed.DistributedStep).
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
@@ -121,7 +123,7 @@ class Trainer:
                  evaluate_sample_num_per_epoch=None, verbose=True, *, seed=None,
                  progress=None, file=None, evaluate_batch_size=None, compile="auto",
                  x_val=None, t_val=None, lr_schedule=None, patience=None,
-                 precision="highest"):
+                 precision="highest", client=None):
         # Every check comes before any state is set.
         for method in ("gradient", "accuracy"):
             if not callable(getattr(network, method, None)):
@@ -154,8 +156,13 @@ class Trainer:
             optimizer_param = {"lr": 0.01}  # the book's default
         optimizer = make_optimizer(optimizer, optimizer_param)
         compiled_kind(x_train, compile)  # ValueError for compile=True where none applies
-        step = compile_step(network, optimizer, compile, like=x_train, check=False,
-                            precision=precision)
+        if client is not None:  # data-parallel on a dask.distributed cluster
+            from .distributed import DistributedStep
+
+            step = DistributedStep(network, optimizer, client, x_train, t_train)
+        else:
+            step = compile_step(network, optimizer, compile, like=x_train, check=False,
+                                precision=precision)
         if callable(getattr(network, "predict", None)):
             # Labels are read here, once: no step reads them again (a host sync each).
             step.check_labels(x_train, t_train)
@@ -472,7 +479,7 @@ class Trainer:
         if lr == self.optimizer.lr:
             return
         self.optimizer.lr = lr
-        if self.step.kind != "eager":
+        if self.step.kind not in ("eager", "dask.distributed"):
             # A compiled step holds lr as a constant: compile it anew (once an epoch).
             self.step = compile_step(self.network, self.optimizer, self._compile,
                                      like=self.x_train, check=False)
@@ -548,6 +555,8 @@ class Trainer:
         return self._mean_loss(x, t, size), self._accuracy(x, t)
 
     def _mean_loss(self, x, t, size):
+        if hasattr(self.step, "mean_loss"):  # computed where the data are (DistributedStep)
+            return self.step.mean_loss(x, t, self.evaluate_batch_size)
         loss = self.network.loss
         try:
             flag = "train_flg" in inspect.signature(loss).parameters
