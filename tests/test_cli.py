@@ -278,3 +278,68 @@ def test_mnist_test_set_only_is_split(tmp_path, monkeypatch, capsys):
     assert "holds only MNIST's test set" in err and "first 9 images" in err
     assert "8 training, 1 validation and 3 test images" in out
     assert out.splitlines()[-1].startswith("test accuracy:")
+
+
+# --- the network and optimizer options, the plot's title ------------------------------------
+
+@ONCE
+def test_network_options_reach_the_network_and_optimizer(tmp_path, capsys):
+    from portablelayers import load_model
+    from portablelayers.checkpoint import load_meta
+
+    path = tmp_path / "m.npz"
+    assert cli.main(["train", "--net", "multi-layer", "--hidden-size", "8", "--epochs", "1",
+                     "--weight-decay", "0.1", "--dropout", "0.3", "--batchnorm",
+                     "--clip-norm", "2", "--quiet", "--save", str(path)]) == 0
+    net = load_model(path)
+    assert type(net).__name__ == "MultiLayerNetExtend" and net.weight_decay_lambda == 0.1
+    assert net.use_batchnorm and [layer.dropout_ratio for name, layer in net.layers.items()
+                                  if name.startswith("Dropout")] == [0.3, 0.3]
+    assert load_meta(path)["optimizer"]["hyper"]["clip_norm"] == 2.0
+    assert cli.main(["train", "--optimizer", "adamw", "--weight-decay", "0.05", "--epochs", "1",
+                     "--hidden-size", "4", "--quiet", "--save", str(path)]) == 0
+    assert load_meta(path)["optimizer"] == {"class": "AdamW", "hyper": {
+        "lr": 0.01, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.05, "eps": 1e-7,
+        "clip_norm": None}}
+
+
+@ONCE
+def test_patience_and_best(tmp_path, capsys):
+    from portablelayers.checkpoint import load_arrays, load_meta
+
+    best, run = tmp_path / "best.npz", tmp_path / "run.npz"
+    # A rate so high the validation loss soon stops falling: early stopping must end it.
+    code = cli.main(["train", "--lr", "0.5", "--epochs", "30", "--patience", "2", "--best",
+                     str(best), "--save", str(run), "--history", str(tmp_path / "h.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    import json
+
+    history = json.loads((tmp_path / "h.json").read_text())
+    val = history["val_loss"]
+    b = history["best_epoch"]
+    assert val[b - 1] == min(val) and len(val) == b + 2 < 30  # stopped 2 epochs after it
+    assert f"early stop: no lower validation loss for 2 epochs; keeping epoch {b}'s weights" \
+        in out
+    # Early stopping keeps the best weights: --best and the final run hold the same network.
+    kept, final = load_arrays(best), load_arrays(run)
+    for name in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_array_equal(kept[name], final[name])
+    assert load_meta(best)["training"] is None and load_meta(run)["training"]["stopped_early"]
+
+
+@ONCE
+def test_plot_title_and_validation_loss(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self))
+    assert cli.main(["train", "--epochs", "2", "--hidden-size", "4", "--quiet", "--plot",
+                     str(tmp_path / "p.png"), "--backend", "numpy"]) == 0
+    (fig,) = drawn
+    assert fig.get_suptitle().startswith("TwoLayerNet on 8x8 digits, backend numpy, adam lr")
+    loss_axes = fig.axes[0]
+    assert loss_axes.get_legend_handles_labels()[1] == ["training (per step)",
+                                                        "training (epoch mean)", "validation"]
+    assert fig.axes[1].get_legend_handles_labels()[1] == ["training", "validation"]
