@@ -330,3 +330,157 @@ def to_backend(arrays, xp=None, device=None):
         return namespace.asarray(a, device=device)
 
     return move(arrays)
+
+
+# --- Larger than memory: chunked Dask arrays, read where they are computed -------------------
+# Only a file's header is read on the client; each chunk is a task that reads its own rows
+# (a memory map of a raw IDX or .npy file; a gzipped IDX file is decompressed up to its rows),
+# so a worker of a cluster reads its part from a file all machines see, and Dask reads a
+# chunk again if the worker holding it is lost.
+
+__all__ += ["dask_from_idx", "dask_from_npy", "idx_header", "load_mnist_dask", "to_dask"]
+
+
+def idx_header(path):
+    """(dtype, shape, data offset in the unpacked bytes, gzipped?) of an IDX file, from its
+    first bytes only."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    with opener(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
+            raise DataFileError(f"{path}: not an IDX file (magic number {head.hex() or 'empty'})")
+        dims = f.read(4 * head[3])
+    if len(dims) != 4 * head[3]:
+        raise DataFileError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{head[3]}I", dims)
+    return np.dtype(_IDX_DTYPES[head[2]]), shape, 4 + 4 * head[3], gz
+
+
+def _read_rows(path, gz, offset, dtype, shape, start, stop, scale, out_dtype, out_shape,
+               version=None):
+    """Rows [start, stop) of the array stored at `offset` of `path`: a memory map of a raw
+    file (only those rows are read), or the gzip stream decompressed up to them. `version`
+    (size and time of the file) only names the task."""
+    dtype = np.dtype(dtype)
+    row = math.prod(shape[1:]) * dtype.itemsize
+    if gz:
+        with gzip.open(path, "rb") as f:
+            f.seek(offset + start * row)
+            raw = f.read((stop - start) * row)
+        rows = np.frombuffer(raw, dtype=dtype).reshape((stop - start, *shape[1:]))
+    else:
+        rows = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
+        rows = rows[start:stop]
+    rows = np.asarray(rows, dtype=dtype.newbyteorder("="))
+    if scale is not None:
+        rows = rows.astype(out_dtype) / np.asarray(scale, dtype=out_dtype)
+    return np.ascontiguousarray(rows.astype(out_dtype, copy=False).reshape(
+        (stop - start, *out_shape)))
+
+
+def _dask_rows(path, gz, offset, dtype, shape, chunk_rows, scale, out_dtype, out_shape):
+    import dask
+    import dask.array as da
+
+    if chunk_rows is None or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
+    stat = os.stat(path)
+    out_dtype = np.dtype(out_dtype)
+    parts = []
+    for start in range(0, shape[0], chunk_rows):
+        stop = min(start + chunk_rows, shape[0])
+        # The file's size and time enter the task's name: a changed file is read anew.
+        task = dask.delayed(_read_rows, pure=True)(
+            str(path), gz, offset, np.dtype(dtype).str, tuple(shape), start, stop, scale,
+            out_dtype.str, tuple(out_shape), (stat.st_size, stat.st_mtime_ns))
+        parts.append(da.from_delayed(task, shape=(stop - start, *out_shape), dtype=out_dtype,
+                                     meta=np.empty((0,) * (1 + len(out_shape)), out_dtype)))
+    return da.concatenate(parts, axis=0)
+
+
+def dask_from_idx(path, chunk_rows=10_000, *, scale=None, dtype=None, shape=None):
+    """The array of an IDX file as a Dask array of `chunk_rows` samples a chunk, without
+    reading the data on the client (raw files are memory-mapped; a gzipped file is read
+    from the start up to each chunk's rows, so unpack large files). Values are divided by
+    `scale` when given (as `dtype`, default float32), and each sample reshaped to `shape`
+    (e.g. (784,) or (1, 28, 28)) when given."""
+    file_dtype, file_shape, offset, gz = idx_header(path)
+    out_dtype = np.dtype(dtype or (np.float32 if scale is not None else file_dtype.newbyteorder(
+        "=")))
+    out_shape = tuple(shape) if shape is not None else tuple(file_shape[1:])
+    if math.prod(out_shape) != math.prod(file_shape[1:]):
+        raise ValueError(f"{path}: samples of shape {file_shape[1:]} cannot become {out_shape}")
+    return _dask_rows(Path(path), gz, offset, file_dtype, file_shape, chunk_rows, scale,
+                      out_dtype, out_shape)
+
+
+def dask_from_npy(path, chunk_rows=10_000, *, scale=None, dtype=None, shape=None):
+    """A .npy file as a Dask array of `chunk_rows` samples a chunk: each chunk reads its
+    rows through a memory map, so the file may be larger than any machine's memory (only
+    its header is read here). `scale`, `dtype` and `shape` as for `dask_from_idx`."""
+    mapped = np.load(path, mmap_mode="r")  # reads the header; maps, does not load
+    if mapped.ndim < 1 or not mapped.flags.c_contiguous:
+        raise ValueError(f"{path}: expected a C-ordered array with a sample axis")
+    file_dtype, file_shape, offset = mapped.dtype, mapped.shape, mapped.offset
+    del mapped
+    out_dtype = np.dtype(dtype or (np.float32 if scale is not None else file_dtype))
+    out_shape = tuple(shape) if shape is not None else tuple(file_shape[1:])
+    if math.prod(out_shape) != math.prod(file_shape[1:]):
+        raise ValueError(f"{path}: samples of shape {file_shape[1:]} cannot become {out_shape}")
+    return _dask_rows(Path(path), False, offset, file_dtype, file_shape, chunk_rows, scale,
+                      out_dtype, out_shape)
+
+
+def load_mnist_dask(path=None, chunk_rows=10_000, normalize=True, flatten=True):
+    """MNIST as `load_mnist` gives it (float32 in [0, 1] with `normalize`, (N, 784) or
+    (N, 1, 28, 28), uint8 class labels), as chunked Dask arrays read from the files by the
+    workers (see `dask_from_idx`): `((x_train, t_train), (x_test, t_test))`."""
+    files = _require(mnist_dir(path), MNIST_FILES)
+    shape = (784,) if flatten else (1, 28, 28)
+    out = []
+    for img, label in (("train_img", "train_label"), ("test_img", "test_label")):
+        x = dask_from_idx(files[img], chunk_rows, scale=255.0 if normalize else None,
+                          shape=shape)
+        out.append((x, dask_from_idx(files[label], chunk_rows)))
+    return tuple(out)
+
+
+def to_dask(arrays, client=None, chunk_rows=None):
+    """NumPy arrays (nested tuples/lists of them) as Dask arrays chunked along the samples:
+    `chunk_rows` a chunk, by default one chunk per worker of `client` (else one). With a
+    `client` they are persisted on its workers; their task graph holds the data, so a
+    chunk lost with its worker is made again."""
+    import dask.array as da
+
+    workers = len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 1
+
+    def chunked(a):
+        if isinstance(a, (tuple, list)):
+            return type(a)(chunked(item) for item in a)
+        rows = chunk_rows or max(1, math.ceil(a.shape[0] / max(workers, 1)))
+        return da.from_array(np.asarray(a), chunks=(rows, *a.shape[1:]))
+
+    out = chunked(arrays)
+    if client is None:
+        return out
+    flat = []
+
+    def collect(a):
+        if isinstance(a, (tuple, list)):
+            for item in a:
+                collect(item)
+        else:
+            flat.append(a)
+
+    collect(out)
+    persisted = iter(client.persist(flat))
+
+    def rebuild(a):
+        if isinstance(a, (tuple, list)):
+            return type(a)(rebuild(item) for item in a)
+        return next(persisted)
+
+    return rebuild(out)
