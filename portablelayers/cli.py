@@ -300,6 +300,12 @@ def _add_train_parser(sub):
     train.add_argument("--quiet", action="store_true",
                        help="print only the final test accuracy (no per-epoch lines, no "
                             "progress bar)")
+    train.add_argument(
+        "--scheduler", metavar="local:N|ADDRESS", default=None,
+        help="train data-parallel on a Dask cluster (needs the dask extra): 'local:N' "
+             "starts a LocalCluster of N worker processes here, an address such as "
+             "tcp://HOST:8786 joins a running scheduler; each step's batch is split among "
+             "the workers and their gradients summed (--backend numpy or dask)")
 
 
 # --- train ---------------------------------------------------------------------------------
@@ -484,7 +490,7 @@ def _check_outputs(args):
 # Options a resumed run may change; the others are the saved run's.
 RESUME_MAY_CHANGE = {"epochs", "save", "plot", "history", "quiet", "threads", "compile",
                      "compile_cache", "backend", "device", "resume", "patience", "best",
-                     "data_dir", "download"}
+                     "data_dir", "download", "scheduler"}
 DEFAULT_RUN_FILE = "portablelayers-run.npz"  # where Ctrl-C saves a run without --save
 
 
@@ -518,6 +524,29 @@ def _resumed_args(args, given):
     return argparse.Namespace(**merged), meta
 
 
+def _connect(args):
+    """The dask.distributed client of --scheduler (closed when the command ends); one-line
+    UsageErrors for a wrong backend or device, a malformed value, an unreachable
+    scheduler."""
+    import atexit
+
+    if args.backend not in ("numpy", "dask") or args.device is not None:
+        raise UsageError(f"--scheduler trains on the workers' NumPy chunks: give --backend "
+                         f"numpy or dask and no --device, not --backend {args.backend}"
+                         + (f" --device {args.device}" if args.device else ""))
+    try:
+        from .distributed import connect
+
+        client = connect(args.scheduler)
+    except ImportError as exc:
+        raise UsageError(f"--scheduler needs dask.distributed: pip install "
+                         f"'portablelayers[dask]' ({exc})") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"--scheduler {args.scheduler}: {exc}") from None
+    atexit.register(client.close)
+    return client
+
+
 def train_command(args) -> int:
     from . import datasets
     from .models import build_optimizer, load_model, restore_optimizer
@@ -532,6 +561,9 @@ def train_command(args) -> int:
     _check_network_options(args)
     xp = _resolve_backend(args.backend)
     dev = _resolve_device(xp, args.device)
+    client = _connect(args) if args.scheduler else None
+    if client is not None:  # the master network on the client's NumPy; data on the workers
+        xp, dev = _resolve_backend("numpy"), None
     from .threads import set_threads
 
     threads = set_threads(args.threads)
@@ -554,7 +586,9 @@ def train_command(args) -> int:
     side = int(round((x_train[0].size) ** 0.5))
     input_dim = (1, side, side)
     sets = [(x_train, t_train), (x_test, t_test), *([val] if val else [])]
-    moved = datasets.to_backend([(x.astype(args.dtype), t) for x, t in sets], xp, dev)
+    moved = (datasets.to_dask([(x.astype(args.dtype), t) for x, t in sets], client)
+             if client is not None else
+             datasets.to_backend([(x.astype(args.dtype), t) for x, t in sets], xp, dev))
     (x_train, t_train), (x_test, t_test) = moved[:2]
     x_val, t_val = moved[2] if val else (None, None)
 
@@ -572,7 +606,7 @@ def train_command(args) -> int:
                           optimizer_param=_optimizer_param(args), verbose=not args.quiet,
                           seed=args.seed, compile=COMPILE_CHOICES[args.compile],
                           x_val=x_val, t_val=t_val, lr_schedule=_schedule(args),
-                          patience=args.patience)
+                          patience=args.patience, client=client)
         if meta is not None:
             trainer.load_training_state(meta["training"])
     except ValueError as exc:
