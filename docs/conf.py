@@ -93,28 +93,33 @@ html_show_sourcelink = False
 
 
 # --- the CLI page: generated from the argparse parser, so it cannot drift ------------------
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return action.choices[name]
-    raise KeyError(name)
+            return dict(action.choices)
+    return {}
 
 
-class CliHelp(SphinxDirective):
-    """``{cli-help} [subcommand]``: the ``--help`` text of ``portablelayers [subcommand]``."""
-
-    optional_arguments = 1
+class CliReference(SphinxDirective):
+    """``{cli-reference}``: ``portablelayers --help``, then ``--help`` of every subcommand
+    the parser has (a new subcommand appears here without an edit)."""
 
     def run(self):
         from portablelayers.cli import build_parser
 
         parser = build_parser()
-        if self.arguments:
-            parser = _subparser(parser, self.arguments[0])
-        text = parser.format_help().rstrip()
-        block = nodes.literal_block(text, text, language="text")
-        return [block]
+        out = []
+        for title, sub in [("portablelayers", parser),
+                           *((f"portablelayers {name}", p)
+                             for name, p in _subcommands(parser).items())]:
+            section_id = nodes.make_id(title)
+            section = nodes.section(ids=[section_id])
+            section += nodes.title(title, "", nodes.literal(title, title))
+            text = sub.format_help().rstrip()
+            section += nodes.literal_block(text, text, language="text")
+            out.append(section)
+        return out
 
 
 def setup(app):
-    app.add_directive("cli-help", CliHelp)
+    app.add_directive("cli-reference", CliReference)
