@@ -56,7 +56,44 @@ def _out_shape(out):
 
 
 class MulLayer(BaseLayer):
-    """out = x * y; backward gives (dout * y, dout * x)."""
+    """Multiplication node of a computational graph: ``out = x * y``.
+
+    `forward(x, y)` returns ``x * y`` and remembers both inputs; `backward(dout)` returns
+    ``(dout * y, dout * x)``: each input's gradient is the upstream gradient times the
+    other input. Inputs may be Python numbers (the book's shopping examples print exactly
+    what plain Python prints) or arrays of one library; gradients of broadcast inputs are
+    summed back to each input's shape.
+
+    Attributes
+    ----------
+    x, y : number or array
+        The inputs of the last `forward`, kept for `backward`.
+
+    Raises
+    ------
+    TypeError
+        From `forward`, when an input is neither a real number nor an array, or the arrays
+        come from two libraries.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    See Also
+    --------
+    AddLayer : The addition node.
+
+    Examples
+    --------
+    The book's apples: two at 100 each, with 10% tax.
+
+    >>> from portablelayers import MulLayer
+    >>> mul_apple, mul_tax = MulLayer(), MulLayer()
+    >>> price = mul_tax.forward(mul_apple.forward(100, 2), 1.1)
+    >>> price
+    220.00000000000003
+    >>> dapple_price, dtax = mul_tax.backward(1)
+    >>> mul_apple.backward(dapple_price), dtax
+    ((2.2, 110.00000000000001), 200)
+    """
 
     def __init__(self):
         super().__init__()
@@ -77,7 +114,39 @@ class MulLayer(BaseLayer):
 
 
 class AddLayer(BaseLayer):
-    """out = x + y; backward passes dout to both inputs."""
+    """Addition node of a computational graph: ``out = x + y``.
+
+    `forward(x, y)` returns ``x + y``; `backward(dout)` returns ``(dout, dout)``: an
+    addition passes its upstream gradient unchanged to both inputs (summed back to an
+    input's shape where it was broadcast).
+
+    Attributes
+    ----------
+    x, y : number or array
+        The inputs of the last `forward` (kept for their shapes).
+
+    Raises
+    ------
+    TypeError
+        From `forward`, when an input is neither a real number nor an array, or the arrays
+        come from two libraries.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    See Also
+    --------
+    MulLayer : The multiplication node.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import AddLayer
+    >>> add = AddLayer()
+    >>> add.forward(np.array([1.0, 2.0]), 10.0)
+    array([11., 12.])
+    >>> add.backward(np.array([1.0, 1.0]))
+    (array([1., 1.]), np.float64(2.0))
+    """
 
     def __init__(self):
         super().__init__()
