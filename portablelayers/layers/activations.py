@@ -12,7 +12,36 @@ __all__ = ["Identity", "LeakyReLU", "ReLU", "Relu", "Sigmoid", "Tanh"]
 
 
 class ReLU(BaseLayer):
-    """out = max(x, 0). `mask` marks the inputs that were cut (x <= 0), as in the book."""
+    """Rectified linear unit: ``out = max(x, 0)``.
+
+    `forward(x)` returns ``max(x, 0)``; `backward(dout)` returns `dout` where the input
+    was positive and 0 elsewhere, as a new array (the book's version writes zeros into the
+    caller's `dout`; this one does not). `Relu` is the book's spelling of the same class.
+
+    Attributes
+    ----------
+    mask : array of bool
+        True where the last input was cut (``x <= 0``), as in the book.
+
+    Raises
+    ------
+    TypeError
+        From `forward`, for an input that is not a numeric array.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import ReLU
+    >>> relu = ReLU()
+    >>> relu.forward(np.array([[1.0, -0.5], [-2.0, 3.0]]))
+    array([[1., 0.],
+           [0., 3.]])
+    >>> relu.backward(np.ones((2, 2)))
+    array([[1., 0.],
+           [0., 1.]])
+    """
 
     def __init__(self):
         super().__init__()
@@ -35,7 +64,34 @@ Relu = ReLU  # the book's spelling
 
 
 class Sigmoid(BaseLayer):
-    """out = 1 / (1 + exp(-x)), stable for any x; backward uses the stored output."""
+    """Logistic sigmoid: ``out = 1 / (1 + exp(-x))``, stable for any `x`.
+
+    `forward(x)` returns the sigmoid and keeps it; `backward(dout)` returns
+    ``dout * out * (1 - out)``, which needs only the stored output. Integer or bool input
+    is promoted to the namespace's default floating dtype.
+
+    Attributes
+    ----------
+    out : array
+        The output of the last `forward`.
+
+    Raises
+    ------
+    TypeError
+        From `forward`, for an input that is not an array.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Sigmoid
+    >>> sig = Sigmoid()
+    >>> sig.forward(np.array([-2.0, 0.0, 2.0]))
+    array([0.11920292, 0.5       , 0.88079708])
+    >>> sig.backward(np.ones(3))
+    array([0.10499359, 0.25      , 0.10499359])
+    """
 
     def __init__(self):
         super().__init__()
@@ -53,7 +109,32 @@ class Sigmoid(BaseLayer):
 
 
 class Tanh(BaseLayer):
-    """out = tanh(x); backward uses the stored output: dx = dout * (1 - out**2)."""
+    """Hyperbolic tangent: ``out = tanh(x)``.
+
+    `backward(dout)` returns ``dout * (1 - out**2)`` from the stored output.
+
+    Attributes
+    ----------
+    out : array
+        The output of the last `forward`.
+
+    Raises
+    ------
+    TypeError
+        From `forward`, for an input that is not a real floating array.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Tanh
+    >>> layer = Tanh()
+    >>> layer.forward(np.array([0.0, 1.0]))
+    array([0.        , 0.76159416])
+    >>> layer.backward(np.ones(2))
+    array([1.        , 0.41997434])
+    """
 
     def __init__(self):
         super().__init__()
@@ -71,7 +152,34 @@ class Tanh(BaseLayer):
 
 
 class LeakyReLU(BaseLayer):
-    """out = x for x > 0, negative_slope * x otherwise; `mask` marks x <= 0 like ReLU's."""
+    """Leaky ReLU: ``out = x`` for ``x > 0``, ``negative_slope * x`` otherwise.
+
+    Parameters
+    ----------
+    negative_slope : float, default 0.01
+        The slope for non-positive inputs.
+
+    Attributes
+    ----------
+    mask : array of bool
+        True where the last input was ``<= 0``, like ReLU's.
+
+    Raises
+    ------
+    TypeError
+        When `negative_slope` is not a real number; from `forward`, for an input that is
+        not a real floating array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import LeakyReLU
+    >>> layer = LeakyReLU(0.1)
+    >>> layer.forward(np.array([-2.0, 3.0]))
+    array([-0.2,  3. ])
+    >>> layer.backward(np.ones(2))
+    array([0.1, 1. ])
+    """
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -94,7 +202,23 @@ class LeakyReLU(BaseLayer):
 
 
 class Identity(BaseLayer):
-    """out = x, dx = dout: a placeholder where a network needs no activation."""
+    """Identity: ``out = x`` and ``dx = dout``, where a network needs no activation.
+
+    Raises
+    ------
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Identity
+    >>> layer = Identity()
+    >>> layer.forward(np.array([1.0, -1.0]))
+    array([ 1., -1.])
+    >>> layer.backward(np.array([0.5, 0.5]))
+    array([0.5, 0.5])
+    """
 
     def __init__(self):
         super().__init__()
