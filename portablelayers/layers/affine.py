@@ -12,10 +12,48 @@ __all__ = ["Affine"]
 
 
 class Affine(BaseLayer):
-    """out = x @ W + b for W of shape (D, M) and b of shape (M,).
+    """Fully connected layer: ``out = x @ W + b``.
 
-    Input of shape (N, d1, d2, ...) is flattened to (N, D) with D = d1*d2*...; `dx` comes
-    back in the input's shape. A 1-D input of length D is one sample and gives shape (M,).
+    `forward(x)` flattens an input of shape (N, d1, d2, ...) to (N, D) with
+    ``D = d1*d2*...`` and returns shape (N, M); a 1-D input of length D is one sample and
+    gives shape (M,). `backward(dout)` returns ``dout @ W.T`` in the input's shape and
+    stores ``dW = x.T @ dout`` and ``db = dout.sum(axis=0)`` in `grads`.
+
+    Parameters
+    ----------
+    W : array
+        Weights of shape (D, M).
+    b : array or number
+        Bias of shape (M,).
+
+    Attributes
+    ----------
+    params : dict
+        ``{"W": W, "b": b}``; `W` and `b` are properties over these entries.
+    grads : dict
+        ``{"W": dW, "b": db}`` after `backward`; `dW` and `db` are properties over them.
+
+    Raises
+    ------
+    ValueError
+        From `forward`, when the input's feature size is not D (both shapes are named).
+    TypeError
+        From `forward`, when the input and the parameters come from two libraries.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Affine
+    >>> layer = Affine(np.ones((2, 3)), np.zeros(3))
+    >>> layer.forward(np.array([[1.0, 2.0]]))
+    array([[3., 3., 3.]])
+    >>> layer.backward(np.ones((1, 3)))
+    array([[3., 3.]])
+    >>> layer.dW
+    array([[1., 1., 1.],
+           [2., 2., 2.]])
     """
 
     W, dW = parameter("W")
