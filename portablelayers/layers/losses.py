@@ -13,10 +13,38 @@ __all__ = ["MeanSquaredError", "SigmoidWithLoss", "SoftmaxWithLoss"]
 class SoftmaxWithLoss(BaseLayer):
     """Softmax followed by the mean cross-entropy against `t`.
 
-    `forward(x, t)` takes logits x of shape (N, C) (or (C,) for one sample) and `t` as
+    `forward(x, t)` takes logits `x` of shape (N, C) (or (C,) for one sample) and `t` as
     integer class indices of shape (N,) or one-hot of shape (N, C); it returns the loss as
     a 0-D array. The loss comes from log-softmax directly, so logits as large as 1e4
-    neither overflow nor lose the loss. `backward(dout=1)` returns (y - t) * dout / N.
+    neither overflow nor lose the loss. `backward(dout=1)` returns ``(y - t) * dout / N``.
+
+    Attributes
+    ----------
+    y : array
+        The softmax probabilities of the last `forward`.
+    t : array
+        The labels of the last `forward`.
+    loss : array
+        The last loss (0-D).
+
+    Raises
+    ------
+    ValueError
+        From `forward`, for float labels, labels of the wrong length or out of range.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import SoftmaxWithLoss
+    >>> layer = SoftmaxWithLoss()
+    >>> loss = layer.forward(np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([0, 0]))
+    >>> round(float(loss), 4)
+    1.1269
+    >>> layer.backward().round(4)
+    array([[-0.0596,  0.0596],
+           [-0.4404,  0.4404]])
     """
 
     def __init__(self):
@@ -58,12 +86,30 @@ def _targets_like(xp, t, x, what):
 
 
 class SigmoidWithLoss(BaseLayer):
-    """Sigmoid followed by the binary cross-entropy against `t`, for logits x of any shape.
+    """Sigmoid followed by the binary cross-entropy against `t`, for logits of any shape.
 
-    `t` has x's shape and holds 0/1 labels or probabilities. The loss is the mean over all
-    elements (torch's `binary_cross_entropy_with_logits` with reduction="mean"), returned as
-    a 0-D array. It is computed as ``max(x, 0) - x*t + log(1 + exp(-|x|))``, which is finite
-    for logits as large as 1e4. `backward(dout=1)` returns (sigmoid(x) - t) * dout / x.size.
+    `forward(x, t)`: `t` has x's shape and holds 0/1 labels or probabilities. The loss is
+    the mean over all elements (torch's `binary_cross_entropy_with_logits` with
+    ``reduction="mean"``), returned as a 0-D array. It is computed as
+    ``max(x, 0) - x*t + log(1 + exp(-|x|))``, which is finite for logits as large as 1e4.
+    `backward(dout=1)` returns ``(sigmoid(x) - t) * dout / x.size``.
+
+    Raises
+    ------
+    ValueError
+        From `forward`, when `t` does not have x's shape.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import SigmoidWithLoss
+    >>> layer = SigmoidWithLoss()
+    >>> round(float(layer.forward(np.array([0.0, 0.0]), np.array([1.0, 0.0]))), 4)
+    0.6931
+    >>> layer.backward()
+    array([-0.25,  0.25])
     """
 
     def __init__(self):
@@ -96,10 +142,28 @@ class SigmoidWithLoss(BaseLayer):
 
 
 class MeanSquaredError(BaseLayer):
-    """The book's sum-of-squares error averaged over the batch: 0.5 * sum((y - t)**2) / N.
+    """The book's sum-of-squares error averaged over the batch: ``0.5 * sum((y - t)**2) / N``.
 
-    `forward(y, t)` takes y and t of the same shape (N, ...); a 1-D y is one sample (N = 1).
-    Returns the loss as a 0-D array. `backward(dout=1)` returns (y - t) * dout / N.
+    `forward(y, t)` takes `y` and `t` of the same shape (N, ...); a 1-D `y` is one sample
+    (N = 1). It returns the loss as a 0-D array. `backward(dout=1)` returns
+    ``(y - t) * dout / N``.
+
+    Raises
+    ------
+    ValueError
+        From `forward`, when `y` and `t` differ in shape.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import MeanSquaredError
+    >>> layer = MeanSquaredError()
+    >>> float(layer.forward(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]])))
+    2.5
+    >>> layer.backward()
+    array([[1., 2.]])
     """
 
     def __init__(self):
