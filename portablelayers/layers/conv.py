@@ -26,10 +26,42 @@ __all__ = ["AvgPooling", "Convolution", "Pooling"]
 
 
 class Convolution(BaseLayer):
-    """2-D convolution: W of shape (FN, C, FH, FW), b of shape (FN,).
+    """2-D convolution (the book's chapter 7), built on `im2col` and `col2im`.
 
-    Input (N, C, H, W) gives output (N, FN, out_h, out_w) with
-    out_h = (H + 2*pad - FH) // stride + 1 (likewise out_w). Padding is zeros.
+    `forward(x)` takes input (N, C, H, W) and returns (N, FN, out_h, out_w) with
+    ``out_h = (H + 2*pad - FH) // stride + 1`` (likewise out_w); padding is zeros.
+    `backward(dout)` returns the input's gradient and fills ``grads["W"]``, ``grads["b"]``.
+
+    Parameters
+    ----------
+    W : array
+        Filters of shape (FN, C, FH, FW).
+    b : array or number
+        Bias of shape (FN,); a scalar is broadcast to one per filter (as ch07's
+        ``apply_filter.py`` passes 0).
+    stride : int, default 1
+        Step of the window.
+    pad : int, default 0
+        Zero padding on each side.
+
+    Raises
+    ------
+    ValueError
+        For a bad stride or padding, or from `forward` for an input whose channels differ
+        from C or that is smaller than a filter.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Convolution
+    >>> conv = Convolution(np.ones((1, 1, 2, 2)), np.zeros(1))
+    >>> conv.forward(np.arange(9.0).reshape(1, 1, 3, 3))
+    array([[[[ 8., 12.],
+             [20., 24.]]]])
+    >>> conv.backward(np.ones((1, 1, 2, 2))).shape
+    (1, 1, 3, 3)
     """
 
     W, dW = parameter("W")
@@ -118,8 +150,27 @@ class Convolution(BaseLayer):
 
 
 class Pooling(BaseLayer):
-    """Max pooling over pool_h x pool_w windows, moved by `stride`, of each channel.
+    """Max pooling over ``pool_h x pool_w`` windows, moved by `stride`, of each channel.
 
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        Window height and width.
+    stride : int, default 2
+        Step of the window.
+    pad : int, default 0
+        Padding on each side; smaller than the window.
+
+    Raises
+    ------
+    ValueError
+        For a window, stride or padding that cannot work; from `forward`, for an input that
+        is not 4-D or smaller than a window.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Notes
+    -----
     The padding is -inf, so it never wins a window's maximum; `pad` must be smaller than
     the window so that no window is padding only. Where a window holds several equal
     maxima, the gradient goes to the first one (as the book's argmax does).
@@ -127,6 +178,20 @@ class Pooling(BaseLayer):
     The book reduces each row of im2col's matrix; this works on the pool_h*pool_w strided
     slabs that matrix is made of (one per window position), which gives the same numbers
     without copying the input twice or reducing along a short axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Pooling
+    >>> pool = Pooling(2, 2)
+    >>> pool.forward(np.arange(16.0).reshape(1, 1, 4, 4))
+    array([[[[ 5.,  7.],
+             [13., 15.]]]])
+    >>> pool.backward(np.ones((1, 1, 2, 2)))[0, 0]
+    array([[0., 0., 0., 0.],
+           [0., 1., 0., 1.],
+           [0., 0., 0., 0.],
+           [0., 1., 0., 1.]])
     """
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
@@ -185,10 +250,32 @@ class Pooling(BaseLayer):
 
 
 class AvgPooling(Pooling):
-    """Average pooling with Pooling's signature and window arithmetic.
+    """Average pooling with `Pooling`'s signature and window arithmetic.
 
-    Padding counts as zeros in the average (every window divides by pool_h*pool_w), as
-    torch's `avg_pool2d` with its default `count_include_pad=True`.
+    Padding counts as zeros in the average (every window divides by ``pool_h*pool_w``), as
+    torch's `avg_pool2d` with its default ``count_include_pad=True``.
+
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        Window height and width.
+    stride : int, default 2
+        Step of the window.
+    pad : int, default 0
+        Zero padding on each side.
+
+    Raises
+    ------
+    ValueError
+        As `Pooling`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import AvgPooling
+    >>> AvgPooling(2, 2).forward(np.arange(16.0).reshape(1, 1, 4, 4))
+    array([[[[ 2.5,  4.5],
+             [10.5, 12.5]]]])
     """
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
