@@ -16,7 +16,7 @@ __all__ = ["BatchNormalization"]
 
 
 class BatchNormalization(BaseLayer):
-    """out = gamma * (x - mean) / sqrt(var + eps) + beta.
+    """Batch normalisation: ``out = gamma * (x - mean) / sqrt(var + eps) + beta``.
 
     Input (N, D) is normalised per feature, input (N, C, H, W) (or any (N, C, ...)) per
     channel over the batch and all spatial positions; gamma and beta have shape (D,) or (C,).
@@ -29,6 +29,37 @@ class BatchNormalization(BaseLayer):
     ("running_mean", "running_var"; `bn.running_mean` is an alias); left as None they are
     made as zeros (like the book) in gamma's dtype and device, here, so that a compiled
     step finds them before its first call. `eps` defaults to the book's 10e-7 (torch 1e-5).
+
+    Parameters
+    ----------
+    gamma, beta : array
+        Scale and shift, shape (D,) or (C,).
+    momentum : float, default 0.9
+        Weight of the old running statistics in each update.
+    running_mean, running_var : array, optional
+        Initial running statistics; zeros when None.
+    eps : float, default 1e-6
+        Added to the variance.
+
+    Raises
+    ------
+    ValueError
+        For parameters of different shapes, `momentum` outside [0, 1] or `eps` <= 0; from
+        `forward`, for an input whose features or channels do not match `gamma`, or an
+        empty training batch.
+    RuntimeError
+        From `backward`, when no training `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import BatchNormalization
+    >>> bn = BatchNormalization(np.ones(2), np.zeros(2))
+    >>> bn.forward(np.array([[1.0, 10.0], [3.0, 30.0]])).round(3)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    >>> bn.running_mean
+    array([0.2, 2. ])
     """
 
     gamma, dgamma = parameter("gamma")
