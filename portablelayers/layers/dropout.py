@@ -27,6 +27,40 @@ class Dropout(BaseLayer):
     training step, which carries `state`, draws a fresh mask every step. The counter is
     made with `xp` and `device` (default NumPy; it moves to the input's library and device
     on the first forward, and is made on the right one by the networks that build it).
+
+    Parameters
+    ----------
+    dropout_ratio : float, default 0.5
+        The probability p that an element is dropped, in [0, 1).
+    seed : int, optional
+        Key of the random stream; None draws one.
+    inverted : bool, default True
+        Scale kept elements by 1 / (1 - p) in training (False: the book's form).
+    xp : str or module, optional
+        Namespace of the counter (a backend name, module or namespace; default NumPy).
+    device : object, optional
+        Device of the counter.
+
+    Raises
+    ------
+    TypeError
+        For a ratio that is not a real number; from `forward`, for an input that is not a
+        real floating array.
+    ValueError
+        For a ratio outside [0, 1).
+    RuntimeError
+        From `backward`, when no training `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Dropout
+    >>> drop = Dropout(0.5, seed=0)
+    >>> out = drop.forward(np.ones(8), train_flg=True)
+    >>> sorted(set(out.tolist()))
+    [0.0, 2.0]
+    >>> drop.forward(np.ones(3), train_flg=False)
+    array([1., 1., 1.])
     """
 
     step = state_entry("step")
