@@ -12,8 +12,27 @@ __all__ = ["Flatten"]
 
 
 class Flatten(BaseLayer):
-    """(N, d1, d2, ...) -> (N, d1*d2*...), e.g. between a convolution and an Affine layer;
-    backward gives dout back the input's shape."""
+    """Flatten (N, d1, d2, ...) to (N, d1*d2*...), e.g. between a convolution and Affine.
+
+    `backward(dout)` gives `dout` back the input's shape.
+
+    Raises
+    ------
+    ValueError
+        From `forward`, for an input with fewer than 2 axes.
+    RuntimeError
+        From `backward`, when no `forward` came before it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Flatten
+    >>> flat = Flatten()
+    >>> flat.forward(np.zeros((2, 3, 4))).shape
+    (2, 12)
+    >>> flat.backward(np.zeros((2, 12))).shape
+    (2, 3, 4)
+    """
 
     def __init__(self):
         super().__init__()
