@@ -128,6 +128,12 @@ class SpyNet:
         return 0.25
 
 
+def SpyTrainer(*args, **kwargs):  # noqa: N802 (a Trainer, by its name)
+    """A Trainer stepping eagerly: a SpyNet records batches in Python lists, which a
+    compiled (traced) step cannot, and has no predict() for a compiled accuracy."""
+    return Trainer(*args, compile=False, **kwargs)
+
+
 def indexed_data(xp, n):
     """x[i] = [i, -i], t[i] = i: a batch tells which samples it holds."""
     i = np.arange(n)
@@ -137,7 +143,7 @@ def indexed_data(xp, n):
 def test_each_epoch_visits_every_sample_once(xp):
     x, t = indexed_data(xp, 23)
     spy = SpyNet(xp, x)
-    trainer = Trainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False, seed=0)
+    trainer = SpyTrainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False, seed=0)
     trainer.train()
     assert len(spy.batches) == 9
     sizes = [int(b[0].shape[0]) for b in spy.batches]
@@ -184,7 +190,7 @@ def test_evaluate_sample_num_per_epoch(xp):
     x, t = indexed_data(xp, 30)
     x_test, t_test = indexed_data(xp, 12)
     spy = SpyNet(xp, x)
-    Trainer(spy, x, t, x_test, t_test, epochs=2, mini_batch_size=30,
+    SpyTrainer(spy, x, t, x_test, t_test, epochs=2, mini_batch_size=30,
             evaluate_sample_num_per_epoch=5, verbose=False, seed=0).train()
     # Per epoch: the first 5 training and test samples; at the end: the whole test set.
     assert spy.evaluated == [(5, 2), (5, 2), (5, 2), (5, 2), (12, 2)]
@@ -194,7 +200,7 @@ def test_evaluate_sample_num_larger_than_the_sets(xp):
     x, t = indexed_data(xp, 30)
     x_test, t_test = indexed_data(xp, 12)
     spy = SpyNet(xp, x)
-    Trainer(spy, x, t, x_test, t_test, epochs=1, mini_batch_size=30,
+    SpyTrainer(spy, x, t, x_test, t_test, epochs=1, mini_batch_size=30,
             evaluate_sample_num_per_epoch=20, verbose=False, seed=0).train()
     assert spy.evaluated == [(20, 2), (12, 2), (12, 2)]  # each set at most whole
 
@@ -202,7 +208,7 @@ def test_evaluate_sample_num_larger_than_the_sets(xp):
 def test_batch_larger_than_training_set(xp):
     x, t = indexed_data(xp, 4)
     spy = SpyNet(xp, x)
-    trainer = Trainer(spy, x, t, x, t, epochs=2, mini_batch_size=100, verbose=False)
+    trainer = SpyTrainer(spy, x, t, x, t, epochs=2, mini_batch_size=100, verbose=False)
     trainer.train()
     assert trainer.iter_per_epoch == 1 and [int(b[0].shape[0]) for b in spy.batches] == [4, 4]
 
@@ -213,7 +219,7 @@ def test_batch_larger_than_training_set(xp):
 def test_non_finite_loss_names_the_step(xp, bad):
     x, t = indexed_data(xp, 20)
     spy = SpyNet(xp, x, losses={4: bad})
-    trainer = Trainer(spy, x, t, x, t, epochs=3, mini_batch_size=8, verbose=False, seed=0)
+    trainer = SpyTrainer(spy, x, t, x, t, epochs=3, mini_batch_size=8, verbose=False, seed=0)
     with pytest.raises(FloatingPointError, match=r"became (nan|inf) at step 5 \(epoch 2, "
                                                  r"batch 2 of 3\)"):
         trainer.train()
@@ -226,7 +232,7 @@ def test_non_finite_loss_names_the_step(xp, bad):
                                        ("adamw", optim.AdamW)])
 def test_optimizer_names_case_insensitive(xp, name, cls):
     x, t = indexed_data(xp, 4)
-    trainer = Trainer(SpyNet(xp, x), x, t, x, t, optimizer=name,
+    trainer = SpyTrainer(SpyNet(xp, x), x, t, x, t, optimizer=name,
                       optimizer_param={"lr": 0.125}, verbose=False)
     assert type(trainer.optimizer) is cls and trainer.optimizer.lr == 0.125
 
@@ -234,8 +240,8 @@ def test_optimizer_names_case_insensitive(xp, name, cls):
 def test_optimizer_object_and_default_lr(xp):
     x, t = indexed_data(xp, 4)
     adam = optim.Adam(lr=0.5)
-    assert Trainer(SpyNet(xp, x), x, t, x, t, optimizer=adam).optimizer is adam
-    assert Trainer(SpyNet(xp, x), x, t, x, t).optimizer.lr == 0.01  # the book's default
+    assert SpyTrainer(SpyNet(xp, x), x, t, x, t, optimizer=adam).optimizer is adam
+    assert SpyTrainer(SpyNet(xp, x), x, t, x, t).optimizer.lr == 0.01  # the book's default
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -249,29 +255,29 @@ def test_optimizer_object_and_default_lr(xp):
 def test_bad_arguments(xp, kwargs, error, match):
     x, t = indexed_data(xp, 4)
     with pytest.raises(error, match=match):
-        Trainer(SpyNet(xp, x), x, t, x, t, **kwargs)
+        SpyTrainer(SpyNet(xp, x), x, t, x, t, **kwargs)
 
 
 def test_bad_data_and_network(xp):
     x, t = indexed_data(xp, 6)
     with pytest.raises(ValueError, match=r"x_train and t_train must hold the same"):
-        Trainer(SpyNet(xp, x), x, t[:5], x, t)
+        SpyTrainer(SpyNet(xp, x), x, t[:5], x, t)
     with pytest.raises(ValueError, match=r"x_test and t_test"):
-        Trainer(SpyNet(xp, x), x, t, x[:2, ...], t)
+        SpyTrainer(SpyNet(xp, x), x, t, x[:2, ...], t)
     with pytest.raises(TypeError, match="network must have a gradient"):
         Trainer(object(), x, t, x, t)
     other = np.zeros((6, 2))
     if isinstance(x, np.ndarray):  # on NumPy, mix with another library
         other = pytest.importorskip("array_api_strict").asarray(other)
     with pytest.raises(TypeError, match="same array library"):
-        Trainer(SpyNet(xp, x), x, t, other, t)
+        SpyTrainer(SpyNet(xp, x), x, t, other, t)
 
 
 # --- Output, history, plot ----------------------------------------------------------------
 
 def test_quiet_when_not_a_terminal(xp, capsys):
     x, t = indexed_data(xp, 10)
-    Trainer(SpyNet(xp, x), x, t, x, t, epochs=2, mini_batch_size=5, seed=0).train()
+    SpyTrainer(SpyNet(xp, x), x, t, x, t, epochs=2, mini_batch_size=5, seed=0).train()
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert [line.rsplit(", ", 1)[0] for line in lines[:2]] == [
@@ -283,14 +289,14 @@ def test_quiet_when_not_a_terminal(xp, capsys):
                                                    .replace(",", "")) > 0
     assert lines[2:] == ["test loss 1.0000, test acc 0.2500"]
     assert err == ""  # no progress bar when stderr is not a terminal
-    Trainer(SpyNet(xp, x), x, t, x, t, epochs=1, verbose=False).train()
+    SpyTrainer(SpyNet(xp, x), x, t, x, t, epochs=1, verbose=False).train()
     assert capsys.readouterr() == ("", "")
 
 
 def test_progress_bar(xp, capsys):
     pytest.importorskip("tqdm")
     x, t = indexed_data(xp, 10)
-    Trainer(SpyNet(xp, x), x, t, x, t, epochs=2, mini_batch_size=5, seed=0,
+    SpyTrainer(SpyNet(xp, x), x, t, x, t, epochs=2, mini_batch_size=5, seed=0,
             progress=True).train()
     out, err = capsys.readouterr()
     assert "epoch 2/2" in err and "4/4" in err and "loss=1.0000" in err
@@ -326,14 +332,14 @@ def test_progress_without_tqdm_falls_back_to_lines(xp, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     x, t = indexed_data(xp, 10)
-    Trainer(SpyNet(xp, x), x, t, x, t, epochs=1, progress=True).train()
+    SpyTrainer(SpyNet(xp, x), x, t, x, t, epochs=1, progress=True).train()
     out, err = capsys.readouterr()
     assert out.startswith("epoch 1/1: train loss 1.0000 acc 0.2500") and err == ""
 
 
 def test_plot_without_matplotlib_names_the_extra(xp, monkeypatch, tmp_path):
     x, t = indexed_data(xp, 10)
-    trainer = Trainer(SpyNet(xp, x), x, t, x, t, epochs=1, verbose=False)
+    trainer = SpyTrainer(SpyNet(xp, x), x, t, x, t, epochs=1, verbose=False)
     trainer.train()
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install 'portablelayers\[train\]'"):
@@ -348,7 +354,7 @@ def test_with_a_validation_set_the_test_set_is_used_once(xp):
     x_val, t_val = indexed_data(xp, 7)
     x_test, t_test = indexed_data(xp, 12)
     spy = SpyNet(xp, x)
-    trainer = Trainer(spy, x, t, x_test, t_test, epochs=2, mini_batch_size=30, verbose=False,
+    trainer = SpyTrainer(spy, x, t, x_test, t_test, epochs=2, mini_batch_size=30, verbose=False,
                       seed=0, x_val=x_val, t_val=t_val)
     trainer.train()
     # Per epoch: training and validation sets; the test set once, at the end.
@@ -382,7 +388,7 @@ def test_patience_stops_and_keeps_the_best_epoch(xp):
     x, t = indexed_data(xp, 10)
     # One step an epoch; the validation loss after epoch e is losses[e] (SpyNet's count).
     spy = SpyNet(xp, x, losses={1: 0.9, 2: 0.5, 3: 0.6, 4: 0.7, 5: 0.1})
-    trainer = Trainer(spy, x, t, x, t, epochs=8, mini_batch_size=10, verbose=False, seed=0,
+    trainer = SpyTrainer(spy, x, t, x, t, epochs=8, mini_batch_size=10, verbose=False, seed=0,
                       optimizer="sgd", optimizer_param={"lr": 1.0}, x_val=x, t_val=t,
                       patience=2)
     trainer.train()
@@ -391,13 +397,13 @@ def test_patience_stops_and_keeps_the_best_epoch(xp):
     # w falls by 1 a step: -2 after epoch 2, the best; -4 when it stopped.
     np.testing.assert_array_equal(to_numpy(spy.params["w"]), [-2.0])
     with pytest.raises(ValueError, match="patience .* needs a validation set"):
-        Trainer(spy, x, t, x, t, patience=2)
+        SpyTrainer(spy, x, t, x, t, patience=2)
 
 
 def test_a_diverging_loss_warns_once(xp):
     x, t = indexed_data(xp, 10)
     spy = SpyNet(xp, x, losses={0: 2.0, 1: 50.0, 2: 60.0, 3: 70.0})
-    trainer = Trainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False, seed=0,
+    trainer = SpyTrainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False, seed=0,
                       optimizer_param={"lr": 0.5})
     with pytest.warns(RuntimeWarning, match=r"the training loss is diverging: epoch 2's mean "
                                             r"loss 50 is over 2 times the first step's 2; try "
@@ -413,4 +419,23 @@ def test_a_falling_loss_does_not_warn(xp):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        Trainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False).train()
+        SpyTrainer(spy, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False).train()
+
+
+def test_validation_split_holds_out_a_seeded_fraction():
+    from portablelayers.datasets import validation_split
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    t = np.arange(20)
+    (xa, ta), (xv, tv) = validation_split(x, t, 0.25, seed=3)
+    assert len(tv) == 5 and len(ta) == 15
+    assert sorted([*ta, *tv]) == list(range(20))  # disjoint, all kept
+    np.testing.assert_array_equal(xa[:, 0], 2 * ta)  # pairs kept; the rest in order
+    assert list(ta) == sorted(ta)
+    expected = np.sort(np.random.default_rng(3).permutation(20)[:5])
+    np.testing.assert_array_equal(tv, expected)
+    (_, _), (_, again) = validation_split(x, t, 0.25, seed=3)
+    np.testing.assert_array_equal(again, tv)
+    assert len(validation_split(x[:2], t[:2], 0.01)[1][1]) == 1  # at least one each
+    with pytest.raises(ValueError, match=r"must lie in \(0, 1\)"):
+        validation_split(x, t, 1.0)
