@@ -29,7 +29,32 @@ __all__ = [
 
 
 def sigmoid(x):
-    """``1 / (1 + exp(-x))``, computed from ``exp(-|x|)`` so that it never overflows."""
+    """The logistic sigmoid ``1 / (1 + exp(-x))``, elementwise.
+
+    It is computed from ``exp(-|x|)``, so it never overflows, for any `x`.
+
+    Parameters
+    ----------
+    x : array
+        Any shape; integer or bool input is promoted to the default floating dtype.
+
+    Returns
+    -------
+    array
+        Values in [0, 1], x's shape.
+
+    Raises
+    ------
+    TypeError
+        For an input that is not a real array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import sigmoid
+    >>> sigmoid(np.array([-1000.0, 0.0, 1000.0]))
+    array([0. , 0.5, 1. ])
+    """
     xp = guards.arrays("sigmoid", x=x)
     x = guards.real_floating(xp, x, "sigmoid input")
     e = xp.exp(-xp.abs(x))  # in (0, 1]: no overflow for any x
@@ -37,13 +62,63 @@ def sigmoid(x):
 
 
 def relu(x):
-    """max(x, 0) elementwise (NaN stays NaN)."""
+    """The rectified linear function ``max(x, 0)``, elementwise (NaN stays NaN).
+
+    Parameters
+    ----------
+    x : array
+        Any shape, a numeric dtype.
+
+    Returns
+    -------
+    array
+        x's shape and dtype.
+
+    Raises
+    ------
+    TypeError
+        For an input that is not a numeric array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import relu
+    >>> relu(np.array([-1.0, 0.0, 2.0]))
+    array([0., 0., 2.])
+    """
     xp = guards.arrays("relu", x=x)
     return xp.maximum(guards.numeric(xp, x, "relu input"), 0)
 
 
 def log_softmax(x):
-    """log(softmax(x)) over the last axis, shifted by the maximum so exp never overflows."""
+    """The logarithm of `softmax` over the last axis, computed without overflow.
+
+    The scores are shifted by their maximum first, so `exp` never overflows.
+
+    Parameters
+    ----------
+    x : array
+        Scores of shape (N, C) or (C,).
+
+    Returns
+    -------
+    array
+        x's shape; ``exp`` of each row sums to 1.
+
+    Raises
+    ------
+    TypeError
+        For an input that is not a real array.
+    ValueError
+        For a 0-D input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import log_softmax
+    >>> log_softmax(np.array([1000.0, 1000.0]))
+    array([-0.69314718, -0.69314718])
+    """
     xp = guards.arrays("log_softmax", x=x)
     x = _scores(xp, x, "log_softmax input")
     shifted = x - xp.max(x, axis=-1, keepdims=True)
@@ -51,7 +126,32 @@ def log_softmax(x):
 
 
 def softmax(x):
-    """Softmax over the last axis (each row of a batch sums to 1)."""
+    """Softmax over the last axis: ``exp(x) / sum(exp(x))``, each row summing to 1.
+
+    Parameters
+    ----------
+    x : array
+        Scores of shape (N, C) or (C,).
+
+    Returns
+    -------
+    array
+        Probabilities of x's shape.
+
+    Raises
+    ------
+    TypeError
+        For an input that is not a real array.
+    ValueError
+        For a 0-D input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import softmax
+    >>> softmax(np.array([[0.3, 2.9, 4.0]])).round(4)
+    array([[0.0182, 0.2452, 0.7366]])
+    """
     xp = guards.arrays("softmax", x=x)
     x = _scores(xp, x, "softmax input")
     e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
@@ -94,6 +194,14 @@ def one_hot_targets(t, scores, what: str = "t"):
         For float labels, a wrong length, or labels outside [0, C) (the last check runs
         only where values can be read without forcing a lazy computation: not on Dask, not
         under jax.jit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import one_hot_targets
+    >>> one_hot_targets(np.array([2, 0]), np.zeros((2, 3)))
+    array([[0., 0., 1.],
+           [1., 0., 0.]])
     """
     xp = guards.arrays("one_hot_targets", t=t, scores=scores)
     _scores(xp, scores, "scores")
@@ -131,8 +239,28 @@ def one_hot_targets(t, scores, what: str = "t"):
 
 
 def class_indices(t):
-    """Labels `t` as class indices of shape (N,): one-hot rows (N, C) become their argmax,
-    an integer column (N, 1) its only column, indices (N,) stay as they are."""
+    """Labels `t` as class indices of shape (N,).
+
+    One-hot rows (N, C) become their argmax, an integer column (N, 1) its only column, and
+    indices (N,) stay as they are.
+
+    Parameters
+    ----------
+    t : array
+        Labels of shape (N,), (N, 1) or (N, C).
+
+    Returns
+    -------
+    array
+        Class indices of shape (N,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import class_indices
+    >>> class_indices(np.array([[0, 1, 0], [1, 0, 0]]))
+    array([1, 0])
+    """
     xp = namespace(t)
     if t.ndim == 2 and static_shape(t)[1] == 1 and xp.isdtype(t.dtype, "integral"):
         return t[:, 0]
@@ -140,11 +268,34 @@ def class_indices(t):
 
 
 def cross_entropy_error(y, t):
-    """The book's mean cross-entropy of probabilities `y` against labels or one-hot `t`.
+    """The book's mean cross-entropy of probabilities `y` against labels `t`.
 
     Like the book it adds 1e-7 inside the log, so a zero probability gives a finite loss.
-    A 1-D `y` is one sample. `t` is class indices, (N,) or (N, 1), or one-hot (see
-    `one_hot_targets`). Returns a 0-D array.
+
+    Parameters
+    ----------
+    y : array
+        Probabilities of shape (N, C); a 1-D `y` is one sample.
+    t : array
+        Class indices, (N,) or (N, 1), or one-hot (N, C) (see `one_hot_targets`).
+
+    Returns
+    -------
+    array
+        The mean loss over the samples, 0-D.
+
+    Raises
+    ------
+    ValueError
+        For an empty batch, or labels that `one_hot_targets` refuses.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import cross_entropy_error
+    >>> y = np.array([[0.1, 0.6, 0.3], [0.8, 0.1, 0.1]])
+    >>> round(float(cross_entropy_error(y, np.array([1, 0]))), 4)
+    0.367
     """
     xp = guards.arrays("cross_entropy_error", y=y, t=t)
     y = _scores(xp, y, "cross_entropy_error y")
@@ -228,10 +379,39 @@ def _image_from_slabs(slabs, input_shape, filter_w, stride, pad):
 
 
 def im2col(x, filter_h, filter_w, stride=1, pad=0):
-    """Unfold every filter-sized window of `x` (N, C, H, W) into one row.
+    """Unfold every filter-sized window of an image batch into one row.
 
-    Returns shape (N*out_h*out_w, C*filter_h*filter_w): rows in (N, out_h, out_w) order,
-    columns in (C, filter_h, filter_w) order, exactly the book's layout. Padding is zeros.
+    Parameters
+    ----------
+    x : array
+        Images of shape (N, C, H, W).
+    filter_h, filter_w : int
+        The window's height and width.
+    stride : int, default 1
+        Step of the window.
+    pad : int, default 0
+        Zero padding on each side.
+
+    Returns
+    -------
+    array
+        Shape (N*out_h*out_w, C*filter_h*filter_w): rows in (N, out_h, out_w) order,
+        columns in (C, filter_h, filter_w) order, exactly the book's layout.
+
+    Raises
+    ------
+    ValueError
+        For an input that is not 4-D, or a window larger than the padded image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import im2col
+    >>> im2col(np.arange(9.0).reshape(1, 1, 3, 3), 2, 2)
+    array([[0., 1., 3., 4.],
+           [1., 2., 4., 5.],
+           [3., 4., 6., 7.],
+           [4., 5., 7., 8.]])
     """
     xp = guards.arrays("im2col", x=x)
     filter_h, filter_w, stride, pad = _check_window_settings(filter_h, filter_w, stride, pad)
@@ -245,8 +425,39 @@ def im2col(x, filter_h, filter_w, stride=1, pad=0):
 def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     """The adjoint of `im2col`: sum every row of `col` back into its window of an image.
 
-    Overlapping windows add up; the padding border is cropped. Returns shape `input_shape`
-    (N, C, H, W) in the dtype and on the device of `col`.
+    Overlapping windows add up; the padding border is cropped.
+
+    Parameters
+    ----------
+    col : array
+        Rows as `im2col` makes them.
+    input_shape : tuple of int
+        The image batch's shape (N, C, H, W).
+    filter_h, filter_w : int
+        The window's height and width.
+    stride : int, default 1
+        Step of the window.
+    pad : int, default 0
+        Zero padding on each side.
+
+    Returns
+    -------
+    array
+        Shape `input_shape`, in the dtype and on the device of `col`.
+
+    Raises
+    ------
+    ValueError
+        When `col`'s shape does not fit `input_shape` and the window.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import col2im
+    >>> col2im(np.ones((4, 4)), (1, 1, 3, 3), 2, 2)[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
     """
     xp = guards.arrays("col2im", col=col)
     filter_h, filter_w, stride, pad = _check_window_settings(filter_h, filter_w, stride, pad)
