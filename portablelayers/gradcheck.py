@@ -51,6 +51,13 @@ def numerical_gradient(f, x, h: float = 1e-6):
     ------
     TypeError
         If the namespace gives no float64 (JAX without jax_enable_x64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.gradcheck import numerical_gradient
+    >>> numerical_gradient(lambda x: float(np.sum(x ** 2)), np.array([1.0, -2.0])).round(6)
+    array([ 2., -4.])
     """
     xp = namespace(x)
     x64 = xp.astype(x, xp.float64)  # a new array: f may use it freely
@@ -119,7 +126,26 @@ def _write(xp, x, idx, target, direction, original):
 
 
 def relative_error(a, b) -> float:
-    """``max |a - b| / max(max |a|, max |b|)``: one number for how far two gradients differ."""
+    """One number for how far two gradients differ: ``max|a - b| / max(max|a|, max|b|)``.
+
+    Parameters
+    ----------
+    a, b : array
+        Arrays of one shape and one library; compared in float64.
+
+    Returns
+    -------
+    float
+        0 for equal arrays (also both zero); about 1e-7 is float32's rounding, near 1 a
+        wrong gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.gradcheck import relative_error
+    >>> round(relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.002])), 6)
+    0.000999
+    """
     xp = namespace(a, b)
     a, b = xp.astype(a, xp.float64), xp.astype(b, xp.float64)
     scale = max(float(xp.max(xp.abs(a))), float(xp.max(xp.abs(b))), 1e-300)
