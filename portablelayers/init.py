@@ -29,7 +29,34 @@ _NAMED_STDS = {"relu": 2.0, "he": 2.0, "sigmoid": 1.0, "xavier": 1.0, "glorot": 
 
 
 def weight_std(weight_init_std, fan_in) -> float:
-    """The std for a book-style `weight_init_std` (a name or a number) and `fan_in`."""
+    """The standard deviation for a book-style `weight_init_std` and `fan_in`.
+
+    Parameters
+    ----------
+    weight_init_std : float or str
+        A number (used as it is) or a name: "relu"/"he" give ``sqrt(2 / fan_in)``,
+        "sigmoid"/"xavier"/"glorot"/"tanh" give ``sqrt(1 / fan_in)``.
+    fan_in : int
+        Inputs per unit; needed for a name.
+
+    Returns
+    -------
+    float
+        The standard deviation.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a bad `fan_in`, or a negative or non-finite number.
+    TypeError
+        For anything else.
+
+    Examples
+    --------
+    >>> from portablelayers.init import weight_std
+    >>> weight_std("he", 50), weight_std(0.01, 50)
+    (0.2, 0.01)
+    """
     if isinstance(weight_init_std, str):
         key = weight_init_std.lower()
         if key not in _NAMED_STDS:
@@ -75,6 +102,32 @@ class Initializer:
     `xp` is None (NumPy), a backend name ("torch"), an array module or a namespace;
     `dtype` defaults to float32 and may be a dtype or its name ("float64"). One seed gives
     a reproducible sequence: the first weight() call draws W1, the second W2, and so on.
+
+    Parameters
+    ----------
+    xp : str or module, optional
+        Backend name, array module or namespace; None is NumPy.
+    device : object, optional
+        Device of the arrays; None is the namespace's default.
+    dtype : dtype or str, optional
+        A real floating dtype or its name; float32 when None.
+    seed : int, optional
+        Non-negative seed; None draws one (kept in `seed`).
+
+    Raises
+    ------
+    ValueError
+        For an unknown dtype name, a non-floating dtype or a negative seed.
+    ImportError
+        For a backend that is not installed (the message names the extra).
+
+    Examples
+    --------
+    >>> from portablelayers.init import Initializer
+    >>> init = Initializer(seed=0)
+    >>> W = init.weight((3, 2), "he")
+    >>> W.shape, W.dtype, init.zeros((2,))
+    ((3, 2), dtype('float32'), array([0., 0.], dtype=float32))
     """
 
     def __init__(self, xp=None, device=None, dtype=None, seed=None):
