@@ -72,6 +72,13 @@ def smooth_curve(x):
     ------
     ValueError
         For fewer than 11 values (the book's version then returns a shorter array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.util import smooth_curve
+    >>> smooth_curve(np.ones(12))
+    array([1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1.])
     """
     xp, x = _as_vector(x)
     x = as_float(xp, x, "smooth_curve input")
@@ -106,6 +113,19 @@ def shuffle_dataset(x, t, *, seed=None):
         New arrays, in the inputs' namespace and on their device; the inputs are unchanged.
         The book's version draws from NumPy's global generator instead, so the same seed
         does not give the book's order.
+
+    Raises
+    ------
+    ValueError
+        When `x` and `t` differ in length (or it is unknown).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.util import shuffle_dataset
+    >>> x, t = shuffle_dataset(np.arange(5), np.arange(5), seed=0)
+    >>> bool((x == t).all()), sorted(x.tolist())
+    (True, [0, 1, 2, 3, 4])
     """
     xp = namespace(x, t)
     n = static_shape(x)[0] if x.ndim else None
@@ -122,10 +142,32 @@ def shuffle_dataset(x, t, *, seed=None):
 
 
 def conv_output_size(input_size, filter_size, stride=1, pad=0):
-    """The output length of a convolution or pooling window along one axis:
-    (input_size + 2*pad - filter_size) // stride + 1.
+    """The output length of a convolution or pooling window along one axis.
 
-    Returns an int, the size `im2col` and the layers produce. The book's version returns a
-    float (24.0), and a fraction where `stride` does not divide the span evenly.
+    It is ``(input_size + 2*pad - filter_size) // stride + 1``, the size `im2col` and the
+    layers produce. The book's version returns a float (24.0), and a fraction where
+    `stride` does not divide the span evenly.
+
+    Parameters
+    ----------
+    input_size : int
+        Length of the input along the axis.
+    filter_size : int
+        Length of the window.
+    stride : int, default 1
+        Step of the window.
+    pad : int, default 0
+        Padding on each side.
+
+    Returns
+    -------
+    int
+        The number of window positions.
+
+    Examples
+    --------
+    >>> from portablelayers.util import conv_output_size
+    >>> conv_output_size(28, 5), conv_output_size(28, 5, stride=2, pad=1)
+    (24, 13)
     """
     return (input_size + 2 * pad - filter_size) // stride + 1
