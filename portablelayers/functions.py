@@ -72,7 +72,7 @@ def relu(x):
     Returns
     -------
     array
-        x's shape and dtype.
+        Same shape and dtype as `x`.
 
     Raises
     ------
@@ -103,7 +103,7 @@ def log_softmax(x):
     Returns
     -------
     array
-        x's shape; ``exp`` of each row sums to 1.
+        Same shape as `x`; ``exp`` of each row sums to 1.
 
     Raises
     ------
