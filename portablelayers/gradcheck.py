@@ -45,7 +45,7 @@ def numerical_gradient(f, x, h: float = 1e-6):
     Returns
     -------
     array
-        float64, x's shape, device and namespace.
+        The gradient, float64, in x's shape, device and namespace.
 
     Raises
     ------
