@@ -53,8 +53,10 @@ def _as_vector(x):
 
 
 def smooth_curve(x):
-    """The book's smoothing of a loss curve: a normalised Kaiser window (length 11,
-    beta 2) slid over `x`, whose ends are mirrored.
+    """The book's smoothing of a loss curve.
+
+    A normalised Kaiser window (length 11, beta 2) is slid over `x`, whose ends are
+    mirrored.
 
     Parameters
     ----------
