@@ -37,6 +37,7 @@ from ._backend import (
     namespace,
     no_value_checks,
     persist,
+    read_bool,
     static_shape,
 )
 from .backends import backend_of, set_precision
@@ -59,9 +60,19 @@ def loss_and_gradient(network, x, t):
     return network.loss(x, t), network.gradient(x, t)
 
 
-def training_step(network, optimizer, x, t):
-    """Forward, backward and the optimizer's update, eagerly; returns the 0-D loss."""
+def training_step(network, optimizer, x, t, check_finite=False):
+    """Forward, backward and the optimizer's update, eagerly; returns the 0-D loss.
+
+    With `check_finite`, a loss that is NaN or inf raises FloatingPointError before the
+    update, so the parameters stay as they were. That reads the loss on the host (a sync
+    on a GPU), and is skipped where a value cannot be read (under jax.jit, inside a CUDA
+    graph capture, on Dask)."""
     loss, grads = loss_and_gradient(network, x, t)
+    if check_finite:
+        xp = namespace(loss)
+        if read_bool(xp.all(xp.isfinite(loss))) is False:
+            raise FloatingPointError(f"the loss of this batch is {float(loss)}; the update "
+                                     "was not applied, the parameters are as before it")
     optimizer.update(network.params, grads)
     return loss
 
@@ -131,7 +142,7 @@ def _library(x):
 
 
 def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
-                 precision=None):
+                 precision=None, check_finite=False):
     """`step(x, t) -> loss`: one training step of `network` with `optimizer`, compiled
     where the arrays' library allows (see the module's table).
 
@@ -152,6 +163,10 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         Float32 products at full precision, or the library's default (TF32 on NVIDIA GPUs
         for JAX and torch's convolutions); None leaves the library's setting as it is.
         See `backends.set_precision`: it is the library's global switch.
+    check_finite : bool
+        Eager steps only: raise FloatingPointError before the update when the loss is NaN
+        or inf (one host read a step; see `training_step`). Compiled steps never read
+        values; the Trainer finds a non-finite loss when it reads their losses.
 
     Returns
     -------
@@ -175,7 +190,9 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
     _adopt_state(network, like)
     if hasattr(optimizer, "init_state"):
         optimizer.init_state(network.params)
-    step = {"jax.jit": _JaxStep, "cuda-graph": _CudaGraphStep}.get(kind, _EagerStep)
+    if kind == "eager":
+        return _EagerStep(network, optimizer, check=check, check_finite=check_finite)
+    step = {"jax.jit": _JaxStep, "cuda-graph": _CudaGraphStep}[kind]
     return step(network, optimizer, check=check)
 
 
@@ -254,9 +271,13 @@ class _EagerStep(_Step):
 
     kind = "eager"
 
+    def __init__(self, network, optimizer, check=True, check_finite=False):
+        super().__init__(network, optimizer, check)
+        self.check_finite = check_finite
+
     def __call__(self, x, t):
         self._check_first(x, t)
-        loss = training_step(self.network, self.optimizer, x, t)
+        loss = training_step(self.network, self.optimizer, x, t, self.check_finite)
         params, state, opt_state = self._arrays()
         names = [list(params), list(state), list(opt_state)]
         values = persist(loss, *params.values(), *state.values(), *opt_state.values())
