@@ -21,7 +21,7 @@ import math
 from collections import OrderedDict
 from collections.abc import MutableMapping
 
-from .. import checkpoint
+from .. import checkpoint, guards
 from .._backend import device, is_array, namespace, static_shape
 from ..functions import class_indices
 
@@ -245,7 +245,7 @@ class Sequential:
         `t` is class indices (N,) or (N, 1), or one-hot (N, C). With `batch_size`,
         predictions are made batch by batch; every sample counts, the last partial batch too.
         """
-        xp = namespace(x, t)
+        xp = guards.arrays(f"{type(self).__name__}.accuracy", x=x, t=t)
         n = static_shape(x)[0] if x.ndim else None
         t = class_indices(t)
         if n is None or static_shape(t) != (n,):
