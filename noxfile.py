@@ -58,7 +58,8 @@ for _backend in backends.BACKENDS.values():
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """The documentation site: every page's cells executed, warnings as errors. HTML in
+    """The documentation site: every page's cells executed, warnings as errors (numpydoc's
+    validation included), then every docstring example run as a doctest. HTML in
     docs/_build/html."""
     session.install("-e", ".[docs]")
     env = {"OMP_NUM_THREADS": "1"}
@@ -66,6 +67,8 @@ def docs(session: nox.Session) -> None:
     shutil.rmtree("docs/api/generated", ignore_errors=True)
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
                 *session.posargs, env=env)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--doctest-modules",
+                "-o", "doctest_optionflags=NORMALIZE_WHITESPACE", "portablelayers", env=env)
 
 
 @nox.session

@@ -72,7 +72,20 @@ numpydoc_validation_checks = {
     "GL02",
     "YD01",
 }
-numpydoc_validation_exclude = {r".*"}  # narrowed in part 5
+# What is not validated (yet): methods and properties (their classes' docstrings document
+# them), constants, and the modules whose docstrings are still short prose. Everything else
+# that the API pages list is checked, and a failing check fails the build (-W).
+UNCHECKED_MODULES = [
+    "optim", "schedules", "nets", "train", "compiled", "datasets",
+    "checkpoint", "models", "inference", "distributed", "backends",
+    "threads",
+]
+numpydoc_validation_exclude = {
+    r"\.[A-Z][A-Za-z0-9]*\.[a-z_]\w*$",     # Class.method / Class.property
+    r"\.[A-Z][A-Z0-9_]+$",                   # CONSTANTS
+    *(rf"^portablelayers\.{m}\." for m in UNCHECKED_MODULES),
+    r"^portablelayers\.(Layer|LossLayer|BaseLayer|parameter|state_entry|load_model|set_threads)$",
+}
 
 
 # --- HTML ---------------------------------------------------------------------------------
