@@ -74,9 +74,28 @@ def _imul(x, value):
 # --- Gradient clipping ----------------------------------------------------------------
 
 def global_norm(grads):
-    """The L2 norm of all arrays in `grads` (a mapping or a sequence) together, as a 0-D
-    array of their common dtype. Computed as peak * ||g / peak|| so float32 squares can
-    neither overflow nor underflow."""
+    """The L2 norm of all gradients together.
+
+    It is computed as ``peak * ||g / peak||``, so float32 squares can neither overflow nor
+    underflow.
+
+    Parameters
+    ----------
+    grads : mapping or sequence of array
+        The gradients; None entries and empty arrays are skipped.
+
+    Returns
+    -------
+    array
+        The norm, a 0-D array of the gradients' common dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import global_norm
+    >>> float(global_norm({"W": np.array([3.0]), "b": np.array([4.0])}))
+    5.0
+    """
     values = [g for g in (grads.values() if hasattr(grads, "values") else grads)
               if g is not None and size(g) != 0]
     xp = namespace(*values)
@@ -89,9 +108,41 @@ def global_norm(grads):
 
 
 def clip_grad_norm(grads, max_norm):
-    """New gradients scaled by max_norm / (norm + 1e-6) when their global norm exceeds
-    `max_norm` (as ``torch.nn.utils.clip_grad_norm_``), and that norm. `grads` is unchanged;
-    None entries stay None. Lazy-safe: the decision is an `xp.where`, not a Python `if`."""
+    """Scale gradients down when their global norm exceeds `max_norm`.
+
+    The factor is ``max_norm / (norm + 1e-6)``, as ``torch.nn.utils.clip_grad_norm_``.
+    `grads` is unchanged; None entries stay None. Lazy-safe: the decision is an
+    `xp.where`, not a Python `if`.
+
+    Parameters
+    ----------
+    grads : dict
+        Name to gradient (or None).
+    max_norm : float
+        The largest global L2 norm allowed, > 0.
+
+    Returns
+    -------
+    clipped : dict
+        New gradients, same keys.
+    norm : array or None
+        The global norm before clipping (None when there was no gradient).
+
+    Raises
+    ------
+    TypeError
+        For a `max_norm` that is not a real number.
+    ValueError
+        For a `max_norm` that is not positive and finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import clip_grad_norm
+    >>> clipped, norm = clip_grad_norm({"W": np.array([3.0, 4.0])}, 1.0)
+    >>> clipped["W"].round(4), float(norm)
+    (array([0.6, 0.8]), 5.0)
+    """
     max_norm = _number("max_norm", max_norm, lambda v: 0.0 < v < math.inf, "> 0 and finite")
     present = {k: g for k, g in grads.items() if g is not None}
     if not present:
@@ -128,7 +179,37 @@ class Optimizer:
 
     A subclass lists its per-parameter state dicts in `state_names` (the book's `v`, `h`,
     `m`), sets `counts_steps` if it keeps a step count (`iter`), and implements
-    `_step(xp, name, param, grad) -> new param`.
+    ``_step(xp, name, param, grad) -> new param``.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate, >= 0.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this value before the step (None: no
+        clipping).
+
+    Raises
+    ------
+    TypeError
+        For a hyper-parameter that is not a real number.
+    ValueError
+        For a hyper-parameter out of its range (negative `lr`, a fraction outside [0, 1],
+        ...); from `update`, for a gradient whose name or shape matches no parameter.
+
+    Examples
+    --------
+    A plain gradient step, written as a subclass:
+
+    >>> import numpy as np
+    >>> from portablelayers.optim import Optimizer
+    >>> class Halve(Optimizer):
+    ...     def _step(self, xp, name, param, grad):
+    ...         return param - self.lr * grad
+    >>> params = {"W": np.array([1.0])}
+    >>> Halve(lr=0.5).update(params, {"W": np.array([1.0])})
+    >>> params["W"]
+    array([0.5])
     """
 
     state_names: tuple[str, ...] = ()
@@ -288,7 +369,34 @@ def _python_numbers(params, grads):
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent: W -= lr * dW."""
+    """Stochastic gradient descent: ``W -= lr * dW``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        The learning rate.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this value before the step (None: no
+        clipping).
+
+    Raises
+    ------
+    TypeError
+        For a hyper-parameter that is not a real number.
+    ValueError
+        For a hyper-parameter out of its range (negative `lr`, a fraction outside [0, 1],
+        ...); from `update`, for a gradient whose name or shape matches no parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import SGD
+    >>> params, grads = {"W": np.array([1.0, -1.0])}, {"W": np.array([0.5, -0.5])}
+    >>> opt = SGD(lr=0.1)
+    >>> opt.update(params, grads)
+    >>> params["W"].round(4)
+    array([ 0.95, -0.95])
+    """
 
     def __init__(self, lr=0.01, clip_norm=None):
         super().__init__(lr, clip_norm)
@@ -298,7 +406,36 @@ class SGD(Optimizer):
 
 
 class Momentum(Optimizer):
-    """v = momentum * v - lr * dW;  W += v."""
+    """Momentum SGD: ``v = momentum * v - lr * dW``, then ``W += v``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        The learning rate.
+    momentum : float, default 0.9
+        The decay of the velocity `v`, in [0, 1].
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this value before the step (None: no
+        clipping).
+
+    Raises
+    ------
+    TypeError
+        For a hyper-parameter that is not a real number.
+    ValueError
+        For a hyper-parameter out of its range (negative `lr`, a fraction outside [0, 1],
+        ...); from `update`, for a gradient whose name or shape matches no parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import Momentum
+    >>> params, grads = {"W": np.array([1.0, -1.0])}, {"W": np.array([0.5, -0.5])}
+    >>> opt = Momentum(lr=0.1)
+    >>> opt.update(params, grads)
+    >>> params["W"].round(4)
+    array([ 0.95, -0.95])
+    """
 
     state_names = ("v",)
 
@@ -320,6 +457,34 @@ class Nesterov(Optimizer):
 
     The book uses the *updated* v here; torch's SGD(nesterov=True) (Bengio et al. 2012,
     eq. 7) uses the previous one, so the two give different trajectories.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        The learning rate.
+    momentum : float, default 0.9
+        The decay of the velocity `v`, in [0, 1].
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this value before the step (None: no
+        clipping).
+
+    Raises
+    ------
+    TypeError
+        For a hyper-parameter that is not a real number.
+    ValueError
+        For a hyper-parameter out of its range (negative `lr`, a fraction outside [0, 1],
+        ...); from `update`, for a gradient whose name or shape matches no parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import Nesterov
+    >>> params, grads = {"W": np.array([1.0, -1.0])}, {"W": np.array([0.5, -0.5])}
+    >>> opt = Nesterov(lr=0.1)
+    >>> opt.update(params, grads)
+    >>> params["W"].round(4)
+    array([ 0.8645, -0.8645])
     """
 
     state_names = ("v",)
@@ -337,7 +502,38 @@ class Nesterov(Optimizer):
 
 
 class AdaGrad(Optimizer):
-    """h += dW * dW;  W -= lr * dW / (sqrt(h) + eps): each weight's own, shrinking lr."""
+    """AdaGrad: ``h += dW * dW``, then ``W -= lr * dW / (sqrt(h) + eps)``.
+
+    Each weight gets its own learning rate, shrinking as its gradients add up.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        The learning rate.
+    eps : float, default 1e-7
+        Keeps the division finite (the book's value).
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this value before the step (None: no
+        clipping).
+
+    Raises
+    ------
+    TypeError
+        For a hyper-parameter that is not a real number.
+    ValueError
+        For a hyper-parameter out of its range (negative `lr`, a fraction outside [0, 1],
+        ...); from `update`, for a gradient whose name or shape matches no parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import AdaGrad
+    >>> params, grads = {"W": np.array([1.0, -1.0])}, {"W": np.array([0.5, -0.5])}
+    >>> opt = AdaGrad(lr=0.1)
+    >>> opt.update(params, grads)
+    >>> params["W"].round(4)
+    array([ 0.9, -0.9])
+    """
 
     state_names = ("h",)
 
@@ -351,7 +547,38 @@ class AdaGrad(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """AdaGrad with a decaying h: h = decay_rate * h + (1 - decay_rate) * dW * dW."""
+    """RMSprop: AdaGrad with a decaying ``h = decay_rate * h + (1 - decay_rate) * dW * dW``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        The learning rate.
+    decay_rate : float, default 0.99
+        The decay of `h`, in [0, 1].
+    eps : float, default 1e-7
+        Keeps the division finite.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this value before the step (None: no
+        clipping).
+
+    Raises
+    ------
+    TypeError
+        For a hyper-parameter that is not a real number.
+    ValueError
+        For a hyper-parameter out of its range (negative `lr`, a fraction outside [0, 1],
+        ...); from `update`, for a gradient whose name or shape matches no parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import RMSprop
+    >>> params, grads = {"W": np.array([1.0, -1.0])}, {"W": np.array([0.5, -0.5])}
+    >>> opt = RMSprop(lr=0.01)
+    >>> opt.update(params, grads)
+    >>> params["W"].round(4)
+    array([ 0.9, -0.9])
+    """
 
     state_names = ("h",)
 
@@ -374,6 +601,36 @@ class Adam(Optimizer):
         W -= lr_t * m / (sqrt(v) + eps)
 
     (torch adds eps to sqrt(v) / sqrt(1 - beta2**iter) instead: the same for eps = 0.)
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+        The learning rate.
+    beta1, beta2 : float, default 0.9 and 0.999
+        Decays of the moving averages m and v, in [0, 1].
+    eps : float, default 1e-7
+        Keeps the division finite.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this value before the step (None: no
+        clipping).
+
+    Raises
+    ------
+    TypeError
+        For a hyper-parameter that is not a real number.
+    ValueError
+        For a hyper-parameter out of its range (negative `lr`, a fraction outside [0, 1],
+        ...); from `update`, for a gradient whose name or shape matches no parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import Adam
+    >>> params, grads = {"W": np.array([1.0, -1.0])}, {"W": np.array([0.5, -0.5])}
+    >>> opt = Adam(lr=0.1)
+    >>> opt.update(params, grads)
+    >>> params["W"].round(4)
+    array([ 0.9, -0.9])
     """
 
     state_names = ("m", "v")
@@ -412,9 +669,43 @@ def _log(beta):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter; torch.optim.AdamW): before
-    the Adam step, ``W *= 1 - lr * weight_decay``. The decay does not pass through m and v,
-    unlike an L2 term added to the loss."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter; ``torch.optim.AdamW``).
+
+    Before the Adam step, ``W *= 1 - lr * weight_decay``. The decay does not pass through
+    m and v, unlike an L2 term added to the loss.
+
+    Parameters
+    ----------
+    lr : float, default 0.001
+        The learning rate.
+    beta1, beta2 : float, default 0.9 and 0.999
+        Decays of the moving averages m and v, in [0, 1].
+    weight_decay : float, default 0.01
+        The decoupled decay, >= 0.
+    eps : float, default 1e-7
+        Keeps the division finite.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this value before the step (None: no
+        clipping).
+
+    Raises
+    ------
+    TypeError
+        For a hyper-parameter that is not a real number.
+    ValueError
+        For a hyper-parameter out of its range (negative `lr`, a fraction outside [0, 1],
+        ...); from `update`, for a gradient whose name or shape matches no parameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.optim import AdamW
+    >>> params, grads = {"W": np.array([1.0, -1.0])}, {"W": np.array([0.5, -0.5])}
+    >>> opt = AdamW(lr=0.1, weight_decay=0.5)
+    >>> opt.update(params, grads)
+    >>> params["W"].round(4)
+    array([ 0.85, -0.85])
+    """
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, weight_decay=0.01, eps=1e-7,
                  clip_norm=None):
