@@ -594,8 +594,9 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam as the book writes it: moving averages m and v of dW and dW**2, and the bias
-    correction folded into the step size:
+    """Adam as the book writes it, the bias correction folded into the step size.
+
+    Moving averages m and v of dW and dW**2 give the step:
 
         lr_t = lr * sqrt(1 - beta2**iter) / (1 - beta1**iter)
         W -= lr_t * m / (sqrt(v) + eps)
