@@ -148,7 +148,39 @@ class Sequential:
     ("Affine1", "ReLU1"). `layers` holds all but the loss layer, which is `last_layer`
     (the book's attributes). Layers whose forward takes `train_flg` (BatchNormalization,
     Dropout) are given it. With `weight_decay_lambda` > 0 the loss adds
-    0.5 * lambda * sum(W**2) over every weight "W" and the gradient lambda * W.
+    ``0.5 * lambda * sum(W**2)`` over every weight "W" and the gradient ``lambda * W``.
+
+    `predict(x)`, `loss(x, t)`, `gradient(x, t)` (backpropagation), `loss_and_gradient`,
+    `accuracy(x, t)` and `numerical_gradient(x, t)` are the book's methods; `params` and
+    `state` are live views named like the book ("W1", "b1", "gamma1", "running_mean1").
+
+    Parameters
+    ----------
+    *layers : layer or (str, layer)
+        The layers in order; the last is the loss layer.
+    weight_decay_lambda : float, default 0.0
+        L2 weight decay on every weight "W".
+
+    Raises
+    ------
+    ValueError
+        For no layers, a last layer that is not a loss layer, two layers of one name or a
+        negative `weight_decay_lambda`.
+    TypeError
+        For a layer without `forward`, `backward` and `params`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import Affine, ReLU, SoftmaxWithLoss
+    >>> from portablelayers.nets import Sequential
+    >>> net = Sequential(Affine(np.ones((2, 3)), np.zeros(3)), ReLU(),
+    ...                  Affine(np.ones((3, 2)), np.zeros(2)), SoftmaxWithLoss())
+    >>> list(net.params)
+    ['W1', 'b1', 'W2', 'b2']
+    >>> grads = net.gradient(np.array([[1.0, 2.0]]), np.array([0]))
+    >>> grads["W1"].shape
+    (2, 3)
     """
 
     def __init__(self, *layers, weight_decay_lambda=0.0):
