@@ -27,7 +27,44 @@ def sub_seed(seed: int, index: int) -> int:
 
 
 class TwoLayerNet(Sequential):
-    """Affine - ReLU - Affine - SoftmaxWithLoss (the book's chapter 5 network)."""
+    """The book's chapter 5 network: Affine - ReLU - Affine - SoftmaxWithLoss.
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size : int
+        Widths of the input, the hidden layer and the output.
+    weight_init_std : float or str, default 0.01
+        Standard deviation of the initial weights, or "he"/"xavier" (see
+        `portablelayers.init.weight_std`).
+    xp : str or module, optional
+        The backend: a name ("torch", "jax", ...), an array module or a namespace; None is
+        NumPy.
+    device : object, optional
+        Device of the parameters (e.g. "cuda:0" for torch); None is the default.
+    dtype : dtype or str, optional
+        Floating dtype of the parameters; float32 when None.
+    seed : int, optional
+        Seed of the initial weights: one seed gives the same network on every backend.
+
+    Raises
+    ------
+    ValueError
+        For sizes or convolution settings that do not fit, an unknown activation or
+        initialisation name, dtype, or a negative seed.
+    ImportError
+        For a backend that is not installed (the message names the extra).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> net = TwoLayerNet(4, 5, 3, seed=0)
+    >>> x, t = np.ones((2, 4), dtype=np.float32), np.array([0, 2])
+    >>> round(float(net.loss(x, t)), 3)
+    1.099
+    >>> {k: v.shape for k, v in net.gradient(x, t).items()}
+    {'W1': (4, 5), 'b1': (5,), 'W2': (5, 3), 'b2': (3,)}
+    """
 
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01, *,
                  xp=None, device=None, dtype=None, seed=None):
@@ -50,9 +87,45 @@ class TwoLayerNet(Sequential):
 class MultiLayerNet(Sequential):
     """(Affine - activation) x len(hidden_size_list) - Affine - SoftmaxWithLoss.
 
-    `activation` is 'relu' or 'sigmoid'; `weight_init_std` a number, 'relu'/'he' (He) or
-    'sigmoid'/'xavier' (Xavier), with the fan-in of each layer; `weight_decay_lambda` the
-    L2 weight decay on every W.
+    Parameters
+    ----------
+    input_size : int
+        Width of the input.
+    hidden_size_list : list of int
+        Widths of the hidden layers.
+    output_size : int
+        Number of classes.
+    activation : {'relu', 'sigmoid'}, default 'relu'
+        The hidden layers' activation.
+    weight_init_std : float or str, default 'relu'
+        A number, 'relu'/'he' (He) or 'sigmoid'/'xavier' (Xavier), with the fan-in of
+        each layer.
+    weight_decay_lambda : float, default 0
+        L2 weight decay on every W.
+    xp : str or module, optional
+        The backend: a name ("torch", "jax", ...), an array module or a namespace; None is
+        NumPy.
+    device : object, optional
+        Device of the parameters (e.g. "cuda:0" for torch); None is the default.
+    dtype : dtype or str, optional
+        Floating dtype of the parameters; float32 when None.
+    seed : int, optional
+        Seed of the initial weights: one seed gives the same network on every backend.
+
+    Raises
+    ------
+    ValueError
+        For sizes or convolution settings that do not fit, an unknown activation or
+        initialisation name, dtype, or a negative seed.
+    ImportError
+        For a backend that is not installed (the message names the extra).
+
+    Examples
+    --------
+    >>> from portablelayers.nets import MultiLayerNet
+    >>> net = MultiLayerNet(64, [32, 16], 10, seed=0)
+    >>> [name for name in net.params if name.startswith("W")]
+    ['W1', 'W2', 'W3']
     """
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
@@ -95,9 +168,58 @@ class MultiLayerNet(Sequential):
 
 
 class MultiLayerNetExtend(MultiLayerNet):
-    """MultiLayerNet with optional BatchNormalization after each hidden Affine and Dropout
-    after each activation. The book's misspelt `dropout_ration` and `dropout_ratio` are
-    both accepted."""
+    """MultiLayerNet with optional batch normalisation and dropout.
+
+    BatchNormalization comes after each hidden Affine and Dropout after each activation.
+    The book's misspelt `dropout_ration` and `dropout_ratio` are both accepted.
+
+    Parameters
+    ----------
+    input_size : int
+        Width of the input.
+    hidden_size_list : list of int
+        Widths of the hidden layers.
+    output_size : int
+        Number of classes.
+    activation : {'relu', 'sigmoid'}, default 'relu'
+        The hidden layers' activation.
+    weight_init_std : float or str, default 'relu'
+        As in `MultiLayerNet`.
+    weight_decay_lambda : float, default 0
+        L2 weight decay on every W.
+    use_dropout : bool, default False
+        Add Dropout after each activation.
+    dropout_ration : float, default 0.5
+        The book's (misspelt) dropout ratio.
+    use_batchnorm : bool, default False
+        Add BatchNormalization after each hidden Affine.
+    dropout_ratio : float, optional
+        The same ratio, spelt correctly; give one of the two (both are a TypeError).
+    xp : str or module, optional
+        The backend: a name ("torch", "jax", ...), an array module or a namespace; None is
+        NumPy.
+    device : object, optional
+        Device of the parameters (e.g. "cuda:0" for torch); None is the default.
+    dtype : dtype or str, optional
+        Floating dtype of the parameters; float32 when None.
+    seed : int, optional
+        Seed of the initial weights: one seed gives the same network on every backend.
+
+    Raises
+    ------
+    ValueError
+        For sizes or convolution settings that do not fit, an unknown activation or
+        initialisation name, dtype, or a negative seed.
+    ImportError
+        For a backend that is not installed (the message names the extra).
+
+    Examples
+    --------
+    >>> from portablelayers.nets import MultiLayerNetExtend
+    >>> net = MultiLayerNetExtend(64, [32], 10, use_batchnorm=True, use_dropout=True, seed=0)
+    >>> sorted(net.params)
+    ['W1', 'W2', 'b1', 'b2', 'beta1', 'gamma1']
+    """
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
