@@ -61,7 +61,50 @@ def _check_input_dim(input_dim):
 
 
 class SimpleConvNet(Sequential):
-    """conv - relu - pool(2x2, stride 2) - affine - relu - affine - softmax."""
+    """The book's chapter 7 network: conv - relu - pool - affine - relu - affine - softmax.
+
+    The pooling is 2x2 with stride 2.
+
+    Parameters
+    ----------
+    input_dim : tuple of int, default (1, 28, 28)
+        (C, H, W) of one image.
+    conv_param : dict, optional
+        "filter_num", "filter_size", "pad" and "stride" of the convolution (the book's
+        30 filters of 5x5, pad 0, stride 1 by default).
+    hidden_size : int, default 100
+        Width of the hidden affine layer.
+    output_size : int, default 10
+        Number of classes.
+    weight_init_std : float or str, default 0.01
+        Standard deviation of the initial weights, or "he"/"xavier".
+    xp : str or module, optional
+        The backend: a name ("torch", "jax", ...), an array module or a namespace; None is
+        NumPy.
+    device : object, optional
+        Device of the parameters (e.g. "cuda:0" for torch); None is the default.
+    dtype : dtype or str, optional
+        Floating dtype of the parameters; float32 when None.
+    seed : int, optional
+        Seed of the initial weights: one seed gives the same network on every backend.
+
+    Raises
+    ------
+    ValueError
+        For sizes or convolution settings that do not fit, an unknown activation or
+        initialisation name, dtype, or a negative seed.
+    ImportError
+        For a backend that is not installed (the message names the extra).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.nets import SimpleConvNet
+    >>> net = SimpleConvNet(input_dim=(1, 8, 8), seed=0,
+    ...                     conv_param={"filter_num": 4, "filter_size": 3, "pad": 1, "stride": 1})
+    >>> net.predict(np.zeros((2, 1, 8, 8), dtype=np.float32)).shape
+    (2, 10)
+    """
 
     def __init__(self, input_dim=(1, 28, 28), conv_param=SIMPLE_CONV_PARAM,
                  hidden_size=100, output_size=10, weight_init_std=0.01, *,
@@ -102,6 +145,42 @@ class DeepConvNet(Sequential):
     He initialisation, each weight scaled by sqrt(2 / fan_in) with fan_in = C*FH*FW of its
     input for a convolution and the input size for an affine layer (the book's
     `pre_node_nums`). Dropout ratio 0.5 as the book.
+
+    Parameters
+    ----------
+    input_dim : tuple of int, default (1, 28, 28)
+        (C, H, W) of one image.
+    conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6 : dict
+        "filter_num", "filter_size", "pad" and "stride" of each convolution (the book's
+        by default).
+    hidden_size : int, default 50
+        Width of the hidden affine layer.
+    output_size : int, default 10
+        Number of classes.
+    xp : str or module, optional
+        The backend: a name ("torch", "jax", ...), an array module or a namespace; None is
+        NumPy.
+    device : object, optional
+        Device of the parameters (e.g. "cuda:0" for torch); None is the default.
+    dtype : dtype or str, optional
+        Floating dtype of the parameters; float32 when None.
+    seed : int, optional
+        Seed of the initial weights: one seed gives the same network on every backend.
+
+    Raises
+    ------
+    ValueError
+        For sizes or convolution settings that do not fit, an unknown activation or
+        initialisation name, dtype, or a negative seed.
+    ImportError
+        For a backend that is not installed (the message names the extra).
+
+    Examples
+    --------
+    >>> from portablelayers.nets import DeepConvNet
+    >>> net = DeepConvNet(seed=0)
+    >>> sum(1 for name in net.params if name.startswith("W"))
+    8
     """
 
     def __init__(self, input_dim=(1, 28, 28),
