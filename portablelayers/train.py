@@ -42,8 +42,20 @@ DIVERGENCE_FACTOR = 2.0
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """train() stopped at a request (Ctrl-C, `request_stop()`) after a whole step: the
-    network, the optimizer and `training_state()` are those of step `iteration`."""
+    """`Trainer.train` stopped at a request (Ctrl-C, `request_stop()`) after a whole step.
+
+    The network, the optimizer and `training_state()` are those of step `iteration`, so
+    the run can be saved and resumed exactly.
+
+    Parameters
+    ----------
+    epoch : int
+        Epochs completed.
+    iteration : int
+        Steps completed (0: stopped before the first).
+    max_iter : int
+        Steps the whole run would take.
+    """
 
     def __init__(self, epoch, iteration, max_iter):
         super().__init__(f"stopped after step {iteration} of {max_iter} (epoch {epoch} "
@@ -116,6 +128,68 @@ class Trainer:
     uninterrupted one. With `client` (a `dask.distributed.Client`, "local:N" or a
     scheduler address) and the data as Dask arrays chunked along the samples, each step is
     data-parallel on the cluster's workers (portablelayers.distributed.DistributedStep).
+
+    Parameters
+    ----------
+    network : Sequential
+        A network with `params`, `gradient(x, t)`, `loss(x, t)` and `accuracy(x, t)`.
+    x_train, t_train : array
+        Training images and labels (class indices or one-hot), one library.
+    x_test, t_test : array
+        Test images and labels.
+    epochs : int, default 20
+        Passes over the training set.
+    mini_batch_size : int, default 100
+        Samples per step (the last batch of an epoch may be smaller).
+    optimizer : str or optimizer, default 'SGD'
+        A book name (any case) or an object with ``update(params, grads)``.
+    optimizer_param : dict, optional
+        Keyword arguments of a named optimizer; ``{"lr": 0.01}`` when None (the book's).
+    evaluate_sample_num_per_epoch : int, optional
+        Measure each epoch on the first samples only.
+    verbose : bool, default True
+        Print one line per epoch.
+    seed : int, optional
+        Seed of the shuffling.
+    progress : bool, optional
+        Show a tqdm bar (None: when stderr is a terminal).
+    file : file-like, optional
+        Where the lines go instead of stdout.
+    evaluate_batch_size : int, optional
+        Batch size of the accuracy measures (default: `mini_batch_size`).
+    compile : {'auto', True, False}, default 'auto'
+        Compile each step (see `compile_step`).
+    x_val, t_val : array, optional
+        A validation set, given together.
+    lr_schedule : callable, optional
+        ``lr_schedule(epoch) -> lr``, applied at the start of each epoch.
+    patience : int, optional
+        Stop after this many epochs without a lower validation loss (needs `x_val`).
+    precision : {'highest', 'default'}, default 'highest'
+        Full float32 products, or the library's default (TF32 on NVIDIA GPUs).
+    client : dask.distributed.Client or str, optional
+        Train data-parallel on this cluster ("local:N" or an address also work).
+
+    Raises
+    ------
+    TypeError
+        For a network without the methods above, or an `lr_schedule` that is not callable.
+    ValueError
+        For data of different lengths or libraries, labels out of range, non-finite data,
+        a bad size, an unknown optimizer name, `compile=True` where no compiler applies,
+        `patience` without a validation set, or only one of `x_val` and `t_val`.
+
+    Examples
+    --------
+    >>> from portablelayers.datasets import load_digits
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> from portablelayers.train import Trainer
+    >>> (x_train, t_train), (x_test, t_test) = load_digits()
+    >>> trainer = Trainer(TwoLayerNet(64, 50, 10, seed=0), x_train, t_train, x_test, t_test,
+    ...                   epochs=2, optimizer="Adam", seed=0, verbose=False)
+    >>> final_accuracy = trainer.train()
+    >>> len(trainer.test_acc_list), final_accuracy > 0.7
+    (2, True)
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
