@@ -143,27 +143,31 @@ def _library(x):
 
 def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
                  precision=None, check_finite=False):
-    """`step(x, t) -> loss`: one training step of `network` with `optimizer`, compiled
-    where the arrays' library allows (see the module's table).
+    """One training step of `network` with `optimizer`, compiled where the library allows.
+
+    What runs depends on the arrays' library (see the module's table): `jax.jit` on JAX, a
+    CUDA graph on torch CUDA tensors, eager elsewhere.
 
     Parameters
     ----------
-    network : Sequential or a network with `params`, `state`, `loss`, `gradient`, `predict`
-    optimizer : an optimizer of `portablelayers.optim` (its state is arrays)
-    compile : 'auto', True or False
+    network : Sequential
+        A network with `params`, `state`, `loss`, `gradient` and `predict`.
+    optimizer : Optimizer
+        An optimizer of `portablelayers.optim` (its state is arrays).
+    compile : {'auto', True, False}, default 'auto'
         'auto' compiles on JAX and on torch CUDA tensors and runs eagerly elsewhere; True
         raises ValueError where no compiler applies; False always runs eagerly.
     like : array, optional
         An array of the data (library and device) the step will see; default: the
         network's first parameter.
-    check : bool
+    check : bool, default True
         Check the labels of the first batch (`check_labels`); the Trainer, which checks
         whole data sets up front, passes False.
-    precision : 'highest', 'default' or None
+    precision : {'highest', 'default'}, optional
         Float32 products at full precision, or the library's default (TF32 on NVIDIA GPUs
         for JAX and torch's convolutions); None leaves the library's setting as it is.
         See `backends.set_precision`: it is the library's global switch.
-    check_finite : bool
+    check_finite : bool, default False
         Eager steps only: raise FloatingPointError before the update when the loss is NaN
         or inf (one host read a step; see `training_step`). Compiled steps never read
         values; the Trainer finds a non-finite loss when it reads their losses.
@@ -176,9 +180,29 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         state are rebound to the new arrays after each call. `step.kind` names what runs
         ("jax.jit", "cuda-graph", "eager"); `step.traces` counts compilations.
 
+    Raises
+    ------
+    ValueError
+        For a network without parameters, an unknown `compile`, `compile=True` where no
+        compiler applies, or (from the first call) labels out of range.
+
+    Notes
+    -----
     The labels of the first batch are checked once (`check_labels`); later batches are not
     read. On JAX, the arrays a step replaces are donated: do not keep references to old
     parameters across steps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> from portablelayers.optim import SGD
+    >>> from portablelayers.train import compile_step
+    >>> net = TwoLayerNet(4, 5, 3, seed=0)
+    >>> step = compile_step(net, SGD(lr=0.1))
+    >>> loss = step(np.ones((2, 4), dtype=np.float32), np.array([0, 2]))
+    >>> step.kind, loss.shape
+    ('eager', ())
     """
     params = dict(network.params)
     if not params:
