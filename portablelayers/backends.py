@@ -76,8 +76,8 @@ def split_device(text: str) -> tuple[str, int | None]:
     anything else. Names are lower-cased."""
     match = re.fullmatch(r"\s*([a-zA-Z_]*)\s*(?::?\s*(\d+))?\s*", str(text))
     if not match or not (match.group(1) or match.group(2)):
-        raise ValueError(f"a device is named like 'cpu', 'cuda', 'cuda:1', 'gpu:0' or '0', "
-                         f"got {text!r}")
+        raise ValueError(f"unknown device {text!r}: devices are named like 'cpu', 'cuda', "
+                         "'cuda:1', 'gpu:0' or '0'")
     kind, index = match.group(1).lower(), match.group(2)
     if kind and index is not None and ":" not in text:
         raise ValueError(f"write the device index after a colon ('{kind}:{index}'), got "
@@ -106,16 +106,21 @@ def parse_device(backend: str, text: str | None):
                 return dev
         raise ValueError(_unknown(backend, text, [str(d).split("'")[1] if "'" in str(d)
                                                   else str(d) for d in devices]))
-    kind, index = split_device(text)
     if backend in ("numpy", "dask"):
+        listed = _listed_devices(backend)
+        for dev in listed:  # the names the library lists ("cpu", Dask's "DASK_DEVICE")
+            if str(text).lower() == str(dev).lower():
+                return dev
+        kind, index = split_device(text)
         if kind in ("", "cpu") and index in (None, 0):
             return "cpu"
-        raise ValueError(_unknown(backend, text, ["cpu"]))
+        raise ValueError(_unknown(backend, text, [str(d) for d in listed]))
+    kind, index = split_device(text)
     if backend == "torch":
         torch = importlib.import_module("torch")
         if kind in ("", "gpu"):
             kind = "cuda"
-        if kind not in ("cpu", "cuda", "mps", "xpu"):
+        if kind not in ("cpu", "cuda", "mps", "xpu", "meta"):
             raise ValueError(_unknown(backend, text, ["cpu", "cuda", "cuda:N"]))
         if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"torch device {text!r}: this torch sees no CUDA device")
@@ -146,6 +151,18 @@ def parse_device(backend: str, text: str | None):
     if index >= count:
         raise ValueError(f"cupy device {text!r}: there are {count} GPU(s)")
     return cupy.cuda.Device(index)
+
+
+def _listed_devices(backend):
+    import warnings
+
+    import array_api_compat
+
+    module = importlib.import_module(BACKENDS[backend].module)
+    xp = array_api_compat.array_namespace(module.asarray(0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [d for d in xp.__array_namespace_info__().devices() if d is not None]
 
 
 def _unknown(backend, text, names):

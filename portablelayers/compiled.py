@@ -43,8 +43,8 @@ from ._backend import (
 from .backends import backend_of, set_precision
 from .functions import class_indices
 
-__all__ = ["COMPILE_MODES", "check_labels", "compile_step", "compiled_kind", "keep_compiled",
-           "training_step"]
+__all__ = ["COMPILE_MODES", "NonFiniteLoss", "check_labels", "compile_step", "compiled_kind",
+           "keep_compiled", "training_step"]
 
 COMPILE_MODES = ("auto", True, False)
 
@@ -60,6 +60,15 @@ def loss_and_gradient(network, x, t):
     return network.loss(x, t), network.gradient(x, t)
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A step's loss was NaN or inf; its update was not applied. `value` is the loss."""
+
+    def __init__(self, value):
+        self.value = value
+        super().__init__(f"the loss of this batch is {value}; the update was not applied, "
+                         "the parameters are as before it")
+
+
 def training_step(network, optimizer, x, t, check_finite=False):
     """Forward, backward and the optimizer's update, eagerly; returns the 0-D loss.
 
@@ -71,8 +80,7 @@ def training_step(network, optimizer, x, t, check_finite=False):
     if check_finite:
         xp = namespace(loss)
         if read_bool(xp.all(xp.isfinite(loss))) is False:
-            raise FloatingPointError(f"the loss of this batch is {float(loss)}; the update "
-                                     "was not applied, the parameters are as before it")
+            raise NonFiniteLoss(float(loss))
     optimizer.update(network.params, grads)
     return loss
 

@@ -33,7 +33,7 @@ import numpy as np  # the host generator that shuffles sample indices; never tou
 from . import guards
 from ._backend import device, namespace, static_shape
 from .checkpoint import to_host
-from .compiled import compile_step, compiled_kind
+from .compiled import NonFiniteLoss, compile_step, compiled_kind
 
 __all__ = ["OPTIMIZERS", "Trainer", "TrainingInterrupted", "compile_step"]
 
@@ -235,8 +235,10 @@ class Trainer:
 
             step = DistributedStep(network, optimizer, client, x_train, t_train)
         else:
+            # Eager steps refuse a non-finite loss before its update (they read each loss
+            # anyway); compiled ones read nothing, and their losses are checked when read.
             step = compile_step(network, optimizer, compile, like=x_train, check=False,
-                                precision=precision)
+                                precision=precision, check_finite=True)
         if callable(getattr(network, "predict", None)):
             # Labels are read here, once: no step reads them again (a host sync each).
             step.check_labels(x_train, t_train)
@@ -323,7 +325,16 @@ class Trainer:
         stop = min(start + self.batch_size, self.train_size)
         x_batch, t_batch = self.step.batch(self.x_train, self.t_train, self._order, start, stop)
 
-        loss = self.step(x_batch, t_batch)
+        try:
+            loss = self.step(x_batch, t_batch)
+        except NonFiniteLoss as exc:
+            raise FloatingPointError(
+                f"the training loss became {exc.value} at step {self.current_iter + 1} "
+                f"(epoch {self.current_epoch + 1}, batch {step_in_epoch + 1} of "
+                f"{self.iter_per_epoch}); the update was not applied, so the parameters are "
+                "those of the step before. The data were checked finite when the Trainer "
+                "was made, so training diverged: try a smaller learning rate or clip_norm "
+                "in optimizer_param") from None
         self.current_iter += 1
         self._pending.append((self.current_iter, loss))
         # Eager steps (and any run with a progress bar) read each loss now; a compiled run
@@ -556,7 +567,7 @@ class Trainer:
         if self.step.kind not in ("eager", "dask.distributed"):
             # A compiled step holds lr as a constant: compile it anew (once an epoch).
             self.step = compile_step(self.network, self.optimizer, self._compile,
-                                     like=self.x_train, check=False)
+                                     like=self.x_train, check=False, check_finite=True)
 
     def _begin_epoch(self):
         if self.lr_schedule is not None:

@@ -439,3 +439,20 @@ def test_validation_split_holds_out_a_seeded_fraction():
     assert len(validation_split(x[:2], t[:2], 0.01)[1][1]) == 1  # at least one each
     with pytest.raises(ValueError, match=r"must lie in \(0, 1\)"):
         validation_split(x, t, 1.0)
+
+
+def test_a_diverging_eager_step_stops_before_its_update(xp):
+    # An lr so large that the loss overflows: the eager step refuses the non-finite loss
+    # before updating, so the parameters are those of the last finite step.
+    if xp.__name__ in ("jax.numpy",) or is_dask_array(xp.zeros(1)):
+        pytest.skip("compiled (JAX) and lazy (Dask) steps read no values inside a step")
+    x, t, _, _ = toy_data(xp, n=20, dtype="float32")
+    net = TwoLayerNet(6, 8, 3, weight_init_std=1.0, xp=xp, seed=0)
+    trainer = Trainer(net, x, t, x, t, epochs=50, mini_batch_size=5, optimizer="sgd",
+                      optimizer_param={"lr": 1e30}, verbose=False, seed=0)
+    with pytest.raises(FloatingPointError, match=r"became (nan|inf) at step \d+ \(epoch \d+, "
+                                                 r"batch \d+ of 4\); the update was not "
+                                                 r"applied"):
+        trainer.train()
+    for name in net.params:
+        assert np.all(np.isfinite(to_numpy(net.params[name]))), name
