@@ -106,8 +106,10 @@ def _fmt(loss):
 
 
 class Trainer:
-    """Trains `network` (with `params`, `gradient(x, t)`, `loss(x, t)`, `accuracy(x, t)`) on
-    (x_train, t_train) and measures it after every epoch.
+    """The book's Trainer: trains a network in whole epochs and measures it after each.
+
+    It trains `network` (with `params`, `gradient(x, t)`, `loss(x, t)`,
+    `accuracy(x, t)`) on (x_train, t_train), one shuffled epoch at a time.
 
     `optimizer` is a book name ('SGD', 'Momentum', 'Nesterov', 'AdaGrad', 'RMSprop',
     'Adam', 'AdamW'; any case) built with `optimizer_param`, or an optimizer object.
