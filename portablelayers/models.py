@@ -139,6 +139,9 @@ def restore_optimizer(optimizer, params, arrays):
     dtype and device of the state array `init_state(params)` makes."""
     optimizer.init_state(params)
     current = optimizer.state
+    if "lr" in current and "lr" not in arrays:
+        # Saved before the rate became an array: it comes from the hyper-parameters.
+        arrays = {**arrays, "lr": optimizer.lr}
     if set(arrays) != set(current):
         raise ValueError(f"the checkpoint's {type(optimizer).__name__} state has "
                          f"{sorted(arrays)}, the optimizer needs {sorted(current)}")
@@ -146,7 +149,7 @@ def restore_optimizer(optimizer, params, arrays):
     for key, value in arrays.items():
         like = current[key]
         xp = namespace(like)
-        if tuple(value.shape) != tuple(like.shape):
+        if tuple(getattr(value, "shape", ())) != tuple(like.shape):
             raise ValueError(f"optimizer state {key} has shape {value.shape}, the network's "
                              f"needs {tuple(like.shape)}")
         new[key] = xp.asarray(value, dtype=like.dtype, device=device(like))

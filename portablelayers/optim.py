@@ -216,7 +216,8 @@ class Optimizer:
     counts_steps = False
 
     def __init__(self, lr, clip_norm=None):
-        self.lr = _non_negative("lr", lr)
+        self._lr_array = None  # lr as a 0-D array, from init_state on (see `lr`)
+        self.lr = lr
         if clip_norm is not None:
             clip_norm = _number("clip_norm", clip_norm, lambda v: 0.0 < v < math.inf,
                                 "> 0 and finite, or None")
@@ -225,6 +226,36 @@ class Optimizer:
             setattr(self, state, {})
         if self.counts_steps:
             self.iter = 0  # a 0-D int32 array from the first update (or init_state) on
+
+    @property
+    def lr(self):
+        """The learning rate, a Python float.
+
+        From `init_state` on, the steps read it from a 0-D array in `state["lr"]`, so a
+        compiled step takes a new rate (a schedule's) as data instead of compiling anew.
+        Setting `lr` writes that array in place where it can (a captured CUDA graph keeps
+        reading the same buffer) and rebinds a new one elsewhere (JAX)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _non_negative("lr", value)
+        rate = self._lr_array
+        if rate is None:
+            return
+        if is_writeable_array(rate):
+            rate[...] = self._lr
+        else:
+            xp = namespace(rate)
+            self._lr_array = xp.full((), self._lr, dtype=rate.dtype, device=device(rate))
+
+    def _rate(self, param):
+        """The learning rate to multiply `param`'s gradient by: the 0-D array in the
+        parameter's dtype once there is one, else the Python float."""
+        rate = self._lr_array
+        if rate is None:
+            return self._lr
+        return rate if rate.dtype == param.dtype else namespace(rate).astype(rate, param.dtype)
 
     def update(self, params, grads):
         """Update every `params[name]` that has a gradient in `grads`."""
@@ -255,17 +286,24 @@ class Optimizer:
                                 f"{type(param).__name__}")
             for state in self.state_names:
                 self._state(namespace(param), state, name, param)
-        if self.counts_steps and params:
-            self._step_count(next(iter(params.values())))
+        first = next(iter(params.values()), None)
+        if self.counts_steps and first is not None:
+            self._step_count(first)
+        if self._lr_array is None and first is not None:
+            xp = namespace(first)
+            self._lr_array = xp.full((), self._lr, dtype=first.dtype, device=device(first))
 
     @property
     def state(self):
-        """All state as one flat dict: "v/W1"-style keys for the per-parameter arrays and
-        "iter" for the step count (where the optimizer keeps one and it has begun)."""
+        """All state as one flat dict: "v/W1"-style keys for the per-parameter arrays,
+        "iter" for the step count (where the optimizer keeps one and it has begun) and "lr"
+        for the learning rate as a 0-D array (from `init_state` on)."""
         flat = {f"{s}/{name}": value for s in self.state_names
                 for name, value in getattr(self, s).items()}
         if self.counts_steps and is_array(self.iter):
             flat["iter"] = self.iter
+        if self._lr_array is not None:
+            flat["lr"] = self._lr_array
         return flat
 
     @state.setter
@@ -277,6 +315,8 @@ class Optimizer:
         for key, value in values.items():
             if key == "iter":
                 self.iter = value
+            elif key == "lr":
+                self._lr_array = value
             else:
                 state, name = key.split("/", 1)
                 getattr(self, state)[name] = value
@@ -337,8 +377,9 @@ class Optimizer:
         return checked
 
     def __repr__(self):
-        hyper = {k: v for k, v in vars(self).items()
-                 if isinstance(v, float | int) and not k.startswith("_") and k != "iter"}
+        hyper = {"lr": self.lr, **{k: v for k, v in vars(self).items()
+                                   if isinstance(v, float | int) and not k.startswith("_")
+                                   and k != "iter"}}
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in hyper.items())})"
 
 
@@ -402,7 +443,7 @@ class SGD(Optimizer):
         super().__init__(lr, clip_norm)
 
     def _step(self, xp, name, param, grad):
-        return _isub(param, self.lr * grad)
+        return _isub(param, self._rate(param) * grad)
 
 
 class Momentum(Optimizer):
@@ -445,7 +486,7 @@ class Momentum(Optimizer):
 
     def _step(self, xp, name, param, grad):
         v = _imul(self._state(xp, "v", name, param), self.momentum)
-        v = self.v[name] = _isub(v, self.lr * grad)
+        v = self.v[name] = _isub(v, self._rate(param) * grad)
         return _iadd(param, v)
 
 
@@ -496,9 +537,9 @@ class Nesterov(Optimizer):
     def _step(self, xp, name, param, grad):
         m = self.momentum
         v = _imul(self._state(xp, "v", name, param), m)
-        v = self.v[name] = _isub(v, self.lr * grad)
+        v = self.v[name] = _isub(v, self._rate(param) * grad)
         param = _iadd(param, m * m * v)
-        return _isub(param, (1.0 + m) * self.lr * grad)
+        return _isub(param, (1.0 + m) * self._rate(param) * grad)
 
 
 class AdaGrad(Optimizer):
@@ -543,7 +584,7 @@ class AdaGrad(Optimizer):
 
     def _step(self, xp, name, param, grad):
         h = self.h[name] = _iadd(self._state(xp, "h", name, param), grad * grad)
-        return _isub(param, self.lr * grad / (xp.sqrt(h) + self.eps))
+        return _isub(param, self._rate(param) * grad / (xp.sqrt(h) + self.eps))
 
 
 class RMSprop(Optimizer):
@@ -590,7 +631,7 @@ class RMSprop(Optimizer):
     def _step(self, xp, name, param, grad):
         h = _imul(self._state(xp, "h", name, param), self.decay_rate)
         h = self.h[name] = _iadd(h, (1.0 - self.decay_rate) * grad * grad)
-        return _isub(param, self.lr * grad / (xp.sqrt(h) + self.eps))
+        return _isub(param, self._rate(param) * grad / (xp.sqrt(h) + self.eps))
 
 
 class Adam(Optimizer):
@@ -655,7 +696,8 @@ class Adam(Optimizer):
             t = xp.astype(self.iter, dtype)
             bias1 = -xp.expm1(t * _log(self.beta1))
             bias2 = -xp.expm1(t * _log(self.beta2))
-            self._lr_t[dtype] = self.lr * xp.sqrt(bias2) / bias1
+            rate = self._lr if self._lr_array is None else xp.astype(self._lr_array, dtype)
+            self._lr_t[dtype] = rate * xp.sqrt(bias2) / bias1
 
     def _step(self, xp, name, param, grad):
         m, v = self._state(xp, "m", name, param), self._state(xp, "v", name, param)
@@ -714,5 +756,5 @@ class AdamW(Adam):
         self.weight_decay = _non_negative("weight_decay", weight_decay)
 
     def _step(self, xp, name, param, grad):
-        param = _imul(param, 1.0 - self.lr * self.weight_decay)
+        param = _imul(param, 1.0 - self._rate(param) * self.weight_decay)
         return super()._step(xp, name, param, grad)

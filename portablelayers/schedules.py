@@ -3,9 +3,9 @@
     trainer = Trainer(..., optimizer_param={"lr": 0.01},
                       lr_schedule=warmup(cosine(0.01, epochs=20), epochs=2))
 
-The Trainer sets `optimizer.lr = schedule(epoch)` at the start of each epoch: per epoch,
-not per step, because a compiled step (jax.jit, a CUDA graph) holds the learning rate as a
-constant, so a new rate means compiling the step again: once an epoch, not once a step.
+The Trainer sets `optimizer.lr = schedule(epoch)` at the start of each epoch. The package's
+optimizers keep the rate as a 0-D array in their state, which a compiled step (jax.jit, a
+CUDA graph) reads as data, so a new rate needs no new compilation.
 Schedules are plain JSON-describable objects (`describe()`), so a checkpoint records the
 one a run used and `from_description` rebuilds it.
 """

@@ -566,8 +566,10 @@ class Trainer:
         if lr == self.optimizer.lr:
             return
         self.optimizer.lr = lr
-        if self.step.kind not in ("eager", "dask.distributed"):
-            # A compiled step holds lr as a constant: compile it anew (once an epoch).
+        if self.step.kind not in ("eager", "dask.distributed") and "lr" not in getattr(
+                self.optimizer, "state", {}):
+            # The package's optimizers keep lr as an array a compiled step reads; another
+            # optimizer's Python lr is a constant there: compile the step anew.
             self.step = compile_step(self.network, self.optimizer, self._compile,
                                      like=self.x_train, check=False, check_finite=True)
 

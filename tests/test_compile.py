@@ -124,13 +124,16 @@ def test_optimizer_state_is_a_flat_mapping_of_arrays(xp):
     adam.init_state(net.params)
     state = adam.state
     assert sorted(state) == sorted([f"{s}/{n}" for s in ("m", "v") for n in net.params]
-                                   + ["iter"])
+                                   + ["iter", "lr"])
+    assert float(to_numpy(state["lr"])) == pytest.approx(0.001)
     assert int(to_numpy(state["iter"])) == 0 and state["iter"].dtype == xp.int32
     x, t = make(xp, np.ones((2, 4)), "float32"), make(xp, [0, 1], "int64")
     adam.update(net.params, net.gradient(x, t))
     assert int(to_numpy(adam.iter)) == 1
     with pytest.raises(ValueError, match="must have the keys"):
         adam.state = {"iter": state["iter"]}
+    adam.lr = 0.5  # a new rate reaches the array the steps read
+    assert float(to_numpy(adam.state["lr"])) == 0.5
     adam.state = state  # rebinds to the arrays given (the step count of before: 0)
     assert int(to_numpy(adam.iter)) == 0
     assert all(adam.m[n] is state[f"m/{n}"] and adam.v[n] is state[f"v/{n}"]
@@ -186,6 +189,21 @@ def test_compiled_dropout_draws_the_eager_masks(xp):
         x, t = batch(xp, False, seed=i)
         step(x, t)
         optimizer.update(nets[1].params, nets[1].gradient(x, t))
+    for name in nets[1].params:
+        assert rel(nets[0].params[name], nets[1].params[name]) <= 1e-5
+
+
+def test_a_new_learning_rate_needs_no_new_compilation(xp):
+    # A schedule changes optimizer.lr between steps: the step reads it from its state
+    # (a 0-D array), so JAX does not trace again and the new rate takes effect at once.
+    nets = [TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=0) for _ in range(2)]
+    step, optimizer = compile_step(nets[0], optim.SGD(lr=0.1)), optim.SGD(lr=0.1)
+    for i, lr in enumerate([0.1, 0.1, 0.02, 0.3]):
+        step.optimizer.lr = optimizer.lr = lr
+        x, t = batch(xp, False, seed=i)
+        step(x, t)
+        optimizer.update(nets[1].params, nets[1].gradient(x, t))
+    assert step.traces == (1 if is_jax_namespace(xp) else 0)
     for name in nets[1].params:
         assert rel(nets[0].params[name], nets[1].params[name]) <= 1e-5
 
