@@ -18,7 +18,7 @@ from sphinx.util.docutils import SphinxDirective
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ["COLUMNS"] = "88"  # argparse wraps --help at the terminal's width: fix it
+os.environ["COLUMNS"] = "80"  # argparse wraps --help at the terminal's width: fix it
 
 import portablelayers  # noqa: E402
 
@@ -43,12 +43,16 @@ root_doc = "index"
 default_role = "literal"  # `name` in a docstring is code, as its authors meant
 
 # --- MyST / myst-nb ------------------------------------------------------------------------
+# Maths is rendered by MathJax 3 from its CDN (Sphinx's default). Offline, point mathjax_path at
+# a local copy, e.g. -D mathjax_path=file:///usr/share/javascript/mathjax/MathJax.js?config=
+# TeX-AMS-MML_HTMLorMML -D myst_update_mathjax=0 (Debian's libjs-mathjax, MathJax 2).
 myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist"]
 myst_heading_anchors = 3
 nb_execution_mode = "force"          # run every code cell at every build; cache nothing
 nb_execution_raise_on_error = True   # a failing cell fails the build
 nb_execution_timeout = 180
 nb_merge_streams = True
+nb_render_markdown_format = "myst"  # Markdown outputs (the performance tables) as MyST: tables
 
 # --- autodoc / autosummary / numpydoc ----------------------------------------------------------
 autosummary_generate = True
