@@ -369,7 +369,7 @@ class DistributedStep:
             calls = make()
             self.round_trips += 1
             try:
-                return [call.result() for call in calls]
+                return [self._result(call) for call in calls]
             except Exception as exc:
                 lost = self._lost_workers(exc)
                 if not lost:
@@ -388,6 +388,24 @@ class DistributedStep:
                     raise WorkerLost(f"lost worker(s) {', '.join(lost)} and no worker is "
                                      f"left to go on with ({again})") from exc
         raise AssertionError("unreachable")
+
+    def _result(self, call, poll=1.0):
+        """An actor call's result; OSError when a replica's worker is lost meanwhile (a
+        call to a worker that dies can otherwise wait for ever)."""
+        checked = time.monotonic()
+        while True:
+            try:
+                return call.result(timeout=poll)
+            except TimeoutError:
+                pass
+            gone = [f.key for f in self._replica_futures if f.status in (
+                "error", "lost", "cancelled")]
+            if not gone and time.monotonic() - checked > 5 * poll:
+                checked = time.monotonic()
+                alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+                gone = [w for w in self._workers if w not in alive]
+            if gone:
+                raise OSError(f"a worker holding a replica was lost ({', '.join(gone)})")
 
     def _lost_workers(self, exc, wait=10.0):
         """The replicas' workers the scheduler no longer has (waiting up to `wait` s for
