@@ -34,6 +34,21 @@ class Layer(Protocol):
     Any object with these members is a layer (`isinstance(obj, Layer)` checks them); the
     package's own layers derive from `BaseLayer`. Subclassing `Layer` directly also works:
     its `__init__` makes the three dicts empty.
+
+    Examples
+    --------
+    A layer of your own joins networks, optimizers and compiled steps by keeping to it:
+
+    >>> import numpy as np
+    >>> from portablelayers import BaseLayer, Layer
+    >>> class Scale(BaseLayer):
+    ...     def forward(self, x):
+    ...         self.x = x
+    ...         return 2.0 * x
+    ...     def backward(self, dout):
+    ...         return 2.0 * dout
+    >>> isinstance(Scale(), Layer), Scale().forward(np.array([1.0, 2.0]))
+    (True, array([2., 4.]))
     """
 
     params: dict[str, Any]
@@ -54,8 +69,19 @@ class Layer(Protocol):
 
 @runtime_checkable
 class LossLayer(Protocol):
-    """The contract of a loss layer, which ends a network: `forward(x, t)` returns the
-    loss as a 0-D array and `backward(dout=1)` the gradient of the scores `x`."""
+    """The contract of a loss layer, the last layer of a network.
+
+    `forward(x, t)` returns the loss as a 0-D array and `backward(dout=1)` the gradient of
+    the scores `x`.
+
+    `isinstance(obj, LossLayer)` checks the members' names only, not their signatures.
+
+    Examples
+    --------
+    >>> from portablelayers import LossLayer, SoftmaxWithLoss
+    >>> isinstance(SoftmaxWithLoss(), LossLayer)
+    True
+    """
 
     params: dict[str, Any]
     grads: dict[str, Any]
@@ -71,8 +97,26 @@ class LossLayer(Protocol):
 
 
 class BaseLayer(Layer):
-    """Base of the package's layers: empty `params`, `grads` and `state`, `saved()` for
-    backward and `check_dout()` for its input."""
+    """Base of the package's layers.
+
+    It gives empty `params`, `grads` and `state`, `saved()` for backward (a RuntimeError
+    naming the layer when forward has not run) and `check_dout()` for backward's input.
+
+    Examples
+    --------
+    A layer of your own joins networks, optimizers and compiled steps by keeping to it:
+
+    >>> import numpy as np
+    >>> from portablelayers import BaseLayer, Layer
+    >>> class Scale(BaseLayer):
+    ...     def forward(self, x):
+    ...         self.x = x
+    ...         return 2.0 * x
+    ...     def backward(self, dout):
+    ...         return 2.0 * dout
+    >>> isinstance(Scale(), Layer), Scale().forward(np.array([1.0, 2.0]))
+    (True, array([2., 4.]))
+    """
 
     def saved(self, value):
         """`value` stored by forward; a clear RuntimeError if forward has not run yet."""
@@ -92,9 +136,34 @@ class BaseLayer(Layer):
 
 
 def parameter(name: str):
-    """Properties `name` and `"d" + name` over `params[name]` and `grads[name]`.
+    """Properties `name` and ``"d" + name`` over ``params[name]`` and ``grads[name]``.
 
-    Use as `W, dW = parameter("W")` in a class body.
+    Use as ``W, dW = parameter("W")`` in a class body: the book's ``layer.W`` and
+    ``layer.dW`` then read and write the dict entries that optimizers and compiled steps
+    use.
+
+    Parameters
+    ----------
+    name : str
+        The key in `params` and `grads`.
+
+    Returns
+    -------
+    tuple of property
+        The parameter's property and its gradient's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import BaseLayer, parameter
+    >>> class Bias(BaseLayer):
+    ...     b, db = parameter("b")
+    ...     def __init__(self, b):
+    ...         super().__init__()
+    ...         self.params["b"] = b
+    >>> layer = Bias(np.zeros(2))
+    >>> layer.b is layer.params["b"]
+    True
     """
 
     def get_param(self):
@@ -116,7 +185,26 @@ def parameter(name: str):
 
 
 def state_entry(name: str):
-    """A property `name` over `state[name]` (the book's `bn.running_mean`)."""
+    """A property `name` over ``state[name]`` (the book's ``bn.running_mean``).
+
+    Parameters
+    ----------
+    name : str
+        The key in `state`.
+
+    Returns
+    -------
+    property
+        Reads and rebinds ``state[name]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers import BatchNormalization
+    >>> bn = BatchNormalization(np.ones(2), np.zeros(2))
+    >>> bn.running_mean is bn.state["running_mean"]
+    True
+    """
 
     def get(self):
         return self.state[name]
