@@ -223,13 +223,46 @@ def read_checkpoint(path) -> Checkpoint:
 
 
 def load_model(path, xp=None, device=None, dtype=None, *, with_checkpoint=False):
-    """The network saved in `path`, rebuilt from the architecture the file records and
-    loaded, on backend `xp` (a name, module or namespace; default NumPy) and `device`, in
-    `dtype` (default: the saved dtype). With `with_checkpoint=True`, returns
-    (network, Checkpoint) so the optimizer and training state can be read too.
+    """The network saved in `path`, rebuilt from the architecture the file records.
 
-    A file of parameters only (save_params, or saved from a network whose architecture is
-    unknown) gives a ValueError saying to build the network and call load_params.
+    Parameters
+    ----------
+    path : str or path-like
+        A checkpoint written by `save_checkpoint` or ``portablelayers train --save``.
+    xp : str or module, optional
+        The backend to load onto (a name, module or namespace); NumPy when None.
+    device : object, optional
+        Device of the arrays.
+    dtype : dtype or str, optional
+        Floating dtype; the saved dtype when None.
+    with_checkpoint : bool, default False
+        Also return the `Checkpoint`, to read the optimizer and training state.
+
+    Returns
+    -------
+    network : Sequential
+        The rebuilt network with the saved parameters and state.
+    checkpoint : Checkpoint
+        Only with ``with_checkpoint=True``.
+
+    Raises
+    ------
+    ValueError
+        For a file of parameters only (`save_params`, or a network whose architecture is
+        unknown: build the network and call `load_params`), or a file that is not a
+        checkpoint.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import portablelayers
+    >>> from portablelayers.models import save_checkpoint
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> save_checkpoint(path, TwoLayerNet(4, 5, 3, seed=0))
+    >>> net = portablelayers.load_model(path)
+    >>> type(net).__name__, net.params["W1"].shape
+    ('TwoLayerNet', (4, 5))
     """
     ckpt = read_checkpoint(path)
     arch = ckpt.architecture
