@@ -58,9 +58,33 @@ def _threads(n) -> int:
 
 
 def set_threads(n="auto") -> int:
-    """Limit BLAS and OpenMP pools (via threadpoolctl) and torch's intra-op threads (where
-    torch is imported) to `n` threads ('auto': `default_threads()`); returns the number
-    set. Stays in force for the process (or until the next call)."""
+    """Limit BLAS and OpenMP pools and torch's intra-op threads to `n` threads.
+
+    The pools are limited through threadpoolctl, torch where it is imported. The limit
+    stays in force for the process (or until the next call).
+
+    Parameters
+    ----------
+    n : int or 'auto', default 'auto'
+        Threads; 'auto' is `default_threads()` (1 on machines of up to 4 cores, else half
+        the cores, at most 8).
+
+    Returns
+    -------
+    int
+        The number of threads set.
+
+    Raises
+    ------
+    ValueError
+        For a number below 1 or a string other than 'auto'.
+
+    Examples
+    --------
+    >>> import portablelayers
+    >>> portablelayers.set_threads(1)
+    1
+    """
     global _limiter
     n = _threads(n)
     try:
