@@ -174,6 +174,41 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, path=None, dow
     official md5; unpacked ones (which have no official checksum) by parsing: IDX structure,
     shapes and label range. A missing or corrupt file gives an error naming it and saying
     what to do.
+
+    Parameters
+    ----------
+    normalize : bool, default True
+        Pixels as float32 in [0, 1], else uint8.
+    flatten : bool, default True
+        Images as (N, 784) rows, else (N, 1, 28, 28).
+    one_hot_label : bool, default False
+        Labels as one-hot rows (N, 10), else class indices (N,).
+    path : str or path-like, optional
+        The folder of the IDX files.
+    download : bool, default False
+        Fetch missing files first (needs network).
+    xp : str or module, optional
+        Backend of the returned arrays (a name such as "torch", a module or a namespace);
+        NumPy when None.
+    device : object, optional
+        Device of the returned arrays.
+
+    Returns
+    -------
+    (x_train, t_train), (x_test, t_test) : tuple of tuple of array
+        60,000 training and 10,000 test images.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing file (the message says how to get it).
+    DataFileError
+        For a corrupt, truncated or wrong file.
+
+    Examples
+    --------
+    >>> from portablelayers.datasets import load_mnist
+    >>> (x_train, t_train), (x_test, t_test) = load_mnist()  # doctest: +SKIP
     """
     directory = mnist_dir(path)
     if download:
@@ -206,9 +241,38 @@ def holdout_split(x, t, n_train):
 
 
 def validation_split(x, t, fraction, seed=0):
-    """`((x_train, t_train), (x_val, t_val))`: round(fraction * N) samples, chosen by a
-    permutation seeded with `seed`, held out of (x, t) for validation (NumPy arrays; the
-    order of the rest is kept). Each part keeps at least one sample."""
+    """Hold ``round(fraction * N)`` samples out of (x, t) for validation.
+
+    A permutation seeded with `seed` chooses them; the order of the rest is kept. Each
+    part keeps at least one sample.
+
+    Parameters
+    ----------
+    x, t : numpy.ndarray
+        Samples and labels, N each.
+    fraction : float
+        The share held out, in (0, 1).
+    seed : int, default 0
+        Seed of the choice.
+
+    Returns
+    -------
+    (x_train, t_train), (x_val, t_val) : tuple of tuple of numpy.ndarray
+        The remaining and the held-out samples.
+
+    Raises
+    ------
+    ValueError
+        For a fraction that leaves a part empty, or x and t of different lengths.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.datasets import validation_split
+    >>> (x, t), (x_val, t_val) = validation_split(np.arange(10), np.arange(10), 0.2)
+    >>> len(x), len(x_val)
+    (8, 2)
+    """
     n = x.shape[0]
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
@@ -284,11 +348,46 @@ def _copy_with_progress(src, dst, total, label):
 
 def load_digits(normalize=True, flatten=True, one_hot_label=False, *, test_size=300, seed=0,
                 xp=None, device=None):
-    """The 1,797 8x8 handwritten digits bundled with the package (no network, no scikit-learn),
-    split by a fixed permutation (`seed`) into 1,497 training and `test_size` test images.
+    """The 1,797 8x8 handwritten digits bundled with the package.
 
-    Pixels are 0..16, so `normalize` divides by 16; `flatten` gives (N, 64) else (N, 1, 8, 8).
-    Source and licence: portablelayers/data/DIGITS_LICENSE.
+    No network and no scikit-learn are needed. A fixed permutation (`seed`) splits them
+    into 1,497 training and `test_size` test images. Source and licence:
+    ``portablelayers/data/DIGITS_LICENSE``.
+
+    Parameters
+    ----------
+    normalize : bool, default True
+        Divide the pixels (0..16) by 16, as float32.
+    flatten : bool, default True
+        Images as (N, 64) rows, else (N, 1, 8, 8).
+    one_hot_label : bool, default False
+        Labels as one-hot rows (N, 10), else class indices (N,).
+    test_size : int, default 300
+        Images in the test set.
+    seed : int, default 0
+        Seed of the split.
+    xp : str or module, optional
+        Backend of the returned arrays (a name such as "torch", a module or a namespace);
+        NumPy when None.
+    device : object, optional
+        Device of the returned arrays.
+
+    Returns
+    -------
+    (x_train, t_train), (x_test, t_test) : tuple of tuple of array
+        The book's layout.
+
+    Raises
+    ------
+    ValueError
+        For a `test_size` outside [1, 1796].
+
+    Examples
+    --------
+    >>> from portablelayers.datasets import load_digits
+    >>> (x_train, t_train), (x_test, t_test) = load_digits()
+    >>> x_train.shape, x_train.dtype, t_test.shape
+    ((1497, 64), dtype('float32'), (300,))
     """
     data_file = resources.files("portablelayers") / "data" / "digits.csv.gz"
     with data_file.open("rb") as f:
@@ -315,9 +414,36 @@ def _book_layout(images, labels, scale, normalize, flatten, one_hot_label):
 
 
 def to_backend(arrays, xp=None, device=None):
-    """`arrays` (one array or nested tuples/lists of them) moved to backend `xp` (a name such
-    as "torch", a module or a namespace; None keeps NumPy unless a device is given) and
-    `device`, keeping dtypes."""
+    """Arrays moved to backend `xp` and `device`, keeping their dtypes.
+
+    Parameters
+    ----------
+    arrays : array or nested tuple or list of array
+        NumPy arrays.
+    xp : str or module, optional
+        A backend name such as "torch", a module or a namespace; None keeps NumPy unless a
+        device is given.
+    device : object, optional
+        The device.
+
+    Returns
+    -------
+    array or nested tuple or list of array
+        The same structure in the new backend.
+
+    Raises
+    ------
+    ImportError
+        For a backend that is not installed (the message names the extra).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.datasets import to_backend
+    >>> x, t = to_backend((np.zeros(2), np.arange(2)), "array_api_strict")
+    >>> type(x).__module__
+    'array_api_strict._array_object'
+    """
     if xp is None and device is None:
         return arrays
     from ._backend import resolve_namespace
