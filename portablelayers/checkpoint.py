@@ -34,7 +34,25 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 
 def to_host(x) -> np.ndarray:
-    """A NumPy copy of an array of any backend and device (a Dask array is computed)."""
+    """A NumPy copy of an array of any backend and device (a Dask array is computed).
+
+    Parameters
+    ----------
+    x : array
+        An array of any supported library, on any device.
+
+    Returns
+    -------
+    numpy.ndarray
+        A host copy with the same values and dtype.
+
+    Examples
+    --------
+    >>> import array_api_strict as xp
+    >>> from portablelayers.checkpoint import to_host
+    >>> to_host(xp.asarray([1.0, 2.0]))
+    array([1., 2.])
+    """
     if is_dask_array(x):
         x = x.compute()  # an I/O edge: computing is what saving means
     if not isinstance(x, np.ndarray):
@@ -189,16 +207,60 @@ def load_meta(path) -> dict:
 
 
 def save_params(net, path) -> None:
-    """Save `net.params` and `net.state` (running statistics) to the .npz `path`."""
+    """Save `net.params` and `net.state` (running statistics) to the .npz `path`.
+
+    The file is written atomically and holds no pickle; it loads on any backend.
+
+    Parameters
+    ----------
+    net : Sequential
+        The network.
+    path : str or path-like
+        The .npz file.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written (the message names `path`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from portablelayers.checkpoint import load_params, save_params
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> path = os.path.join(tempfile.mkdtemp(), "params.npz")
+    >>> save_params(TwoLayerNet(4, 5, 3, seed=0), path)
+    >>> net = TwoLayerNet(4, 5, 3, seed=1)
+    >>> load_params(net, path)
+    >>> bool((net.params["W1"] == TwoLayerNet(4, 5, 3, seed=0).params["W1"]).all())
+    True
+    """
     save_arrays(path, network_arrays(net))
 
 
 def load_params(net, path, allow_pickle: bool = False) -> None:
-    """Load parameters (and running statistics, where present) saved by `save_params` or
-    pickled by the book into `net`, cast to each parameter's dtype and device.
+    """Load parameters (and running statistics) saved by `save_params` into `net`.
 
-    Raises ValueError naming every missing, unexpected or wrongly shaped array and leaves
-    `net` unchanged then.
+    Each array is cast to its parameter's dtype and device. The book's pickled parameters
+    load too, with ``allow_pickle=True``.
+
+    Parameters
+    ----------
+    net : Sequential
+        The network, built as the saved one was.
+    path : str or path-like
+        A .npz file, or the book's pickle.
+    allow_pickle : bool, default False
+        Accept a pickle (unpickling runs code from the file: only for files you trust).
+
+    Raises
+    ------
+    ValueError
+        Naming every missing, unexpected or wrongly shaped array; `net` is unchanged then.
+
+    Examples
+    --------
+    See `save_params`.
     """
     load_params_from_arrays(net, load_arrays(path, allow_pickle=allow_pickle), path)
 
