@@ -579,6 +579,8 @@ def to_dask(arrays, client=None, chunk_rows=None):
     `chunk_rows` a chunk, by default one chunk per worker of `client` (else one). With a
     `client` they are persisted on its workers; their task graph holds the data, so a
     chunk lost with its worker is made again."""
+    import warnings
+
     import dask.array as da
 
     workers = len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 1
@@ -602,7 +604,9 @@ def to_dask(arrays, client=None, chunk_rows=None):
             flat.append(a)
 
     collect(out)
-    persisted = iter(client.persist(flat))
+    with warnings.catch_warnings():  # the data are in the graph on purpose: recoverable
+        warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+        persisted = iter(client.persist(flat))
 
     def rebuild(a):
         if isinstance(a, (tuple, list)):

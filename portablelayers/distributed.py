@@ -132,8 +132,9 @@ class _Replica:
         return xp.concat(xs, axis=0), xp.concat(ts, axis=0)
 
     def gradient(self, params, state, slots, rows):
-        """(loss x n, {name: gradient x n}, new state, n) for the given rows: sums, so the
-        client's total over workers divided by the global batch is the batch's mean."""
+        """(loss x n, {name: gradient x n}, new state, n, CPU seconds) for the given rows:
+        sums, so the client's total over workers divided by the global batch is the
+        batch's mean."""
         x, t = self._gather(slots, rows)
         return self._sums(params, state, x, t)
 
@@ -143,13 +144,14 @@ class _Replica:
                           move_to(self.xp, t, self.device))
 
     def _sums(self, params, state, x, t):
+        began = time.thread_time()
         self._bind(params, state)
         n = static_shape(x)[0]
         loss, grads = loss_and_gradient(self.network, x, t)
         host = {name: to_host(g) * np.asarray(n, dtype=to_host(g).dtype)
                 for name, g in grads.items()}
         new_state = {name: to_host(v) for name, v in getattr(self.network, "state", {}).items()}
-        return float(to_host(loss)) * n, host, new_state, n
+        return float(to_host(loss)) * n, host, new_state, n, time.thread_time() - began
 
     def info(self):
         """(process id, rows held, library, device) of this replica."""
@@ -224,7 +226,8 @@ class DistributedStep:
     `check_labels`, `kind` ("dask.distributed"), `traces` (0: nothing is compiled), and
     `mean_loss` (the Trainer's per-epoch loss), `loss_and_gradient` (the global batch's
     loss and gradient, no update), `round_trips` (client-worker round trips so far: one a
-    step), `recoveries` (how often workers were lost and the replicas made anew), `close`.
+    step), `worker_seconds` (CPU seconds of each worker's part of the last step),
+    `recoveries` (how often workers were lost and the replicas made anew), `close`.
     """
 
     kind = "dask.distributed"
@@ -250,6 +253,7 @@ class DistributedStep:
         self.traces = 0
         self.round_trips = 0
         self.recoveries = 0
+        self.worker_seconds = []  # CPU seconds of each worker's part of the last step
         self._version = 0  # counts updates: evaluations are cached per version
         self._cache = {}
         self._orders = {}
@@ -321,6 +325,7 @@ class DistributedStep:
         self._release()
         self.client.wait_for_workers(1, timeout=60)
         workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        self._known = set(workers)
         owner = self._assign(workers)
         used = [w for w in workers if w in owner]
         index = {w: i for i, w in enumerate(used)}
@@ -482,7 +487,9 @@ class DistributedStep:
         return loss, grads
 
     def __call__(self, x, t):
-        loss, grads, state, _ = self._combine(self._gradient_sums(x, t))
+        results = self._gradient_sums(x, t)
+        self.worker_seconds = [r[4] for r in results]
+        loss, grads, state, _ = self._combine(results)
         self.optimizer.update(self.network.params, grads)
         view = getattr(self.network, "state", {})
         for name, value in state.items():
@@ -496,7 +503,9 @@ class DistributedStep:
         if (x.name, t.name) not in (self._source, (self.x.name, self.t.name)):
             raise ValueError("a DistributedStep trains on the arrays it was made with")
         key = getattr(order, "name", None) or id(order)
-        if key not in self._orders:
+        if key not in self._orders:  # a new epoch: workers that joined get a replica
+            if set(self.client.scheduler_info(n_workers=-1)["workers"]) != self._known:
+                self._place()
             from array_api_compat import is_dask_array
 
             # The Trainer's shuffle, made on the client: read without the scheduler.
