@@ -1,7 +1,8 @@
 """Data-parallel training on a dask.distributed LocalCluster of 2 worker processes
 (portablelayers.distributed): the gradient, the training run and the accuracy against the
 single-process NumPy ones, one client-worker round trip a step, a worker killed mid-run,
-an unreachable scheduler, data read from files by the workers, and the CLI.
+an unreachable scheduler, data read from files by the workers, the CLI, and CuPy chunks on
+GPU workers where a GPU is present.
 
 Run in the dask session only (PORTABLELAYERS_BACKEND=dask): one cluster for the module.
 """
@@ -252,6 +253,34 @@ def test_cli_joins_a_running_scheduler(client, capsys):
     if made is not client:
         made.close()
     assert together.split("(")[0] == alone.split("(")[0]  # "test accuracy: 0.xxxx"
+
+
+def _gpu_present():
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # not installed, no driver, no device
+        return False
+
+
+@pytest.mark.skipif(not _gpu_present(), reason="needs CuPy and an NVIDIA GPU")
+def test_gpu_workers(client, digits):
+    """CuPy chunks: each replica computes on the GPU; the gradient is NumPy's."""
+    import cupy
+
+    (x, t), _ = digits
+    xd, td = _chunked(client, (x, t), 750)
+    xd, td = client.persist([xd.map_blocks(cupy.asarray), td.map_blocks(cupy.asarray)])
+    network, reference = TwoLayerNet(64, 50, 10, seed=7), TwoLayerNet(64, 50, 10, seed=7)
+    step = DistributedStep(network, SGD(0.1), client, xd, td)
+    try:
+        assert all("cupy" in info[2] for info in step.replica_info())
+        order = np.random.default_rng(4).permutation(x.shape[0])
+        _assert_same_gradient(step, reference, x, t, order, 0, 200)
+        assert 0.0 <= step.accuracy(xd, td, 100) <= 1.0
+    finally:
+        step.close()
 
 
 def test_a_killed_worker_does_not_lose_the_run(client, digits):
