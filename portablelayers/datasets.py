@@ -498,8 +498,11 @@ def _read_rows(path, gz, offset, dtype, shape, start, stop, scale, out_dtype, ou
             raw = f.read((stop - start) * row)
         rows = np.frombuffer(raw, dtype=dtype).reshape((stop - start, *shape[1:]))
     else:
-        rows = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
-        rows = rows[start:stop]
+        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
+        # A copy in the worker's memory: a view would page rows in from the file (slowly,
+        # at random) at every step, and pickle the whole map when the chunk moves.
+        rows = np.array(mapped[start:stop], copy=True)
+        del mapped
     rows = np.asarray(rows, dtype=dtype.newbyteorder("="))
     if scale is not None:
         rows = rows.astype(out_dtype) / np.asarray(scale, dtype=out_dtype)

@@ -102,13 +102,22 @@ def worker_pids(client):
 
 # --- what lives on a worker -----------------------------------------------------------------
 
+def _aligned(a):
+    """`a`, copied when it is a NumPy array at a misaligned address: a chunk that came
+    from another worker may sit at an odd offset of the message it came in, and NumPy's
+    `take` from such an array is hundreds of times slower (80 ms for 100 rows of 784)."""
+    if isinstance(a, np.ndarray) and not a.flags.aligned:
+        return np.array(a, copy=True)
+    return a
+
+
 class _Replica:
     """One worker's copy of the network and its chunks of the training data (a Dask actor:
     made once, called directly by the client each step)."""
 
     def __init__(self, network, xs, ts):
         self.network = network
-        self.xs, self.ts = list(xs), list(ts)
+        self.xs, self.ts = [_aligned(x) for x in xs], [_aligned(t) for t in ts]
         self.xp = namespace(*self.xs, *self.ts)
         self.device = device(self.xs[0])
         self.rows = sum(static_shape(x)[0] for x in self.xs)
