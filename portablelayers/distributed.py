@@ -332,6 +332,7 @@ class DistributedStep:
         """One replica per worker that holds rows, each with its chunks (moved there by
         Dask when they are elsewhere, recomputed from their source when lost)."""
         self._release()
+        self._template = None  # scattered data are not recomputed: scatter again
         self.client.wait_for_workers(1, timeout=60)
         workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
         self._known = set(workers)

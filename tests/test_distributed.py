@@ -313,5 +313,6 @@ def test_a_killed_worker_does_not_lose_the_run(client, digits):
         assert step.recoveries == 1
         for name in reference.params:  # 12 Adam steps
             _close(network.params[name], reference.params[name], name, atol=2e-5)
+        assert step.accuracy(xd, td, 100) == pytest.approx(reference.accuracy(x, t))
     finally:
         step.close()
