@@ -316,3 +316,28 @@ def test_a_killed_worker_does_not_lose_the_run(client, digits):
         assert step.accuracy(xd, td, 100) == pytest.approx(reference.accuracy(x, t))
     finally:
         step.close()
+
+
+def test_a_trainer_run_survives_a_killed_worker(client, digits):
+    """The Trainer's run with a worker killed after 5 steps: the same per-step losses and
+    accuracy as one NumPy process (the nanny's restarted worker, once back, gets a replica
+    at the start of an epoch)."""
+    (x, t), (xt, tt) = digits
+    client.wait_for_workers(2, timeout=60)
+    runs = {}
+    for where in ("numpy", "cluster"):
+        data = ((x, t, xt, tt) if where == "numpy" else
+                _chunked(client, (x, t, xt, tt), 750))
+        trainer = Trainer(TwoLayerNet(64, 50, 10, seed=8), *data, epochs=3,
+                          mini_batch_size=100, optimizer="Adam", optimizer_param={"lr": 0.01},
+                          seed=1, verbose=False, client=None if where == "numpy" else client)
+        if where == "cluster":
+            for _ in range(5):
+                trainer.train_step()
+            os.kill(worker_pids(client)[trainer.step.workers[0]], signal.SIGKILL)
+        trainer.train()
+        runs[where] = trainer
+    one, many = runs["numpy"], runs["cluster"]
+    assert many.step.recoveries == 1
+    np.testing.assert_allclose(many.train_loss_list, one.train_loss_list, rtol=1e-4)
+    assert many.final_test_acc == pytest.approx(one.final_test_acc, abs=1 / 300)
