@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from step import print_table  # benchmarks/step.py, beside this file
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # backend -> (PORTABLELAYERS_DEVICE on the GPU, module that must be importable)
 SUITES = {"cupy": (None, "cupy"), "torch": ("cuda", "torch"), "jax": ("gpu", "jax")}
@@ -122,15 +124,8 @@ def main(argv=None):
         if "tail" in row:
             print(row["tail"])
     if bench:
-        reference = {r["net"]: r["torch eager"] for r in bench if "torch eager" in r}
-        print(f"\n{'net':<18} {'backend':<8} {'step':<18} {'ms':>8} {'vs torch':>9}")
-        for row in bench:
-            for key, ms in row.items():
-                if key in ("backend", "net", "device"):
-                    continue
-                ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
-                print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} "
-                      f"{ratio:>9.2f}")
+        print()
+        print_table(bench)
     elif not args.no_bench:
         print("\nbenchmark failed:\n" + bench_text[-1500:])
     if args.json:

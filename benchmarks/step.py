@@ -248,6 +248,18 @@ def worker(args):
 
 # --- the driver: one process per backend, one table -------------------------------------
 
+def print_table(rows):
+    """One line per (net, backend, step): ms per step and the ratio to PyTorch eager."""
+    reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
+    print(f"{'net':<18} {'backend':<8} {'step':<18} {'ms':>8} {'vs torch':>9}")
+    for row in rows:
+        for key, ms in row.items():
+            if key in ("backend", "net", "device"):
+                continue
+            ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
+            print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
@@ -288,19 +300,12 @@ def main(argv=None):
             continue
         rows += json.loads(done.stdout.strip().splitlines()[-1])
 
-    reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
     machine = platform.processor() or platform.machine()
     print(f"ms per training step (median of {args.repeats} blocks of {args.steps}); "
           f"{args.threads} thread(s) for BLAS/torch/XLA; {machine}, {os.cpu_count()} cores; "
           "ratio = ms / PyTorch eager ms of the same net, measured in the numpy or torch "
           "process")
-    print(f"{'net':<18} {'backend':<8} {'step':<18} {'ms':>8} {'vs torch':>9}")
-    for row in rows:
-        for key, ms in row.items():
-            if key in ("backend", "net", "device"):
-                continue
-            ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
-            print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}")
+    print_table(rows)
     if args.json == "-":  # for benchmarks/gpu_check.py: the rows as the last line
         print(json.dumps({"threads": args.threads, "device": args.device, "rows": rows}))
     elif args.json:
