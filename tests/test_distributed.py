@@ -32,6 +32,7 @@ from portablelayers.nets import (  # noqa: E402
     TwoLayerNet,
 )
 from portablelayers.optim import SGD, Adam  # noqa: E402
+from portablelayers.schedules import Cosine  # noqa: E402
 from portablelayers.train import Trainer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -135,6 +136,7 @@ def test_trainer_matches_single_process(client, digits):
                 _chunked(client, (x, t, xt, tt), 750))
         trainer = Trainer(network, *data, epochs=3, mini_batch_size=100, optimizer="Adam",
                           optimizer_param={"lr": 0.01}, seed=0, verbose=False,
+                          lr_schedule=Cosine(0.01, 3),
                           client=None if where == "numpy" else client)
         runs[where] = trainer
         if where == "cluster":
@@ -153,6 +155,8 @@ def test_trainer_matches_single_process(client, digits):
     one, many = runs["numpy"], runs["cluster"]
     np.testing.assert_allclose(many.train_loss_list, one.train_loss_list, rtol=1e-4)
     assert len(many.train_loss_list) == 3 * 15
+    assert many.lr_list == one.lr_list and len(set(many.lr_list)) == 3
+    assert many.step.kind == "dask.distributed"  # kept when the schedule changed lr
     assert many.final_test_acc == pytest.approx(one.final_test_acc, abs=1 / 300)
     assert many.final_test_acc > 0.85
     np.testing.assert_allclose(many.test_acc_list, one.test_acc_list, atol=1 / 300)
@@ -241,18 +245,24 @@ def test_unreachable_scheduler_is_one_line(monkeypatch, capsys):
     assert "--backend numpy or dask" in capsys.readouterr().err
 
 
-def test_cli_joins_a_running_scheduler(client, capsys):
+def test_cli_joins_a_running_scheduler(client, capsys, tmp_path):
+    """`--scheduler ADDRESS` trains as one process does, and a run saved after one epoch
+    on the cluster and resumed there ends as the uninterrupted single-process run."""
     from portablelayers import cli
 
-    common = ["train", "--epochs", "2", "--quiet", "--seed", "3"]
-    assert cli.main(common) == 0
-    alone = capsys.readouterr().out
-    assert cli.main([*common, "--scheduler", client.scheduler.address]) == 0
-    together = capsys.readouterr().out
-    made = distributed.default_client()  # the command's own client, closed at exit
-    if made is not client:
-        made.close()
-    assert together.split("(")[0] == alone.split("(")[0]  # "test accuracy: 0.xxxx"
+    def run(*argv):
+        assert cli.main(["train", "--quiet", "--seed", "3", *argv]) == 0
+        made = distributed.default_client() if "--scheduler" in argv else client
+        if made is not client:  # the command's own client (closed at exit otherwise)
+            made.close()
+        return capsys.readouterr().out.split("(")[0]  # "test accuracy: 0.xxxx "
+
+    alone = run("--epochs", "2")
+    assert run("--epochs", "2", "--scheduler", client.scheduler.address) == alone
+    saved = str(tmp_path / "run.npz")
+    run("--epochs", "1", "--save", saved, "--scheduler", client.scheduler.address)
+    assert run("--epochs", "2", "--resume", saved, "--scheduler",
+               client.scheduler.address) == alone
 
 
 def _gpu_present():
