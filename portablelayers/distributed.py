@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import time
 import warnings
 
@@ -53,7 +52,7 @@ from ._backend import device, move_to, namespace, static_shape
 from .checkpoint import to_host
 from .compiled import check_labels, loss_and_gradient
 
-__all__ = ["DistributedStep", "connect", "worker_pids"]
+__all__ = ["DistributedStep", "WorkerLost", "connect", "worker_pids"]
 
 
 # --- connecting -----------------------------------------------------------------------------
@@ -578,8 +577,3 @@ class DistributedStep:
             self._release()
         except Exception:  # interpreter shutdown, client closed
             pass
-
-
-def _rows_per_chunk(n, workers):
-    """Rows per chunk that give each of `workers` one chunk."""
-    return max(1, math.ceil(n / max(1, workers)))
