@@ -2,7 +2,7 @@
 
     from dask.distributed import Client
     client = Client("tcp://scheduler:8786")          # or connect("local:2")
-    x, t = portablelayers.datasets.to_dask((x_np, t_np), client, chunks=...)
+    x, t = portablelayers.datasets.to_dask((x_np, t_np), client)  # a chunk per worker
     Trainer(network, x, t, x_test, t_test, client=client).train()
 
 How a step runs. The training data are a Dask array chunked along the sample axis and
