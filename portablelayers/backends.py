@@ -114,7 +114,7 @@ def parse_device(backend: str, text: str | None):
         kind, index = split_device(text)
         if kind in ("", "cpu") and index in (None, 0):
             return "cpu"
-        raise ValueError(_unknown(backend, text, [str(d) for d in listed]))
+        raise ValueError(_unknown(backend, text, [str(d) for d in listed] or ["cpu"]))
     kind, index = split_device(text)
     if backend == "torch":
         torch = importlib.import_module("torch")
@@ -158,7 +158,10 @@ def _listed_devices(backend):
 
     import array_api_compat
 
-    module = importlib.import_module(BACKENDS[backend].module)
+    try:
+        module = importlib.import_module(BACKENDS[backend].module)
+    except ImportError:  # not installed: only the names every such backend has
+        return []
     xp = array_api_compat.array_namespace(module.asarray(0.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
