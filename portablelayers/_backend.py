@@ -17,6 +17,7 @@ from array_api_compat import device, is_array_api_obj, is_dask_array, size
 from .backends import BACKENDS
 
 __all__ = [
+    "as_dtype",
     "as_float",
     "default_float",
     "device",
@@ -147,6 +148,12 @@ def is_real_floating(xp, dtype) -> bool:
 
 
 _REAL_FLOATING: dict = {}
+
+
+def as_dtype(xp, x, dtype):
+    """`x` in `dtype`: `x` itself when it has it (array-api-compat's astype costs
+    microseconds even when it has nothing to do, several times a layer call)."""
+    return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
 def as_float(xp, x, what: str = "input"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import guards
-from .._backend import namespace, static_shape
+from .._backend import as_dtype, namespace, static_shape
 from .base import BaseLayer, parameter
 
 __all__ = ["Affine"]
@@ -77,7 +77,7 @@ class Affine(BaseLayer):
         xp = guards.arrays("Affine.forward", x=x, W=W, b=b)
         x2d = self._as_2d(xp, x, W)
         self.original_x_shape, self.x = tuple(x.shape), x2d
-        out = xp.matmul(x2d, xp.astype(W, x2d.dtype, copy=False)) + b
+        out = xp.matmul(x2d, as_dtype(xp, W, x2d.dtype)) + b
         return out[0, ...] if x.ndim == 1 else out
 
     def backward(self, dout):
@@ -90,12 +90,12 @@ class Affine(BaseLayer):
             dout = xp.reshape(dout, (1, -1))
         dout = guards.real_floating(xp, dout, "Affine dout")
         dtype = xp.result_type(dout, x2d)  # one dtype for matmul (torch refuses mixed ones)
-        dout, x2d = xp.astype(dout, dtype, copy=False), xp.astype(x2d, dtype, copy=False)
-        dx = xp.matmul(dout, xp.astype(xp.matrix_transpose(W), dtype, copy=False))
+        dout, x2d = as_dtype(xp, dout, dtype), as_dtype(xp, x2d, dtype)
+        dx = xp.matmul(dout, as_dtype(xp, xp.matrix_transpose(W), dtype))
         dW = xp.matmul(xp.matrix_transpose(x2d), dout)
         # Gradients take their parameter's dtype, even when x was promoted to a wider one.
-        self.grads["W"] = xp.astype(dW, W.dtype, copy=False)
-        self.grads["b"] = xp.astype(xp.sum(dout, axis=0), self.params["b"].dtype, copy=False)
+        self.grads["W"] = as_dtype(xp, dW, W.dtype)
+        self.grads["b"] = as_dtype(xp, xp.sum(dout, axis=0), self.params["b"].dtype)
         return xp.reshape(dx, self.original_x_shape)
 
     @staticmethod
@@ -114,5 +114,5 @@ class Affine(BaseLayer):
         x = guards.real_floating(xp, x, "Affine input")
         # matmul of mixed dtypes is refused by torch: one dtype, promoted as NumPy and JAX do
         dtype = xp.result_type(x, W)
-        x = xp.astype(x, dtype, copy=False)
+        x = as_dtype(xp, x, dtype)
         return xp.reshape(x, (1, d) if x.ndim == 1 else (-1, d))
