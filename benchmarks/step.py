@@ -69,7 +69,7 @@ def build_ours(net, xp, device):
 
 def time_steps(step, sync, steps, repeats):
     """Median ms per step over `repeats` blocks of `steps` steps (after a warm-up)."""
-    for _ in range(3):
+    for _ in range(10):
         out = step()
     sync(out)
     times = []
