@@ -218,7 +218,7 @@ def torch_reference(net, device, kind, steps, repeats):
 
 def worker(args):
     set_threads(args.threads)
-    if importlib.util.find_spec("torch"):
+    if args.worker != "jax" and importlib.util.find_spec("torch"):  # JAX's process: no torch
         import torch
 
         torch.set_num_threads(args.threads)
