@@ -243,6 +243,17 @@ def _adopt_state(network, like):
             state[name] = moved
 
 
+def _takes(method, name):
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _takes_train_flg(method):
+    return _takes(method, "train_flg")
+
+
 # --- the kinds -----------------------------------------------------------------------------
 
 class _Step:
@@ -273,8 +284,7 @@ class _Step:
     def accuracy(self, x, t, batch_size=None):
         """The network's accuracy on (x, t) as a Python float: `network.accuracy`, in
         batches of `batch_size` where it takes one."""
-        if batch_size is not None and "batch_size" in inspect.signature(
-                self.network.accuracy).parameters:
+        if batch_size is not None and _takes(self.network.accuracy, "batch_size"):
             return float(self.network.accuracy(x, t, batch_size=batch_size))
         return float(self.network.accuracy(x, t))
 
@@ -345,29 +355,40 @@ class _JaxStep(_Step):
         dev = device(next(iter(network.params.values())))
         self._bind(*(jax.device_put(tree, dev) for tree in self._arrays()))
 
-        def correct(params, state, x, t, batch_size):
-            # Padded to whole batches (labels -1: no prediction equals them), then one
-            # traced predict mapped over the batches: one compilation per data set shape.
+        takes_flag = _takes_train_flg(network.loss)
+
+        def evaluate(params, state, x, t, batch_size):
+            # (sum of batch loss x batch size, correct predictions) over the whole set: the
+            # full batches as one traced pass mapped over them, the rest as one more pass;
+            # one compilation per data set shape, nothing read until the caller reads.
             self._bind(params, state, {})
+
+            def one(xb, tb):
+                scores = self.network.predict(xb, train_flg=False)
+                loss = (self.network.loss(xb, tb, train_flg=False) if takes_flag
+                        else self.network.loss(xb, tb))
+                hits = jnp.argmax(scores, axis=-1) == class_indices(tb)
+                return loss * xb.shape[0], jnp.sum(hits, dtype=jnp.int32)
+
             n = x.shape[0]
-            pad = -n % batch_size
-            if pad:
-                x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
-                t = jnp.concatenate([t, jnp.full((pad,), -1, dtype=t.dtype)])
-            xs = jnp.reshape(x, (-1, batch_size, *x.shape[1:]))
-            ts = jnp.reshape(t, (-1, batch_size))
-
-            def count(pair):
-                scores = self.network.predict(pair[0], train_flg=False)
-                return jnp.sum(jnp.argmax(scores, axis=-1) == pair[1], dtype=jnp.int32)
-
-            return jnp.sum(jax.lax.map(count, (xs, ts)))
+            full = n // batch_size * batch_size
+            loss, correct = jnp.zeros((), dtype=jnp.float32), jnp.zeros((), dtype=jnp.int32)
+            if full:
+                xs = jnp.reshape(x[:full], (-1, batch_size, *x.shape[1:]))
+                ts = jnp.reshape(t[:full], (-1, batch_size, *t.shape[1:]))
+                losses, counts = jax.lax.map(lambda pair: one(*pair), (xs, ts))
+                loss, correct = jnp.sum(losses), jnp.sum(counts)
+            if full < n:
+                rest_loss, rest_correct = one(x[full:], t[full:])
+                loss, correct = loss + rest_loss, correct + rest_correct
+            return loss, correct
 
         def take(x, t, order, start, size):
             index = jax.lax.dynamic_slice_in_dim(order, start, size)
             return jnp.take(x, index, axis=0), jnp.take(t, index, axis=0)
 
-        self._correct = jax.jit(correct, static_argnames="batch_size")
+        self._evaluate = jax.jit(evaluate, static_argnames="batch_size")
+        self._evaluated = None  # (arguments, (mean loss, accuracy)) of the last evaluation
         self._take = jax.jit(take, static_argnames="size")
         self._starts = {}  # batch start -> the same as a device scalar, made once
 
@@ -409,20 +430,36 @@ class _JaxStep(_Step):
         return self._take(x, t, order, self._starts[start], size=stop - start)
 
     def accuracy(self, x, t, batch_size=None):
-        """As `network.accuracy`, the count of correct predictions compiled over the
-        whole set (in batches of `batch_size`) and read once."""
-        xp = namespace(x, t)
+        """As `network.accuracy`, computed with the mean loss in one compiled pass over
+        the whole set (in batches of `batch_size`) and read once."""
         n = static_shape(x)[0]
-        t = class_indices(t)
-        if not n or static_shape(t) != (n,):
+        if not n or static_shape(class_indices(t)) != (n,):
             return super().accuracy(x, t, batch_size)  # its errors for what does not fit
+        return self._evaluated_on(x, t, batch_size)[1]
+
+    def mean_loss(self, x, t, batch_size=None):
+        """The network's loss on (x, t) in inference mode, averaged over the samples
+        (each batch's loss weighted by its size), as a Python float."""
+        return self._evaluated_on(x, t, batch_size)[0]
+
+    def _evaluated_on(self, x, t, batch_size):
+        """(mean loss, accuracy) on (x, t), remembered for the same arrays and parameters:
+        the Trainer asks for both, one after the other."""
+        import jax
+
+        n = static_shape(x)[0]
         params, state, _ = before = self._arrays()
+        key = (id(x), id(t), batch_size, *map(id, params.values()), *map(id, state.values()))
+        if self._evaluated is not None and self._evaluated[0] == key:
+            return self._evaluated[1]
         try:
-            total = self._correct(params, state, x, xp.astype(t, xp.int32),
-                                  batch_size=min(batch_size or n, n))
+            loss, correct = jax.device_get(self._evaluate(
+                params, state, x, t, batch_size=min(batch_size or n, n)))
         finally:
             self._bind(*before)
-        return int(total) / n
+        result = (float(loss) / n, int(correct) / n)
+        self._evaluated = (key, result)
+        return result
 
 
 class _CudaGraphStep(_Step):

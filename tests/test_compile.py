@@ -278,6 +278,11 @@ def test_trainer_compiled_and_eager_runs_agree(xp):
     np.testing.assert_allclose(compiled.train_loss_list, eager.train_loss_list, rtol=1e-5)
     assert compiled.test_acc_list == eager.test_acc_list
     assert compiled.train_acc_list == eager.train_acc_list
+    # The losses of each evaluation (compiled on JAX: one pass computes loss and accuracy).
+    history_c, history_e = compiled.history, eager.history
+    for key in ("epoch_train_loss", "test_loss", "final_test_loss"):
+        np.testing.assert_allclose(history_c[key], history_e[key], rtol=1e-5)
+    assert history_c["final_test_acc"] == history_e["final_test_acc"]
     assert len(compiled.train_loss_list) == 6  # 45 samples, batches of 20: 3 a epoch
     for name in net_e.params:
         assert rel(net_c.params[name], net_e.params[name]) <= 1e-5
