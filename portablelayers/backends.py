@@ -24,7 +24,31 @@ __all__ = ["BACKENDS", "CPU_BACKENDS", "PRECISIONS", "Backend", "backend_of",
 
 @dataclass(frozen=True)
 class Backend:
-    """One array library as portablelayers knows it."""
+    """One array library as portablelayers knows it.
+
+    Parameters
+    ----------
+    name : str
+        The name the CLI, the nox sessions and PORTABLELAYERS_BACKEND spell.
+    module : str
+        The module a user imports ("jax.numpy", "dask.array", ...).
+    namespace : str
+        The Array API namespace the tests use (array-api-compat's wrapper).
+    extra : str or None
+        The pip extra that installs it; None for a runtime dependency.
+    cpu : bool
+        Whether the CPU test sessions (and CI) run it.
+    doc : str
+        One sentence about its test session.
+    env : dict, optional
+        Environment variables of its test session.
+
+    Examples
+    --------
+    >>> from portablelayers.backends import BACKENDS
+    >>> BACKENDS["jax"].module, BACKENDS["jax"].extra
+    ('jax.numpy', 'jax')
+    """
 
     name: str  # as the CLI, the nox sessions and PORTABLELAYERS_BACKEND spell it
     module: str  # what a user imports
@@ -56,7 +80,30 @@ PRECISIONS = ("highest", "default")
 
 
 def backend_of(x) -> str:
-    """The registry name of the library array `x` belongs to ("numpy", "torch", ...)."""
+    """The registry name of the library array `x` belongs to ("numpy", "torch", ...).
+
+    Parameters
+    ----------
+    x : array
+        An array of any library in `BACKENDS`.
+
+    Returns
+    -------
+    str
+        The library's name in `BACKENDS`.
+
+    Raises
+    ------
+    TypeError
+        When `x` is not an array of a known library.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.backends import backend_of
+    >>> backend_of(np.zeros(3))
+    'numpy'
+    """
     import array_api_compat as compat
 
     for name, test in (("numpy", compat.is_numpy_array), ("torch", compat.is_torch_array),
@@ -72,8 +119,37 @@ def backend_of(x) -> str:
 # --- devices ---------------------------------------------------------------------------
 
 def split_device(text: str) -> tuple[str, int | None]:
-    """'cuda:1' -> ('cuda', 1), 'gpu' -> ('gpu', None), '0' -> ('', 0); ValueError for
-    anything else. Names are lower-cased."""
+    """Split a device name into its kind and its index.
+
+    'cuda:1' -> ('cuda', 1), 'gpu' -> ('gpu', None), '0' -> ('', 0). Names are lower-cased.
+
+    Parameters
+    ----------
+    text : str
+        A device name such as 'cpu', 'cuda', 'cuda:1', 'gpu:0' or '0'.
+
+    Returns
+    -------
+    kind : str
+        The lower-cased kind ('' when only an index is given).
+    index : int or None
+        The index (None when none is given).
+
+    Raises
+    ------
+    ValueError
+        For anything else, or an index without a colon ('cuda1').
+
+    Examples
+    --------
+    >>> from portablelayers.backends import split_device
+    >>> split_device("CUDA:1")
+    ('cuda', 1)
+    >>> split_device("gpu")
+    ('gpu', None)
+    >>> split_device("0")
+    ('', 0)
+    """
     match = re.fullmatch(r"\s*([a-zA-Z_]*)\s*(?::?\s*(\d+))?\s*", str(text))
     if not match or not (match.group(1) or match.group(2)):
         raise ValueError(f"unknown device {text!r}: devices are named like 'cpu', 'cuda', "
@@ -91,7 +167,32 @@ def parse_device(backend: str, text: str | None):
     numpy, dask: 'cpu'. torch: 'cpu', 'cuda', 'cuda:1' (or an index: 'cuda:N').
     jax: 'cpu', 'gpu', 'gpu:0', 'cuda:0' (or an index of the default platform's devices).
     cupy: '0', 'cuda:0', 'gpu:0'. array_api_strict: its device names ('CPU_DEVICE',
-    'device1'). ValueError names what was asked and what exists.
+    'device1').
+
+    Parameters
+    ----------
+    backend : str
+        A name in `BACKENDS`.
+    text : str or None
+        The device's name; None for the library's default.
+
+    Returns
+    -------
+    object or None
+        The library's device object (a string for NumPy and Dask); None when `text` is None.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend or device; the message names what was asked and what exists.
+
+    Examples
+    --------
+    >>> from portablelayers.backends import parse_device
+    >>> parse_device("numpy", "cpu")
+    'cpu'
+    >>> parse_device("numpy", None) is None
+    True
     """
     if text is None:
         return None
@@ -173,9 +274,34 @@ def _unknown(backend, text, names):
 
 
 def set_default_device(backend: str, text: str | None):
-    """Make `text` the device new arrays of `backend` go to by default (torch's
-    `set_default_device`, JAX's `jax_default_device`; CuPy's current device): how the test
-    suites run on a GPU (PORTABLELAYERS_DEVICE). Returns the device."""
+    """Make `text` the device new arrays of `backend` go to by default.
+
+    Sets torch's `set_default_device`, JAX's `jax_default_device` or CuPy's current device:
+    how the test suites run on a GPU (PORTABLELAYERS_DEVICE).
+
+    Parameters
+    ----------
+    backend : str
+        A name in `BACKENDS`.
+    text : str or None
+        The device's name (see `parse_device`); None changes nothing.
+
+    Returns
+    -------
+    object or None
+        The device, as `parse_device` returns it.
+
+    Raises
+    ------
+    ValueError
+        For an unknown backend or device.
+
+    Examples
+    --------
+    >>> from portablelayers.backends import set_default_device
+    >>> set_default_device("numpy", "cpu")
+    'cpu'
+    """
     dev = parse_device(backend, text)
     if dev is None:
         return None
@@ -197,6 +323,23 @@ def set_precision(backend: str, precision: str = "highest"):
     TF32 off for matmul and cuDNN); exact tolerances hold. 'default': what each library
     does by default; on NVIDIA GPUs JAX and torch's cuDNN convolutions then use TF32
     (about 1e-3 relative error, faster); CuPy and every CPU compute full float32 either way.
+
+    Parameters
+    ----------
+    backend : str
+        A name in `BACKENDS` (only "jax" and "torch" have a setting to change).
+    precision : {"highest", "default"}, default "highest"
+        The precision policy.
+
+    Raises
+    ------
+    ValueError
+        For a precision not in `PRECISIONS`.
+
+    Examples
+    --------
+    >>> from portablelayers.backends import set_precision
+    >>> set_precision("numpy", "highest")
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
@@ -214,8 +357,31 @@ def set_precision(backend: str, precision: str = "highest"):
 # --- packaging -------------------------------------------------------------------------
 
 def cupy_extra_for_driver(nvidia_smi_output: str) -> str:
-    """The extra whose CuPy wheel matches the driver ('cupy-cuda13x' or 'cupy-cuda12x'),
-    from what `nvidia-smi` prints ("CUDA Version: 13.0"); ValueError when it says neither."""
+    """The extra whose CuPy wheel matches the driver ('cupy-cuda13x' or 'cupy-cuda12x').
+
+    Parameters
+    ----------
+    nvidia_smi_output : str
+        What `nvidia-smi` prints (it contains "CUDA Version: 13.0" or the like).
+
+    Returns
+    -------
+    str
+        'cupy-cuda13x' for CUDA 13 or newer, 'cupy-cuda12x' for CUDA 12.
+
+    Raises
+    ------
+    ValueError
+        When the output names no CUDA version, or one older than 12.
+
+    Examples
+    --------
+    >>> from portablelayers.backends import cupy_extra_for_driver
+    >>> cupy_extra_for_driver("Driver Version: 580.65  CUDA Version: 13.0")
+    'cupy-cuda13x'
+    >>> cupy_extra_for_driver("CUDA Version: 12.4")
+    'cupy-cuda12x'
+    """
     match = re.search(r"CUDA Version:\s*(\d+)\.", nvidia_smi_output)
     if not match:
         raise ValueError("nvidia-smi printed no 'CUDA Version': install portablelayers"
