@@ -75,7 +75,44 @@ def training_step(network, optimizer, x, t, check_finite=False):
     With `check_finite`, a loss that is NaN or inf raises FloatingPointError before the
     update, so the parameters stay as they were. That reads the loss on the host (a sync
     on a GPU), and is skipped where a value cannot be read (under jax.jit, inside a CUDA
-    graph capture, on Dask)."""
+    graph capture, on Dask).
+
+    Parameters
+    ----------
+    network : object
+        A network with `params` and either `loss_and_gradient(x, t)` or the book's
+        `loss(x, t)` and `gradient(x, t)`.
+    optimizer : object
+        An optimizer whose `update(params, grads)` updates the parameters in place.
+    x : array
+        The batch's inputs.
+    t : array
+        The batch's labels (class indices or one-hot rows).
+    check_finite : bool, default False
+        Raise before the update when the loss is NaN or inf.
+
+    Returns
+    -------
+    array
+        The 0-D loss of the batch, before the update.
+
+    Raises
+    ------
+    NonFiniteLoss
+        With `check_finite`, when the loss is NaN or inf (a FloatingPointError).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.compiled import training_step
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> from portablelayers.optim import SGD
+    >>> net = TwoLayerNet(4, 5, 3, seed=0)
+    >>> x, t = np.ones((2, 4), dtype=np.float32), np.array([0, 2])
+    >>> loss = training_step(net, SGD(lr=0.1), x, t)
+    >>> loss.shape, round(float(loss), 3)
+    ((), 1.099)
+    """
     loss, grads = loss_and_gradient(network, x, t)
     if check_finite:
         xp = namespace(loss)
@@ -86,11 +123,40 @@ def training_step(network, optimizer, x, t, check_finite=False):
 
 
 def check_labels(network, x, t, classes=None):
-    """ValueError unless class-index labels `t` lie in [0, C), C the width of the scores
-    (`classes`; by default what `network.predict` gives for one sample of x, predicted in
-    inference mode, so no state changes). One host read of min(t) and max(t); one-hot `t`
-    needs none. Lazy (Dask) data are computed for it: the check runs once, where data
-    enter."""
+    """Check that class-index labels `t` lie in [0, C), C the width of the network's scores.
+
+    One host read of min(t) and max(t); one-hot `t` needs none. Lazy (Dask) data are
+    computed for it: the check runs once, where data enter.
+
+    Parameters
+    ----------
+    network : object
+        A network with `predict(x, train_flg=False)`; used only when `classes` is None.
+    x : array
+        Inputs (one sample of them is predicted, in inference mode, so no state changes).
+    t : array
+        Labels: class indices (checked) or one-hot rows (nothing to check).
+    classes : int, optional
+        The number of classes C; by default the width of `network.predict`'s scores.
+
+    Raises
+    ------
+    ValueError
+        When a class index lies outside [0, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.compiled import check_labels
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> net = TwoLayerNet(4, 5, 3, seed=0)
+    >>> x = np.ones((2, 4), dtype=np.float32)
+    >>> check_labels(net, x, np.array([0, 2]))
+    >>> check_labels(net, x, np.array([0, 3]))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: class-index labels must lie in [0, 3) for a network with 3 outputs, ...
+    """
     xp = namespace(x, t)
     if t.ndim != 1 or not xp.isdtype(t.dtype, "integral") or static_shape(t)[0] == 0:
         return
@@ -108,10 +174,23 @@ def check_labels(network, x, t, classes=None):
 
 
 def keep_compiled(directory):
-    """Keep JAX's compiled programs in `directory` between runs (JAX's persistent
-    compilation cache): a second run of the same training skips XLA's compilation, which
-    on a CPU takes longer than a small network's whole training. Does nothing where JAX
-    is not imported."""
+    """Keep JAX's compiled programs in `directory` between runs.
+
+    Turns on JAX's persistent compilation cache: a second run of the same training skips
+    XLA's compilation, which on a CPU takes longer than a small network's whole training.
+    Does nothing where JAX is not imported.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The folder of the cache.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from portablelayers.compiled import keep_compiled
+    >>> keep_compiled(tempfile.mkdtemp())
+    """
     import sys
 
     if "jax" not in sys.modules:
@@ -126,8 +205,36 @@ def keep_compiled(directory):
 # --- choosing ----------------------------------------------------------------------------
 
 def compiled_kind(x, mode="auto"):
-    """How a step on arrays like `x` runs under `mode` ('auto', True or False):
-    "jax.jit", "cuda-graph" or "eager". True where no compiler applies is a ValueError."""
+    """How a step on arrays like `x` runs under `mode`.
+
+    Parameters
+    ----------
+    x : array
+        An array of the step's library and device.
+    mode : {'auto', True, False}, default 'auto'
+        'auto': compile where a compiler applies; True: compile or fail; False: eager.
+
+    Returns
+    -------
+    str
+        "jax.jit", "cuda-graph" or "eager".
+
+    Raises
+    ------
+    ValueError
+        For a mode not in `COMPILE_MODES`, or True where no compiler applies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.compiled import compiled_kind
+    >>> compiled_kind(np.zeros(3))
+    'eager'
+    >>> compiled_kind(np.zeros(3), True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: compile=True: no compiled step for numpy arrays on cpu (numpy has no ...
+    """
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile must be 'auto', True or False, got {mode!r}")
     if mode is False:
