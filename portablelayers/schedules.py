@@ -34,7 +34,27 @@ class _Schedule:
 
 
 class Constant(_Schedule):
-    """lr for every epoch."""
+    """The same learning rate for every epoch.
+
+    Parameters
+    ----------
+    lr : float
+        The rate, >= 0 and finite.
+
+    Raises
+    ------
+    ValueError
+        For a negative, infinite or non-numeric `lr`.
+
+    Examples
+    --------
+    >>> from portablelayers.schedules import Constant
+    >>> schedule = Constant(0.1)
+    >>> schedule(0), schedule(9)
+    (0.1, 0.1)
+    >>> schedule.describe()
+    {'kind': 'constant', 'lr': 0.1}
+    """
 
     def __init__(self, lr):
         self.lr = float(_check("lr", lr, lambda v: 0 <= v < math.inf, ">= 0 and finite"))
@@ -47,7 +67,29 @@ class Constant(_Schedule):
 
 
 class Step(_Schedule):
-    """lr * gamma ** (epoch // step_size): lr divided every `step_size` epochs."""
+    """A rate multiplied by `gamma` every `step_size` epochs: lr * gamma ** (epoch // step_size).
+
+    Parameters
+    ----------
+    lr : float
+        The rate of the first `step_size` epochs, >= 0 and finite.
+    step_size : int
+        The number of epochs between two decays, >= 1.
+    gamma : float, default 0.1
+        The factor of each decay, in (0, 1].
+
+    Raises
+    ------
+    ValueError
+        For an argument out of its range.
+
+    Examples
+    --------
+    >>> from portablelayers.schedules import Step
+    >>> schedule = Step(1.0, step_size=2, gamma=0.5)
+    >>> [schedule(epoch) for epoch in range(5)]
+    [1.0, 1.0, 0.5, 0.5, 0.25]
+    """
 
     def __init__(self, lr, step_size, gamma=0.1):
         self.lr = float(_check("lr", lr, lambda v: 0 <= v < math.inf, ">= 0 and finite"))
@@ -63,8 +105,31 @@ class Step(_Schedule):
 
 
 class Cosine(_Schedule):
-    """From lr at epoch 0 down to min_lr at epoch `epochs` along half a cosine (SGDR
-    without restarts); min_lr after that."""
+    """A rate from lr at epoch 0 down to min_lr at epoch `epochs` along half a cosine.
+
+    SGDR without restarts; min_lr after epoch `epochs`.
+
+    Parameters
+    ----------
+    lr : float
+        The rate at epoch 0, >= 0 and finite.
+    epochs : int
+        The epoch at which the rate reaches `min_lr`, >= 1.
+    min_lr : float, default 0.0
+        The final rate, in [0, lr].
+
+    Raises
+    ------
+    ValueError
+        For an argument out of its range.
+
+    Examples
+    --------
+    >>> from portablelayers.schedules import Cosine
+    >>> schedule = Cosine(1.0, epochs=4)
+    >>> [round(schedule(epoch), 4) for epoch in range(6)]
+    [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.0]
+    """
 
     def __init__(self, lr, epochs, min_lr=0.0):
         self.lr = float(_check("lr", lr, lambda v: 0 <= v < math.inf, ">= 0 and finite"))
@@ -82,8 +147,30 @@ class Cosine(_Schedule):
 
 
 class Warmup(_Schedule):
-    """Linear warm-up: epoch e < `epochs` gets after(epochs) * (e + 1) / (epochs + 1);
-    then `after` (a schedule, or a number for a constant rate), counted from epoch 0."""
+    """A linear warm-up before another schedule.
+
+    Epoch e < `epochs` gets after(epochs) * (e + 1) / (epochs + 1); later epochs get
+    `after`, counted from epoch 0.
+
+    Parameters
+    ----------
+    after : callable or float
+        The schedule after the warm-up, or a number for a constant rate.
+    epochs : int
+        The number of warm-up epochs, >= 0.
+
+    Raises
+    ------
+    ValueError
+        For a negative or non-integer `epochs`, or an invalid number `after`.
+
+    Examples
+    --------
+    >>> from portablelayers.schedules import Warmup
+    >>> schedule = Warmup(0.3, epochs=2)
+    >>> [round(schedule(epoch), 4) for epoch in range(4)]
+    [0.1, 0.2, 0.3, 0.3]
+    """
 
     def __init__(self, after, epochs):
         self.after = after if callable(after) else Constant(after)
@@ -105,7 +192,29 @@ _KINDS = {"constant": Constant, "step": Step, "cosine": Cosine, "warmup": Warmup
 
 
 def from_description(description):
-    """A schedule back from `describe()`'s dict."""
+    """A schedule back from `describe()`'s dict.
+
+    Parameters
+    ----------
+    description : dict
+        What a schedule's `describe()` returned: its "kind" and its arguments.
+
+    Returns
+    -------
+    Constant, Step, Cosine or Warmup
+        The schedule the description describes.
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind, or arguments out of their range.
+
+    Examples
+    --------
+    >>> from portablelayers.schedules import Step, from_description
+    >>> from_description(Step(0.1, step_size=3).describe())
+    Step(lr=0.1, step_size=3, gamma=0.1)
+    """
     args = dict(description)
     kind = args.pop("kind", None)
     if kind not in _KINDS:
