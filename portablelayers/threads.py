@@ -34,7 +34,19 @@ _limiter = None  # the threadpoolctl limit in force (kept alive: it is the setti
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    """The cores this process may run on (its CPU affinity where the OS tells it).
+
+    Returns
+    -------
+    int
+        The number of usable cores, at least 1.
+
+    Examples
+    --------
+    >>> from portablelayers.threads import usable_cores
+    >>> usable_cores() >= 1
+    True
+    """
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -42,9 +54,27 @@ def usable_cores() -> int:
 
 
 def default_threads(cores: int | None = None) -> int:
-    """The thread count `set_threads("auto")` uses: 1 up to 4 usable cores, else half of
-    them, at most 8 (the book's small matrices gain little from more, and threads that wait
-    for busy cores lose much)."""
+    """The thread count `set_threads("auto")` uses: 1 up to 4 usable cores, else half, at most 8.
+
+    The book's small matrices gain little from more threads, and threads that wait for
+    busy cores lose much.
+
+    Parameters
+    ----------
+    cores : int, optional
+        The number of cores; by default `usable_cores()`.
+
+    Returns
+    -------
+    int
+        The number of threads.
+
+    Examples
+    --------
+    >>> from portablelayers.threads import default_threads
+    >>> default_threads(2), default_threads(12), default_threads(64)
+    (1, 6, 8)
+    """
     cores = usable_cores() if cores is None else cores
     return 1 if cores <= 4 else min(cores // 2, 8)
 
@@ -103,7 +133,22 @@ def set_threads(n="auto") -> int:
 
 
 def thread_info() -> dict[str, int]:
-    """Library -> threads now: each BLAS/OpenMP pool threadpoolctl sees, and torch."""
+    """Library -> threads now: each BLAS/OpenMP pool threadpoolctl sees, and torch.
+
+    Returns
+    -------
+    dict of str to int
+        The threads of each pool ("user_api:internal_api", e.g. "blas:openblas") and of
+        torch where it is imported.
+
+    Examples
+    --------
+    >>> from portablelayers.threads import set_threads, thread_info
+    >>> set_threads(1)
+    1
+    >>> all(n == 1 for n in thread_info().values())
+    True
+    """
     info = {}
     try:
         from threadpoolctl import threadpool_info
