@@ -50,8 +50,44 @@ def _jsonable(value):
 
 
 def build(class_name, /, *, xp=None, device=None, dtype=None, seed=None, **kwargs):
-    """One of the book's networks (`NETWORK_CLASSES`), made with `kwargs` and remembering
-    them, so that `save_checkpoint` describes it and `load_model` rebuilds it."""
+    """One of the book's networks, made with `kwargs` and remembering them.
+
+    `save_checkpoint` then describes the network and `load_model` rebuilds it.
+
+    Parameters
+    ----------
+    class_name : str
+        A name in `NETWORK_CLASSES` ("TwoLayerNet", "SimpleConvNet", ...).
+    xp : str or module, optional
+        Backend of the parameters (a name, module or namespace); NumPy when None.
+    device : object, optional
+        Device of the parameters.
+    dtype : dtype, optional
+        Floating dtype of the parameters.
+    seed : int, optional
+        Seed of the initial weights (and of Dropout's masks).
+    **kwargs
+        The network class's constructor arguments (JSON-describable values).
+
+    Returns
+    -------
+    object
+        The network, an instance of `class_name`.
+
+    Raises
+    ------
+    ValueError
+        For a class name not in `NETWORK_CLASSES`.
+    TypeError
+        For a constructor argument that cannot be described in JSON.
+
+    Examples
+    --------
+    >>> from portablelayers.models import build
+    >>> net = build("TwoLayerNet", input_size=4, hidden_size=5, output_size=3, seed=0)
+    >>> type(net).__name__, net.params["W1"].shape
+    ('TwoLayerNet', (4, 5))
+    """
     from . import nets
 
     if class_name not in NETWORK_CLASSES:
@@ -73,8 +109,28 @@ def _with_seed(arch, network):
 
 
 def architecture(network) -> dict | None:
-    """{"class": name, "kwargs": constructor arguments, "seed": its seed} of `network`,
-    or None where it cannot be told (see the module's docstring)."""
+    """The class, constructor arguments and seed of `network`, as a JSON-able dict.
+
+    Parameters
+    ----------
+    network : object
+        A network made by `build`, one with a `config` dict, or a TwoLayerNet,
+        MultiLayerNet or MultiLayerNetExtend (described from its layers).
+
+    Returns
+    -------
+    dict or None
+        {"class": name, "kwargs": constructor arguments, "seed": its seed}, or None where
+        it cannot be told (see the module's docstring).
+
+    Examples
+    --------
+    >>> from portablelayers.models import architecture, build
+    >>> net = build("TwoLayerNet", input_size=4, hidden_size=5, output_size=3, seed=0)
+    >>> architecture(net)
+    {'class': 'TwoLayerNet',
+     'kwargs': {'input_size': 4, 'hidden_size': 5, 'output_size': 3}, 'seed': 0}
+    """
     recorded = getattr(network, _ARCH_ATTRIBUTE, None)
     if recorded is not None:
         return _with_seed(recorded, network)
@@ -115,8 +171,25 @@ def _from_layers(network):
 # --- optimizers ----------------------------------------------------------------------------
 
 def optimizer_description(optimizer) -> dict:
-    """{"class": name, "hyper": {argument: value}}: the constructor arguments of an
-    optimizer of portablelayers.optim, read from its attributes."""
+    """The class and constructor arguments of an optimizer, read from its attributes.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+        An optimizer of portablelayers.optim.
+
+    Returns
+    -------
+    dict
+        {"class": name, "hyper": {argument: value}}.
+
+    Examples
+    --------
+    >>> from portablelayers.models import optimizer_description
+    >>> from portablelayers.optim import SGD
+    >>> optimizer_description(SGD(lr=0.1))
+    {'class': 'SGD', 'hyper': {'lr': 0.1, 'clip_norm': None}}
+    """
     cls = type(optimizer)
     names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     hyper = {name: _jsonable(getattr(optimizer, name)) for name in names
@@ -125,7 +198,29 @@ def optimizer_description(optimizer) -> dict:
 
 
 def build_optimizer(description):
-    """An optimizer from `optimizer_description`'s dict (state not yet made)."""
+    """An optimizer from `optimizer_description`'s dict (state not yet made).
+
+    Parameters
+    ----------
+    description : dict
+        {"class": name, "hyper": {argument: value}}, as `optimizer_description` returns.
+
+    Returns
+    -------
+    Optimizer
+        A new optimizer of portablelayers.optim.
+
+    Raises
+    ------
+    ValueError
+        For a class that is not an optimizer of portablelayers.optim.
+
+    Examples
+    --------
+    >>> from portablelayers.models import build_optimizer
+    >>> build_optimizer({"class": "Momentum", "hyper": {"lr": 0.1, "momentum": 0.9}})
+    Momentum(lr=0.1, momentum=0.9)
+    """
     from . import optim
 
     cls = getattr(optim, description["class"], None)
@@ -135,8 +230,36 @@ def build_optimizer(description):
 
 
 def restore_optimizer(optimizer, params, arrays):
-    """Set `optimizer`'s state from host arrays ("m/W1", "iter", ...), each cast to the
-    dtype and device of the state array `init_state(params)` makes."""
+    """Set `optimizer`'s state from host arrays ("m/W1", "iter", ...).
+
+    Each array is cast to the dtype and device of the state array `init_state(params)`
+    makes.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+        The optimizer whose state is set.
+    params : dict
+        The network's parameters (name -> array).
+    arrays : dict
+        The saved state (key -> NumPy array), as `Checkpoint.optimizer_arrays` holds it.
+
+    Raises
+    ------
+    ValueError
+        When the keys or shapes of `arrays` differ from the state the optimizer needs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.models import restore_optimizer
+    >>> from portablelayers.optim import Momentum
+    >>> params = {"W": np.zeros(2)}
+    >>> opt = Momentum(lr=0.1)
+    >>> restore_optimizer(opt, params, {"lr": np.array(0.1), "v/W": np.array([1.0, 2.0])})
+    >>> opt.state["v/W"]
+    array([1., 2.])
+    """
     optimizer.init_state(params)
     current = optimizer.state
     if "lr" in current and "lr" not in arrays:
@@ -159,8 +282,25 @@ def restore_optimizer(optimizer, params, arrays):
 # --- files ---------------------------------------------------------------------------------
 
 class Checkpoint:
-    """What a checkpoint file holds: `meta` (the JSON description; {} for a file of
-    parameters only), `network_arrays` and `optimizer_arrays` (name -> NumPy array)."""
+    """What a checkpoint file holds, as `read_checkpoint` returns it.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    meta : dict
+        The JSON description; {} for a file of parameters only.
+    network_arrays : dict
+        The network's arrays (name -> NumPy array).
+    optimizer_arrays : dict
+        The optimizer's state arrays (key -> NumPy array).
+
+    Examples
+    --------
+    >>> from portablelayers.models import Checkpoint
+    >>> Checkpoint("model.npz", {}, {}, {})
+    <checkpoint model.npz: parameters only>
+    """
 
     def __init__(self, path, meta, network_arrays, optimizer_arrays):
         self.path, self.meta = path, meta
@@ -182,9 +322,35 @@ class Checkpoint:
 
 def save_checkpoint(path, network, optimizer=None, *, training=None, extra=None,
                     architecture_=None, network_arrays=None):
-    """Write `network` (parameters, running statistics, its architecture and dtype),
-    `optimizer` (class, hyper-parameters and state arrays), `training` (a JSON-able dict:
-    what a training loop needs to go on) and `extra` (JSON-able) to `path`, atomically."""
+    """Write a network, its optimizer and the training's state to `path`, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The .npz file to write.
+    network : object
+        The network: its parameters, running statistics, architecture and dtype.
+    optimizer : Optimizer, optional
+        Its class, hyper-parameters and state arrays are saved too.
+    training : dict, optional
+        JSON-able: what a training loop needs to go on.
+    extra : dict, optional
+        Anything else JSON-able.
+    architecture_ : dict, optional
+        The architecture to record instead of `architecture(network)`.
+    network_arrays : dict, optional
+        The network's host arrays, when the caller has them already.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from portablelayers.models import build, read_checkpoint, save_checkpoint
+    >>> net = build("TwoLayerNet", input_size=4, hidden_size=5, output_size=3, seed=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> save_checkpoint(path, net, training={"epoch": 3})
+    >>> read_checkpoint(path).training
+    {'epoch': 3}
+    """
     from . import __version__
 
     arrays = dict(network_arrays) if network_arrays is not None else (
@@ -203,8 +369,35 @@ def save_checkpoint(path, network, optimizer=None, *, training=None, extra=None,
 
 
 def read_checkpoint(path) -> Checkpoint:
-    """The checkpoint at `path`; a parameters-only .npz (save_params, older versions)
-    gives meta {}. ValueError for a file that is not a checkpoint."""
+    """The checkpoint at `path`.
+
+    A parameters-only .npz (save_params, older versions) gives meta {}.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The .npz file.
+
+    Returns
+    -------
+    Checkpoint
+        Its description and arrays.
+
+    Raises
+    ------
+    ValueError
+        For a file that is not a checkpoint, or one in a newer format.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from portablelayers.models import build, read_checkpoint, save_checkpoint
+    >>> net = build("TwoLayerNet", input_size=4, hidden_size=5, output_size=3, seed=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> save_checkpoint(path, net)
+    >>> sorted(read_checkpoint(path).network_arrays)
+    ['W1', 'W2', 'b1', 'b2']
+    """
     import os
 
     path = os.fspath(path)
