@@ -85,9 +85,6 @@ UNCHECKED_MODULES = [
 UNCHECKED_NAMES = [
     "datasets.DataFileError", "datasets.load_idx", "datasets.mnist_dir",
     "datasets.load_mnist_test", "datasets.holdout_split", "datasets.download_mnist",
-    "checkpoint.save_arrays", "checkpoint.load_arrays", "checkpoint.load_meta",
-    "checkpoint.load_params_from_arrays", "checkpoint.network_arrays",
-    "checkpoint.clean_stale_temporaries",
 ]
 numpydoc_validation_exclude = {
     r"\.[A-Z][A-Za-z0-9]*\.[a-z_]\w*$",     # Class.method / Class.property

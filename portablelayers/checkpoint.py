@@ -65,7 +65,26 @@ def to_host(x) -> np.ndarray:
 
 
 def network_arrays(net) -> dict[str, np.ndarray]:
-    """The network's parameters and its running statistics created so far, on the host."""
+    """The network's parameters and its running statistics created so far, on the host.
+
+    Parameters
+    ----------
+    net : object
+        A network with `params` (and optionally `state`).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Name -> a NumPy copy of each array.
+
+    Examples
+    --------
+    >>> from portablelayers.checkpoint import network_arrays
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> arrays = network_arrays(TwoLayerNet(4, 5, 3, seed=0))
+    >>> {name: a.shape for name, a in arrays.items()}
+    {'W1': (4, 5), 'b1': (5,), 'W2': (5, 3), 'b2': (3,)}
+    """
     arrays = {name: to_host(value) for name, value in net.params.items()}
     arrays.update({name: to_host(value) for name, value in getattr(net, "state", {}).items()
                    if value is not None})
@@ -83,10 +102,30 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temporaries(path) -> list[str]:
-    """Remove the temporary files that saves to `path` left behind when their process was
-    killed mid-write (`.NAME.pidPID.XXXX.tmp` whose process is gone, and the older
-    `.NAME.XXXX.tmp` form); returns the paths removed. A save in progress in a live
-    process keeps its file."""
+    """Remove the temporary files that saves to `path` left behind when killed mid-write.
+
+    These are `.NAME.pidPID.XXXX.tmp` files whose process is gone, and the older
+    `.NAME.XXXX.tmp` form. A save in progress in a live process keeps its file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file the saves wrote.
+
+    Returns
+    -------
+    list of str
+        The paths removed.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from portablelayers.checkpoint import clean_stale_temporaries
+    >>> directory = tempfile.mkdtemp()
+    >>> open(os.path.join(directory, ".model.npz.abc123.tmp"), "wb").close()
+    >>> [os.path.basename(p) for p in clean_stale_temporaries(os.path.join(directory, "model.npz"))]
+    ['.model.npz.abc123.tmp']
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     prefix = f".{os.path.basename(path)}."
@@ -112,11 +151,39 @@ def clean_stale_temporaries(path) -> list[str]:
 
 
 def save_arrays(path, arrays: dict, meta: dict | None = None) -> None:
-    """Write `arrays` (name -> NumPy array) to the .npz `path` atomically: into a temporary
-    file in the same directory, then renamed over `path`. `meta` (JSON-able) is stored as
-    the entry "{META_KEY}" (UTF-8 bytes of JSON). Temporaries of earlier saves to `path`
-    whose process was killed are removed first. An OSError names `path`, never the
-    temporary."""
+    """Write `arrays` (name -> NumPy array) to the .npz `path` atomically.
+
+    The arrays go into a temporary file in the same directory, then renamed over `path`.
+    Temporaries of earlier saves to `path` whose process was killed are removed first.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The .npz file to write.
+    arrays : dict of str to numpy.ndarray
+        The arrays, of numbers only.
+    meta : dict, optional
+        JSON-able description, stored as the entry `META_KEY` (UTF-8 bytes of JSON).
+
+    Raises
+    ------
+    TypeError
+        For an array that is not of numbers.
+    ValueError
+        For an array named `META_KEY`.
+    OSError
+        When the file cannot be written; the message names `path`, never the temporary.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from portablelayers.checkpoint import load_arrays, load_meta, save_arrays
+    >>> path = os.path.join(tempfile.mkdtemp(), "arrays.npz")
+    >>> save_arrays(path, {"W": np.arange(3.0)}, meta={"note": "demo"})
+    >>> load_arrays(path), load_meta(path)
+    ({'W': array([0., 1., 2.])}, {'note': 'demo'})
+    """
     for name, value in arrays.items():
         if value.dtype.kind not in "biuf":
             raise TypeError(f"array {name!r} has dtype {value.dtype}; only numbers are saved")
@@ -152,8 +219,38 @@ def save_arrays(path, arrays: dict, meta: dict | None = None) -> None:
 
 
 def load_arrays(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
-    """name -> NumPy array from a .npz, or from a pickled dict (the book's params.pkl) when
-    `allow_pickle` is True. The format is recognised from the content, not the suffix."""
+    """Name -> NumPy array from a .npz, or from a pickled dict (the book's params.pkl).
+
+    The format is recognised from the content, not the suffix.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    allow_pickle : bool, default False
+        Read a pickle too (unpickling runs code from the file: only for trusted files).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The arrays, without the checkpoint's description (see `load_meta`).
+
+    Raises
+    ------
+    ValueError
+        For a truncated or corrupt .npz, a single .npy, a pickle without `allow_pickle`, or
+        a pickle of something other than a dict of arrays.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from portablelayers.checkpoint import load_arrays
+    >>> path = os.path.join(tempfile.mkdtemp(), "arrays.npz")
+    >>> np.savez(path, b=np.zeros(2))
+    >>> load_arrays(path)
+    {'b': array([0., 0.])}
+    """
     path = os.fspath(path)
     with open(path, "rb") as f:
         magic = f.read(6)
@@ -184,8 +281,33 @@ def load_arrays(path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
 
 
 def load_meta(path) -> dict:
-    """The JSON description a checkpoint carries ({} for a file of parameters only, or a
-    file that is not a .npz)."""
+    """The JSON description a checkpoint carries.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    dict
+        The description; {} for a file of parameters only, or a file that is not a .npz.
+
+    Raises
+    ------
+    ValueError
+        For a corrupt .npz, or a description that is not a JSON object.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from portablelayers.checkpoint import load_meta
+    >>> path = os.path.join(tempfile.mkdtemp(), "arrays.npz")
+    >>> np.savez(path, b=np.zeros(2))
+    >>> load_meta(path)
+    {}
+    """
     path = os.fspath(path)
     with open(path, "rb") as f:
         if not f.read(6).startswith(_ZIP_MAGIC):
@@ -266,7 +388,35 @@ def load_params(net, path, allow_pickle: bool = False) -> None:
 
 
 def load_params_from_arrays(net, arrays, path="the arrays") -> None:
-    """`load_params` from name -> NumPy array (`path` names them in errors)."""
+    """`load_params` from name -> NumPy array.
+
+    Every name and shape is checked before anything is assigned.
+
+    Parameters
+    ----------
+    net : object
+        The network to load into (its `params` and `state`).
+    arrays : dict of str to numpy.ndarray
+        The arrays; names with a "/" (an optimizer's state) are ignored.
+    path : str, default "the arrays"
+        What names the arrays in errors.
+
+    Raises
+    ------
+    ValueError
+        For missing or unexpected names, or arrays of the wrong shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.checkpoint import load_params_from_arrays, network_arrays
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> net = TwoLayerNet(4, 5, 3, seed=0)
+    >>> arrays = {name: np.ones_like(a) for name, a in network_arrays(net).items()}
+    >>> load_params_from_arrays(net, arrays)
+    >>> float(net.params["W1"].sum())
+    20.0
+    """
     # A full checkpoint also holds the optimizer's state ("optimizer/m/W1"): not the net's.
     arrays = {name: value for name, value in arrays.items() if "/" not in name}
     params, state = net.params, net.state
