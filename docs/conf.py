@@ -82,10 +82,7 @@ numpydoc_validation_checks = {
 UNCHECKED_MODULES = [
     "inference", "distributed",
 ]
-UNCHECKED_NAMES = [
-    "datasets.DataFileError", "datasets.load_idx", "datasets.mnist_dir",
-    "datasets.load_mnist_test", "datasets.holdout_split", "datasets.download_mnist",
-]
+UNCHECKED_NAMES: list[str] = []
 numpydoc_validation_exclude = {
     r"\.[A-Z][A-Za-z0-9]*\.[a-z_]\w*$",     # Class.method / Class.property
     r"\.[A-Z][A-Z0-9_]+$",                   # CONSTANTS

@@ -60,7 +60,16 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 class DataFileError(ValueError):
-    """A data file exists but is not what it should be (corrupt, truncated, wrong checksum)."""
+    """A data file exists but is not what it should be (corrupt, truncated, wrong checksum).
+
+    A subclass of ValueError; its message names the file and says what to do.
+
+    Examples
+    --------
+    >>> from portablelayers.datasets import DataFileError
+    >>> issubclass(DataFileError, ValueError)
+    True
+    """
 
 
 # --- IDX files -------------------------------------------------------------------------------
@@ -68,7 +77,30 @@ class DataFileError(ValueError):
 def load_idx(path) -> np.ndarray:
     """The array stored in one IDX file (gzipped or raw), in native byte order.
 
-    Raises DataFileError naming the file when it is not IDX, is truncated or has extra bytes.
+    Parameters
+    ----------
+    path : str or path-like
+        The IDX file (gzipped or not).
+
+    Returns
+    -------
+    numpy.ndarray
+        A writable copy of the stored array.
+
+    Raises
+    ------
+    DataFileError
+        Naming the file, when it is not IDX, is truncated or has extra bytes.
+
+    Examples
+    --------
+    >>> import os, struct, tempfile
+    >>> from portablelayers.datasets import load_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny-idx1-ubyte")
+    >>> with open(path, "wb") as f:  # magic: 0, 0, type 0x08 (uint8), 1 axis; then 3 items
+    ...     _ = f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 3) + bytes([7, 8, 9]))
+    >>> load_idx(path)
+    array([7, 8, 9], dtype=uint8)
     """
     path = Path(path)
     raw = _read_maybe_gzip(path)
@@ -114,8 +146,26 @@ def _md5(path: Path) -> str:
 # --- MNIST -----------------------------------------------------------------------------------
 
 def mnist_dir(path=None) -> Path:
-    """Where MNIST is read from: `path`, else $PORTABLELAYERS_MNIST, else the user cache
-    (~/.cache/portablelayers/mnist, or under $XDG_CACHE_HOME)."""
+    """Where MNIST is read from: `path`, else $PORTABLELAYERS_MNIST, else the user cache.
+
+    The user cache is ~/.cache/portablelayers/mnist, or under $XDG_CACHE_HOME.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        The folder, when the caller names one.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not created).
+
+    Examples
+    --------
+    >>> from portablelayers.datasets import mnist_dir
+    >>> mnist_dir("/data/mnist").as_posix()
+    '/data/mnist'
+    """
     if path is not None:
         return Path(path).expanduser()
     if os.environ.get(MNIST_ENV):
@@ -224,16 +274,77 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, path=None, dow
 
 def load_mnist_test(normalize=True, flatten=True, one_hot_label=False, path=None,
                     *, xp=None, device=None):
-    """Only the 10,000-image MNIST test set, `(x_test, t_test)`, from a folder that may lack
-    the training files (see `load_mnist` for the arguments; `holdout_split` divides it)."""
+    """Only the 10,000-image MNIST test set, from a folder that may lack the training files.
+
+    `holdout_split` divides it.
+
+    Parameters
+    ----------
+    normalize : bool, default True
+        Pixels as float32 in [0, 1], else uint8.
+    flatten : bool, default True
+        Images as (N, 784) rows, else (N, 1, 28, 28).
+    one_hot_label : bool, default False
+        Labels as one-hot rows (N, 10), else class indices (N,).
+    path : str or path-like, optional
+        The folder of the IDX files (see `mnist_dir`).
+    xp : str or module, optional
+        Backend of the returned arrays; NumPy when None.
+    device : object, optional
+        Device of the returned arrays.
+
+    Returns
+    -------
+    x_test, t_test : tuple of array
+        10,000 test images and their labels.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing file (the message says how to get it).
+    DataFileError
+        For a corrupt, truncated or wrong file.
+
+    Examples
+    --------
+    >>> from portablelayers.datasets import load_mnist_test
+    >>> x_test, t_test = load_mnist_test()  # doctest: +SKIP
+    """
     files = _require(mnist_dir(path), ("test_img", "test_label"))
     x, t = _read_mnist_pair(files["test_img"], files["test_label"], "test_img", "test_label")
     return to_backend(_book_layout(x, t, 255.0, normalize, flatten, one_hot_label), xp, device)
 
 
 def holdout_split(x, t, n_train):
-    """`((x[:n_train], t[:n_train]), (x[n_train:], t[n_train:]))`: the first samples train,
-    the rest are held out (e.g. 8,000 / 2,000 of the MNIST test set)."""
+    """Split (x, t) in order: the first `n_train` samples train, the rest are held out.
+
+    For example 8,000 / 2,000 of the MNIST test set.
+
+    Parameters
+    ----------
+    x, t : array
+        Samples and labels, N each.
+    n_train : int
+        The number of training samples, in [1, N - 1].
+
+    Returns
+    -------
+    (x_train, t_train), (x_held, t_held) : tuple of tuple of array
+        ``((x[:n_train], t[:n_train]), (x[n_train:], t[n_train:]))``.
+
+    Raises
+    ------
+    ValueError
+        For an `n_train` that leaves a part empty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.datasets import holdout_split
+    >>> (x, t), (x_held, t_held) = holdout_split(np.arange(5), np.arange(5), 3)
+    >>> x, x_held
+    (array([0, 1, 2]), array([3, 4]))
+    """
     n = x.shape[0]
     if not 0 < n_train < n:
         raise ValueError(f"n_train must lie in [1, {n - 1}] for {n} samples, got {n_train}")
@@ -287,9 +398,34 @@ def validation_split(x, t, fraction, seed=0):
 def download_mnist(path=None, *, mirrors=None, timeout=30.0, progress=True) -> Path:
     """Fetch the MNIST files missing from `path` (see `mnist_dir`) and return the folder.
 
-    Each file is tried from `mirrors` (default MNIST_MIRRORS) in turn and kept only when its
-    md5 matches the official one. Raises ConnectionError, with every mirror's reason, when
-    no mirror can deliver a file (for example offline).
+    Each file is tried from `mirrors` in turn and kept only when its md5 matches the
+    official one.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        The folder (see `mnist_dir`); created when missing.
+    mirrors : sequence of str, optional
+        Base URLs to try in turn; `MNIST_MIRRORS` by default.
+    timeout : float, default 30.0
+        Seconds to wait for a mirror's answer.
+    progress : bool, default True
+        Print each file's progress.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder that now holds the files.
+
+    Raises
+    ------
+    ConnectionError
+        With every mirror's reason, when no mirror can deliver a file (for example offline).
+
+    Examples
+    --------
+    >>> from portablelayers.datasets import download_mnist
+    >>> folder = download_mnist()  # doctest: +SKIP
     """
     directory = mnist_dir(path)
     directory.mkdir(parents=True, exist_ok=True)
