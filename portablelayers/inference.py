@@ -27,9 +27,40 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def load_input(path, shape) -> np.ndarray:
-    """The file at `path` as one float32 input of `shape` (C, H, W), prepared as the
-    training images were (see the module's docstring). ValueError for a file that cannot
-    be used (wrong shape, unreadable), ImportError when an image needs Pillow."""
+    """The file at `path` as one float32 input of `shape` (C, H, W).
+
+    It is prepared as the training images were (see the module's docstring).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A `.npy` array (taken as prepared) or an image Pillow reads.
+    shape : tuple of int
+        The model's input shape (C, H, W).
+
+    Returns
+    -------
+    numpy.ndarray
+        The float32 input, of shape `shape`.
+
+    Raises
+    ------
+    ValueError
+        For a file that cannot be used (wrong shape, unreadable).
+    ImportError
+        When an image needs Pillow and it is not installed.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from portablelayers.inference import load_input
+    >>> path = os.path.join(tempfile.mkdtemp(), "input.npy")
+    >>> np.save(path, np.full((2, 2), 0.5))
+    >>> load_input(path, (1, 2, 2))
+    array([[[0.5, 0.5],
+            [0.5, 0.5]]], dtype=float32)
+    """
     path = os.fspath(path)
     if path.lower().endswith(".npy"):
         try:
@@ -77,8 +108,33 @@ def _load_image(path, shape):
 
 
 def predict_proba(network, x, batch_size=100) -> np.ndarray:
-    """Softmax probabilities (N, classes) of `network` for the inputs `x` (an array of
-    the network's backend), in inference mode, on the host."""
+    """Softmax probabilities (N, classes) of `network` for the inputs `x`, on the host.
+
+    The network predicts in inference mode, `batch_size` samples at a time.
+
+    Parameters
+    ----------
+    network : object
+        A network with `predict(x, train_flg=False)`.
+    x : array
+        Inputs, an array of the network's backend.
+    batch_size : int, default 100
+        Samples per forward pass.
+
+    Returns
+    -------
+    numpy.ndarray
+        Probabilities (float64) of shape (N, classes); each row sums to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.inference import predict_proba
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> p = predict_proba(TwoLayerNet(4, 5, 3, seed=0), np.ones((2, 4), dtype=np.float32))
+    >>> p.shape, p.sum(axis=1).round(6)
+    ((2, 3), array([1., 1.]))
+    """
     from .checkpoint import to_host
 
     n = x.shape[0]
@@ -93,15 +149,70 @@ def predict_proba(network, x, batch_size=100) -> np.ndarray:
 
 
 def confusion_matrix(t, predicted, classes) -> np.ndarray:
-    """(classes, classes) counts: row = the true class, column = the predicted one."""
+    """(classes, classes) counts: row = the true class, column = the predicted one.
+
+    Parameters
+    ----------
+    t : array_like
+        True class indices.
+    predicted : array_like
+        Predicted class indices, as many.
+    classes : int
+        The number of classes.
+
+    Returns
+    -------
+    numpy.ndarray
+        Counts (int64) of shape (classes, classes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.inference import confusion_matrix
+    >>> confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
+    array([[1, 0, 0],
+           [0, 1, 1],
+           [0, 0, 1]])
+    """
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(t), np.asarray(predicted)), 1)
     return matrix
 
 
 def evaluate(network, x, t, batch_size=100):
-    """(mean cross-entropy loss, accuracy, confusion matrix) of `network` on (x, t); t as
-    class indices (host or backend array)."""
+    """The mean cross-entropy loss, accuracy and confusion matrix of `network` on (x, t).
+
+    Parameters
+    ----------
+    network : object
+        A network with `predict(x, train_flg=False)`.
+    x : array
+        Inputs, an array of the network's backend.
+    t : array
+        Labels: class indices or one-hot rows (host or backend array).
+    batch_size : int, default 100
+        Samples per forward pass.
+
+    Returns
+    -------
+    loss : float
+        The mean cross-entropy loss.
+    accuracy : float
+        The share of samples predicted right.
+    matrix : numpy.ndarray
+        The confusion matrix (see `confusion_matrix`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.inference import evaluate
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> net = TwoLayerNet(4, 5, 3, seed=0)
+    >>> loss, accuracy, matrix = evaluate(net, np.ones((2, 4), dtype=np.float32),
+    ...                                   np.array([0, 2]))
+    >>> round(loss, 3), accuracy, matrix.shape
+    (1.099, 0.5, (3, 3))
+    """
     from .checkpoint import to_host
 
     p = predict_proba(network, x, batch_size)
