@@ -58,15 +58,45 @@ __all__ = ["DistributedStep", "WorkerLost", "connect", "worker_pids"]
 # --- connecting -----------------------------------------------------------------------------
 
 def connect(scheduler, *, timeout=10, **cluster_kwargs):
-    """A `dask.distributed.Client` for `scheduler`:
+    """A `dask.distributed.Client` for `scheduler`.
 
-    - a Client: returned as it is;
-    - "local:N": a new LocalCluster of N worker processes, one thread each (one BLAS
-      thread each: the nanny sets OMP_NUM_THREADS=1), no dashboard; closing the client
-      closes the cluster;
-    - an address ("tcp://host:8786", "tls://...", "host:8786"): that running scheduler.
+    Parameters
+    ----------
+    scheduler : str or dask.distributed.Client
+        What to connect to:
 
-    An address that cannot be reached within `timeout` seconds is an OSError of one line.
+        - a Client: returned as it is;
+        - "local:N": a new LocalCluster of N worker processes, one thread each (one BLAS
+          thread each: the nanny sets OMP_NUM_THREADS=1), no dashboard; closing the client
+          closes the cluster;
+        - an address ("tcp://host:8786", "tls://...", "host:8786"): that running scheduler.
+    timeout : float, default 10
+        Seconds to wait for a running scheduler.
+    **cluster_kwargs
+        More arguments of the Client that makes a "local:N" cluster.
+
+    Returns
+    -------
+    dask.distributed.Client
+        The client.
+
+    Raises
+    ------
+    TypeError
+        For a `scheduler` that is neither a string nor a Client.
+    ValueError
+        For "local:N" with N not a positive int.
+    OSError
+        Of one line, for an address that cannot be reached within `timeout` seconds.
+
+    Examples
+    --------
+    Needs the dask extra (``pip install 'portablelayers[dask]'``):
+
+    >>> from portablelayers.distributed import connect
+    >>> client = connect("local:2")  # doctest: +SKIP
+    >>> len(client.scheduler_info()["workers"])  # doctest: +SKIP
+    2
     """
     from dask.distributed import Client
 
@@ -93,7 +123,27 @@ def connect(scheduler, *, timeout=10, **cluster_kwargs):
 
 
 def worker_pids(client):
-    """{worker address: process id}: which process to kill to test a fault."""
+    """{worker address: process id}: which process to kill to test a fault.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        The client of the cluster.
+
+    Returns
+    -------
+    dict of str to int
+        Each worker's address and the id of its process.
+
+    Examples
+    --------
+    Needs the dask extra (``pip install 'portablelayers[dask]'``):
+
+    >>> from portablelayers.distributed import connect, worker_pids
+    >>> pids = worker_pids(connect("local:2"))  # doctest: +SKIP
+    >>> len(pids)  # doctest: +SKIP
+    2
+    """
     import os
 
     return client.run(os.getpid)
@@ -216,26 +266,60 @@ class WorkerLost(RuntimeError):
 
 
 class DistributedStep:
-    """`step(x, t) -> loss`: synchronous data-parallel training of `network` with
-    `optimizer` on the workers of `client` (see the module's text).
+    """`step(x, t) -> loss`: synchronous data-parallel training on the workers of `client`.
+
+    `network` is trained with `optimizer` (see the module's text).
 
     Parameters
     ----------
-    network : Sequential (or a network with live `params`/`state`, `loss_and_gradient`
-        or `loss`/`gradient`, `predict`); its arrays are brought to the client as NumPy.
-    optimizer : an optimizer of `portablelayers.optim`; it runs on the client.
-    client : a `dask.distributed.Client`, or what `connect` takes ("local:N", an address).
-    x, t : Dask arrays of the training data, chunked along the sample axis (other axes
-        whole; they are rechunked when not) and persisted on the workers here.
-    retries : how many times one step is retried after losing workers.
-    check : check the labels of (x, t) now (`check_labels`).
+    network : Sequential or object
+        A Sequential, or a network with live `params`/`state`, `loss_and_gradient` or
+        `loss`/`gradient`, and `predict`; its arrays are brought to the client as NumPy.
+    optimizer : Optimizer
+        An optimizer of `portablelayers.optim`; it runs on the client.
+    client : dask.distributed.Client or str
+        A client, or what `connect` takes ("local:N", an address).
+    x, t : dask.array.Array
+        The training data, chunked along the sample axis (other axes whole; they are
+        rechunked when not) and persisted on the workers here.
+    retries : int, default 3
+        How many times one step is retried after losing workers.
+    check : bool, default False
+        Check the labels of (x, t) now (`check_labels`).
+    precision : str, optional
+        A precision policy (see `backends.set_precision`); only recorded, as the attribute
+        `precision`: nothing on the workers changes with it.
 
+    Raises
+    ------
+    TypeError
+        When `x` or `t` is not a Dask array.
+    ValueError
+        For `x` and `t` of different or unknown lengths, or a network without parameters.
+
+    Notes
+    -----
     The interface is that of `compiled.compile_step`'s steps: `batch`, `accuracy`,
     `check_labels`, `kind` ("dask.distributed"), `traces` (0: nothing is compiled), and
     `mean_loss` (the Trainer's per-epoch loss), `loss_and_gradient` (the global batch's
     loss and gradient, no update), `round_trips` (client-worker round trips so far: one a
     step), `worker_seconds` (CPU seconds of each worker's part of the last step),
     `recoveries` (how often workers were lost and the replicas made anew), `close`.
+
+    Examples
+    --------
+    Needs the dask extra (``pip install 'portablelayers[dask]'``):
+
+    >>> import numpy as np
+    >>> from portablelayers.datasets import to_dask
+    >>> from portablelayers.distributed import DistributedStep, connect
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> from portablelayers.optim import SGD
+    >>> client = connect("local:2")  # doctest: +SKIP
+    >>> x, t = to_dask((np.ones((8, 4), np.float32), np.zeros(8, np.int64)),
+    ...                client)  # doctest: +SKIP
+    >>> step = DistributedStep(TwoLayerNet(4, 5, 3, seed=0), SGD(lr=0.1), client,
+    ...                        x, t)  # doctest: +SKIP
     """
 
     kind = "dask.distributed"
