@@ -60,54 +60,30 @@ class _DefaultsOnce(argparse.HelpFormatter):
         return f"{text} (default: {default})"
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def _argument(convert, ok, expected, out_of_range=None, show_value=False):
+    """An argparse `type`: `convert(text)`, then `ok(value)`; otherwise one line saying
+    what was expected (`out_of_range` for a value that parsed) and what came."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            came = value if show_value else repr(text)
+            raise argparse.ArgumentTypeError(f"expected {out_of_range or expected}, got {came}")
+        return value
+
+    return parse
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
-
-
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+_non_negative_int = _argument(int, lambda v: v >= 0, "an integer >= 0", show_value=True)
+_positive_int = _argument(int, lambda v: v >= 1, "a positive integer", show_value=True)
+_positive_float = _argument(float, lambda v: 0.0 < v < math.inf, "a positive number",
+                            "a positive finite number")
+_fraction = _argument(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+_non_negative_float = _argument(float, lambda v: 0.0 <= v < math.inf, "a number >= 0",
+                                "a finite number >= 0")
 
 
 def _threads(text):
