@@ -19,7 +19,9 @@ for _cls in (Convolution, Pooling, AvgPooling):
     lazy_xp_function((_cls, "backward"), jax_jit=False)
 
 # (filter_h, filter_w, stride, pad): square and non-square windows, stride 1 and 2, pad 0-2.
-WINDOWS = [(3, 3, 1, 0), (2, 3, 1, 1), (3, 2, 2, 2), (1, 1, 1, 0)]
+# (filter_h, filter_w, stride, pad): overlapping, padded, pool-like, stride > window
+WINDOWS = [(3, 3, 1, 0), (2, 3, 1, 1), (3, 2, 2, 2), (1, 1, 1, 0), (2, 2, 2, 0), (3, 3, 2, 1),
+           (2, 1, 3, 0)]
 
 
 # --- hand-written references -----------------------------------------------------------
@@ -92,6 +94,17 @@ def test_col2im_matches_a_loop_and_is_the_adjoint_of_im2col(xp, rng, window):
     lhs = np.sum(to_numpy(img) * x_np)
     rhs = np.sum(c_np * to_numpy(im2col(make(xp, x_np), *window)))
     assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_col2im_without_writing_in_place_gives_the_same_image(rng, window):
+    # NumPy writes stride-1 images in place; a read-only col takes the path JAX and Dask
+    # take (no array written), which must give the same sums.
+    c_np = rng.standard_normal(ref_im2col(np.zeros((2, 3, 5, 6)), *window).shape)
+    frozen = c_np.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_allclose(col2im(frozen, (2, 3, 5, 6), *window),
+                               ref_col2im(c_np, (2, 3, 5, 6), *window), rtol=1e-12)
 
 
 def test_im2col_of_the_book_example_shape(xp, rng):
