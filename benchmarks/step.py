@@ -5,9 +5,12 @@ PyTorch's `torch.compile` and CUDA-graph steps.
 
 Each backend is timed in a process of its own, one after the other (JAX's threads slow
 torch down when both live in one process), PyTorch's reference in every process that
-imports torch, so each ratio is measured side by side. Every process uses `--threads`
-threads for BLAS, torch and XLA (default 1), and reports the median ms per step over
-`--repeats` blocks of `--steps` steps, each block ending when its work is done.
+imports torch. Every process uses `--threads` threads for BLAS, torch and XLA (default 1),
+and reports the median ms per step over `--repeats` blocks of `--steps` steps, each block
+ending when its work is done. On a shared machine the speed drifts by tens of percent
+within a minute, so the processes run in `--rounds` interleaved rounds (default 3): each
+round's ratios are taken against that round's PyTorch step, and the table gives the
+median over rounds of the times and of the ratios.
 
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
@@ -249,15 +252,43 @@ def worker(args):
 # --- the driver: one process per backend, one table -------------------------------------
 
 def print_table(rows):
-    """One line per (net, backend, step): ms per step and the ratio to PyTorch eager."""
+    """One line per (net, backend, step): ms per step and the ratio to PyTorch eager (the
+    row's median ratio over rounds where it has them)."""
     reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
     print(f"{'net':<18} {'backend':<8} {'step':<18} {'ms':>8} {'vs torch':>9}")
     for row in rows:
         for key, ms in row.items():
-            if key in ("backend", "net", "device"):
+            if key in ("backend", "net", "device", "ratios"):
                 continue
-            ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
+            ratio = row.get("ratios", {}).get(key)
+            if ratio is None:
+                ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
             print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}")
+
+
+def combine_rounds(rounds):
+    """Rows of several rounds -> one row per (backend, net): the median ms of each step,
+    and the median over rounds of its ratio to that round's PyTorch eager step."""
+    combined = {}
+    for rows in rounds:
+        reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
+        for row in rows:
+            into = combined.setdefault((row["backend"], row["net"]), {
+                "backend": row["backend"], "net": row["net"], "device": row["device"]})
+            for key, ms in row.items():
+                if key in ("backend", "net", "device"):
+                    continue
+                into.setdefault(key, []).append(ms)
+                if row["net"] in reference:
+                    into.setdefault("ratios", {}).setdefault(key, []).append(
+                        ms / reference[row["net"]])
+    for row in combined.values():
+        for key, values in list(row.items()):
+            if isinstance(values, list):
+                row[key] = statistics.median(values)
+        for key, values in row.get("ratios", {}).items():
+            row["ratios"][key] = statistics.median(values)
+    return list(combined.values())
 
 
 def main(argv=None):
@@ -271,6 +302,8 @@ def main(argv=None):
                         help="threads for BLAS, torch and XLA in every process (default 1)")
     parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks (median)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of every backend's process (median)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time torch.compile of PyTorch's step (minutes to compile "
                              "on a CPU)")
@@ -283,28 +316,33 @@ def main(argv=None):
 
     backends = args.backends or [b for b in BACKENDS if importlib.util.find_spec(b) and (
         b != "cupy" or args.device == "cuda")]
-    rows = []
-    for backend in backends:
-        cmd = [sys.executable, __file__, "--worker", backend, "--device", args.device,
-               "--threads", str(args.threads), "--steps", str(args.steps),
-               "--repeats", str(args.repeats), "--nets", *args.nets]
-        if args.torch_compile:
-            cmd.append("--torch-compile")
-        env = dict(os.environ)
-        set_threads(args.threads)
-        env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                               "MKL_NUM_THREADS", "XLA_FLAGS")})
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            print(f"{backend}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows += json.loads(done.stdout.strip().splitlines()[-1])
+    rounds = []
+    for _ in range(args.rounds):
+        rows = []
+        for backend in backends:
+            cmd = [sys.executable, __file__, "--worker", backend, "--device", args.device,
+                   "--threads", str(args.threads), "--steps", str(args.steps),
+                   "--repeats", str(args.repeats), "--nets", *args.nets]
+            if args.torch_compile:
+                cmd.append("--torch-compile")
+            env = dict(os.environ)
+            set_threads(args.threads)
+            env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                   "MKL_NUM_THREADS", "XLA_FLAGS")})
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                print(f"{backend}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows += json.loads(done.stdout.strip().splitlines()[-1])
+        rounds.append(rows)
+    rows = combine_rounds(rounds)
 
     machine = platform.processor() or platform.machine()
-    print(f"ms per training step (median of {args.repeats} blocks of {args.steps}); "
+    print(f"ms per training step (median of {args.repeats} blocks of {args.steps}, median "
+          f"over {args.rounds} interleaved rounds); "
           f"{args.threads} thread(s) for BLAS/torch/XLA; {machine}, {os.cpu_count()} cores; "
-          "ratio = ms / PyTorch eager ms of the same net, measured in the numpy or torch "
-          "process")
+          "ratio = median over rounds of ms / PyTorch eager ms of the same net in the same "
+          "round")
     print_table(rows)
     if args.json == "-":  # for benchmarks/gpu_check.py: the rows as the last line
         print(json.dumps({"threads": args.threads, "device": args.device, "rows": rows}))

@@ -31,6 +31,7 @@ import inspect
 
 from array_api_compat import is_cupy_array, is_dask_array, is_jax_array, is_torch_array
 
+from . import guards
 from ._backend import (
     device,
     move_to,
@@ -43,8 +44,8 @@ from ._backend import (
 from .backends import backend_of, set_precision
 from .functions import class_indices
 
-__all__ = ["COMPILE_MODES", "NonFiniteLoss", "check_labels", "compile_step", "compiled_kind",
-           "keep_compiled", "training_step"]
+__all__ = ["COMPILE_MODES", "NonFiniteLoss", "check_data", "check_labels", "compile_step",
+           "compiled_kind", "data_flags", "keep_compiled", "training_step"]
 
 COMPILE_MODES = ("auto", True, False)
 
@@ -171,6 +172,112 @@ def check_labels(network, x, t, classes=None):
     if low < 0 or high >= classes:
         raise ValueError(f"class-index labels must lie in [0, {classes}) for a network with "
                          f"{classes} outputs, got values from {low} to {high}")
+
+
+def check_data(network, sets, classes=None, labels=True):
+    """Check data sets where they enter training: finite inputs, labels in [0, C).
+
+    C is the width of the network's scores.
+    Every check of every set is one array of flags, read once (one host synchronisation;
+    one Dask computation); only when a flag is up do the detailed checks run, to say which
+    set and which values. The Trainer calls this through its step (`step.check_data`),
+    which on JAX compiles the flags as one program instead of a dozen small ones.
+
+    Parameters
+    ----------
+    network : object
+        A network with `predict(x, train_flg=False)`; used only for `classes`.
+    sets : dict
+        Name -> (x, t): "train" -> (x_train, t_train), and so on.
+    classes : int, optional
+        The number of classes C; by default the width of `network.predict`'s scores for
+        one sample.
+    labels : bool, default True
+        False checks only that the inputs are finite.
+
+    Raises
+    ------
+    ValueError
+        When a class index lies outside [0, C) (`check_labels`'s message), or an input
+        holds NaN or inf (naming the set and counting them).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.compiled import check_data
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> net = TwoLayerNet(4, 5, 3, seed=0)
+    >>> x = np.ones((2, 4), dtype=np.float32)
+    >>> check_data(net, {"train": (x, np.array([0, 2])), "test": (x, np.array([1, 1]))})
+    >>> inf = np.full((2, 4), np.inf, dtype=np.float32)
+    >>> check_data(net, {"train": (x, np.array([0, 2])), "test": (inf, np.array([1, 1]))})
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: x_test holds 0 NaN and 8 infinite values; ...
+    """
+    if labels and classes is None:
+        x = next(iter(sets.values()))[0]
+        classes = static_shape(network.predict(x[:1, ...], train_flg=False))[-1]
+    _check_flags(network, sets, classes if labels else None, data_flags(sets, classes))
+
+
+def data_flags(sets, classes=None):
+    """The flags `check_data` reads: True where a check of a data set fails.
+
+    Pure array code (no value is read), so jax.jit traces it whole and Dask computes it in
+    one pass.
+
+    Parameters
+    ----------
+    sets : dict
+        Name -> (x, t).
+    classes : int, optional
+        The number of classes; without it labels are not checked.
+
+    Returns
+    -------
+    array or None
+        A 1-D bool array: per set, whether a floating `x` holds NaN or inf, and whether
+        integer class indices `t` (one axis) lie outside [0, classes); None when there is
+        nothing to check.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.compiled import data_flags
+    >>> x = np.array([[0.0, np.nan], [1.0, 2.0]])
+    >>> data_flags({"train": (x, np.array([0, 3]))}, classes=3)
+    array([ True,  True, False])
+    """
+    flags = []
+    for x, t in sets.values():
+        xp = namespace(x, t)
+        if xp.isdtype(x.dtype, ("real floating", "complex floating")):
+            flags.append(xp.any(~xp.isfinite(x)))
+        if classes is not None and t.ndim == 1 and xp.isdtype(t.dtype, "integral"):
+            # Comparisons only with values the label dtype holds (uint8 labels, 300 classes)
+            if xp.iinfo(t.dtype).max >= classes:
+                flags.append(xp.any(t >= classes))
+            if xp.isdtype(t.dtype, "signed integer"):
+                flags.append(xp.any(t < 0))
+    return xp.stack(flags) if flags else None
+
+
+def _check_flags(network, sets, classes, flags):
+    """Read `flags` (from `data_flags`) once; when one is up, raise the detailed error."""
+    if flags is None:
+        return
+    xp = namespace(flags)
+    bad = xp.any(flags)
+    if is_dask_array(bad):
+        bad = bad.compute()
+    if not read_bool(bad):
+        return
+    if classes is not None:
+        for x, t in sets.values():
+            check_labels(network, x, t, classes=classes)
+    guards.finite_data(xp, **{f"x_{name}": x for name, (x, _) in sets.items()})
 
 
 def keep_compiled(directory):
@@ -380,7 +487,19 @@ class _Step:
 
     def check_labels(self, x, t):
         """`check_labels` for this network: class indices in [0, outputs)."""
-        check_labels(self.network, x, t)
+        check_labels(self.network, x, t, classes=self.classes(x))
+
+    def classes(self, x):
+        """The width of the network's scores for inputs like `x` (one sample predicted)."""
+        return static_shape(self.network.predict(x[:1, ...], train_flg=False))[-1]
+
+    def check_data(self, sets, labels=True):
+        """`check_data` for this network: {name: (x, t)} finite, labels in [0, outputs)."""
+        classes = self.classes(next(iter(sets.values()))[0]) if labels else None
+        _check_flags(self.network, sets, classes, self._data_flags(sets, classes))
+
+    def _data_flags(self, sets, classes):
+        return data_flags(sets, classes)
 
     def batch(self, x, t, order, start, stop):
         """The samples order[start:stop] of (x, t): the Trainer's mini-batch."""
@@ -438,6 +557,31 @@ class _EagerStep(_Step):
         return loss
 
 
+# XLA's own CPU matmul kernels are slower than oneDNN's at the book's sizes; XLA can call
+# oneDNN instead (a compile option, off by default). On a 2-core x86_64 machine, one thread:
+# TwoLayerNet's step 0.55 -> 0.41 ms, SimpleConvNet's 16.3 -> 12.1 ms (benchmarks/step.py).
+_XLA_CPU_OPTIONS = {"xla_cpu_use_onednn": True}
+_xla_cpu_options_work = None  # probed once: an XLA without the option refuses it
+
+
+def _xla_options(dev):
+    """The compile options `compile_step` gives `jax.jit` for arrays on `dev`: oneDNN
+    matmuls on a CPU where this XLA offers them, none elsewhere."""
+    global _xla_cpu_options_work
+    if getattr(dev, "platform", None) != "cpu":
+        return None
+    if _xla_cpu_options_work is None:
+        import jax
+
+        try:
+            probe = jax.device_put(0.0, dev)
+            jax.jit(lambda a: a, compiler_options=_XLA_CPU_OPTIONS).lower(probe).compile()
+            _xla_cpu_options_work = True
+        except RuntimeError:  # "No such compile option" from an older or newer XLA
+            _xla_cpu_options_work = False
+    return dict(_XLA_CPU_OPTIONS) if _xla_cpu_options_work else None
+
+
 class _JaxStep(_Step):
     """jax.jit of (params, state, opt_state, x, t) -> (params, state, opt_state, loss), the
     three state trees donated; one trace per batch shape."""
@@ -456,10 +600,11 @@ class _JaxStep(_Step):
                 loss = training_step(self.network, self.optimizer, x, t)
             return (*self._arrays(), loss)
 
-        self._jitted = jax.jit(pure, donate_argnums=(0, 1, 2))
         # Committed to their device, as the step's outputs are: arrays fresh from
         # jnp.asarray are not, and the second call would compile the step again.
         dev = device(next(iter(network.params.values())))
+        options = _xla_options(dev)
+        self._jitted = jax.jit(pure, donate_argnums=(0, 1, 2), compiler_options=options)
         self._bind(*(jax.device_put(tree, dev) for tree in self._arrays()))
 
         takes_flag = _takes_train_flg(network.loss)
@@ -494,9 +639,11 @@ class _JaxStep(_Step):
             index = jax.lax.dynamic_slice_in_dim(order, start, size)
             return jnp.take(x, index, axis=0), jnp.take(t, index, axis=0)
 
-        self._evaluate = jax.jit(evaluate, static_argnames="batch_size")
+        self._evaluate = jax.jit(evaluate, static_argnames="batch_size",
+                                 compiler_options=options)
         self._evaluated = None  # (arguments, (mean loss, accuracy)) of the last evaluation
         self._take = jax.jit(take, static_argnames="size")
+        self._flags = jax.jit(data_flags, static_argnames="classes")
         self._starts = {}  # batch start -> the same as a device scalar, made once
 
     def __call__(self, x, t):
@@ -510,9 +657,9 @@ class _JaxStep(_Step):
         self._bind(*after)
         return loss
 
-    def check_labels(self, x, t):
-        """`check_labels` with the network's output width from `jax.eval_shape`: nothing
-        is computed or compiled for it."""
+    def classes(self, x):
+        """The width of the network's scores from `jax.eval_shape`: nothing is computed or
+        compiled for it."""
         import jax
 
         params, state, _ = before = self._arrays()
@@ -522,10 +669,14 @@ class _JaxStep(_Step):
             return self.network.predict(x, train_flg=False)
 
         try:
-            shape = jax.eval_shape(scores, params, state, x[:1, ...]).shape
+            return jax.eval_shape(scores, params, state, x[:1, ...]).shape[-1]
         finally:
             self._bind(*before)
-        check_labels(self.network, x, t, classes=shape[-1])
+
+    def _data_flags(self, sets, classes):
+        # One compiled program for every check of every set: eagerly, each reduction of
+        # each set's shape would be compiled on its own (about 0.07 s each on a CPU).
+        return self._flags(sets, classes)
 
     def batch(self, x, t, order, start, stop):
         """order[start:stop] gathered in one compiled call (slicing a JAX array eagerly

@@ -50,7 +50,7 @@ import numpy as np  # noqa: TID251 -- host-side: the client's master arrays and 
 
 from ._backend import device, move_to, namespace, static_shape
 from .checkpoint import to_host
-from .compiled import check_labels, loss_and_gradient
+from .compiled import check_data, check_labels, loss_and_gradient
 
 __all__ = ["DistributedStep", "WorkerLost", "connect", "worker_pids"]
 
@@ -612,9 +612,17 @@ class DistributedStep:
     def check_labels(self, x, t):
         """`compiled.check_labels`: class indices in [0, outputs), outputs from one sample
         predicted on the client."""
-        first = to_host(x[:1, ...])
-        classes = static_shape(self.network.predict(first, train_flg=False))[-1]
-        check_labels(self.network, x, t, classes=classes)
+        check_labels(self.network, x, t, classes=self.classes(x))
+
+    def classes(self, x):
+        """The width of the network's scores, from one sample predicted on the client."""
+        return static_shape(self.network.predict(to_host(x[:1, ...]), train_flg=False))[-1]
+
+    def check_data(self, sets, labels=True):
+        """`compiled.check_data`: every set finite and its labels in [0, outputs), in one
+        computation."""
+        classes = self.classes(next(iter(sets.values()))[0]) if labels else None
+        check_data(self.network, sets, classes=classes, labels=labels)
 
     def _evaluate(self, x, t, batch_size):
         """(mean loss, accuracy) of the network on Dask arrays (x, t), chunk by chunk on

@@ -30,7 +30,6 @@ import warnings
 
 import numpy as np  # the host generator that shuffles sample indices; never touches data
 
-from . import guards
 from ._backend import device, namespace, static_shape
 from .checkpoint import to_host
 from .compiled import NonFiniteLoss, compile_step, compiled_kind
@@ -241,14 +240,12 @@ class Trainer:
             # anyway); compiled ones read nothing, and their losses are checked when read.
             step = compile_step(network, optimizer, compile, like=x_train, check=False,
                                 precision=precision, check_finite=True)
-        if callable(getattr(network, "predict", None)):
-            # Labels are read here, once: no step reads them again (a host sync each).
-            step.check_labels(x_train, t_train)
-            step.check_labels(x_test, t_test)
-            if has_val:
-                step.check_labels(x_val, t_val)
-        # NaN or inf in the data would train the parameters into NaN: one read, here.
-        guards.finite_data(namespace(x_train), x_train=x_train, x_test=x_test, x_val=x_val)
+        # Labels out of range, or NaN or inf in the inputs (which would train the
+        # parameters into NaN), are found here, in one read: no step reads data again.
+        sets = {"train": (x_train, t_train), "test": (x_test, t_test)}
+        if has_val:
+            sets["val"] = (x_val, t_val)
+        step.check_data(sets, labels=callable(getattr(network, "predict", None)))
 
         self.network = network
         self.verbose = verbose

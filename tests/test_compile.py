@@ -39,7 +39,7 @@ from portablelayers import (
     Tanh,
     optim,
 )
-from portablelayers.compiled import check_labels, compiled_kind
+from portablelayers.compiled import check_labels, compiled_kind, data_flags
 from portablelayers.nets import (
     DeepConvNet,
     MultiLayerNet,
@@ -294,6 +294,47 @@ def test_trainer_refuses_labels_out_of_range_before_training(xp):
     net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
     with pytest.raises(ValueError, match=r"\[0, 5\).*from 0 to 9"):
         Trainer(net, x, good, x, bad, epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("compile", ["auto", False])
+@pytest.mark.parametrize("bad_set", ["train", "test", "val"])
+def test_trainer_checks_every_set_where_data_enter(xp, bad_set, compile):
+    # Every set's labels and inputs are checked in one read (one program on JAX); a bad
+    # value in any one set is found, and the error names it.
+    net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
+    x, t = np.ones((4, 64)), [0, 1, 2, 3]
+    sets = {name: (make(xp, x, "float32"), make(xp, t, "int64"))
+            for name in ("train", "test", "val")}
+    kwargs = {"epochs": 1, "verbose": False, "compile": compile}
+
+    def trainer(sets):
+        return Trainer(net, *sets["train"], *sets["test"], x_val=sets["val"][0],
+                       t_val=sets["val"][1], **kwargs)
+
+    trainer(sets)  # all good
+    labels = dict(sets)
+    labels[bad_set] = (sets[bad_set][0], make(xp, [0, 1, 2, 5], "int64"))
+    with pytest.raises(ValueError, match=r"\[0, 5\).*from 0 to 5"):
+        trainer(labels)
+    values = dict(sets)
+    x_bad = x.copy()
+    x_bad[1, 3] = np.nan
+    values[bad_set] = (make(xp, x_bad, "float32"), sets[bad_set][1])
+    with pytest.raises(ValueError, match=f"x_{bad_set} holds 1 NaN and 0 infinite"):
+        trainer(values)
+
+
+def test_data_flags_compare_labels_only_with_values_their_dtype_holds(xp):
+    x = make(xp, np.ones((3, 2)), "float32")
+    flags = data_flags({"a": (x, make(xp, [0, 200, 255], "uint8"))}, classes=300)
+    assert not np.any(to_numpy(flags))  # 300 classes: every uint8 label is valid
+    flags = data_flags({"a": (x, make(xp, [0, 200, 255], "uint8"))}, classes=255)
+    assert np.any(to_numpy(flags))
+    flags = data_flags({"a": (x, make(xp, [0, -1, 1], "int8"))}, classes=2)
+    assert np.any(to_numpy(flags))
+    one_hot = make(xp, np.eye(3)[[0, 2, 1]], "float32")  # rows, not indices: not read
+    assert not np.any(to_numpy(data_flags({"a": (x, one_hot)}, classes=2)))
+    assert data_flags({"a": (make(xp, [0, 1, 1], "int64"), one_hot)}) is None
 
 
 def test_compile_true_where_no_compiler_applies_is_refused(xp):

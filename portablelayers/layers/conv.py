@@ -1,9 +1,10 @@
 """Convolution and pooling layers (chapter 7), built on im2col / col2im.
 
-Convolution is the book's: `im2col`, one matrix product, and `col2im` (the exact adjoint
-of `im2col`) for the input gradient. Pooling works on the strided slabs im2col is built
-from (one per window position) and adds gradients back the way col2im does, so no layer
-needs scatter-add or fancy-index assignment, which the Array API standard does not have.
+Convolution is the book's: im2col's windows, one matrix product, and col2im (the exact
+adjoint) for the input gradient, with the windows kept per sample (see `forward`). Pooling
+works on the strided slabs im2col is built from (one per window position) and adds
+gradients back the way col2im does, so no layer needs scatter-add or fancy-index
+assignment, which the Array API standard does not have.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from ..functions import (
     _image_from_slabs,
     _window_grid,
     _window_slabs,
-    col2im,
-    im2col,
 )
 from .base import BaseLayer, parameter
 
@@ -26,7 +25,7 @@ __all__ = ["AvgPooling", "Convolution", "Pooling"]
 
 
 class Convolution(BaseLayer):
-    """2-D convolution (the book's chapter 7), built on `im2col` and `col2im`.
+    """2-D convolution (the book's chapter 7), built on im2col's windows and `col2im`.
 
     `forward(x)` takes input (N, C, H, W) and returns (N, FN, out_h, out_w) with
     ``out_h = (H + 2*pad - FH) // stride + 1`` (likewise out_w); padding is zeros.
@@ -118,13 +117,20 @@ class Convolution(BaseLayer):
         dtype = xp.result_type(x, W)  # torch refuses matmul of mixed dtypes: one dtype
         x = xp.astype(x, dtype, copy=False)
 
-        col = im2col(x, FH, FW, self.stride, self.pad)  # (N*out_h*out_w, C*FH*FW)
-        col_W = xp.astype(xp.matrix_transpose(xp.reshape(W, (FN, -1))), dtype, copy=False)
-        out = xp.matmul(col, col_W) + b                 # one row of FN outputs per window
-        out = xp.reshape(out, (-1, out_h, out_w, FN))
+        # im2col's windows, kept per sample: col[n] is (C*FH*FW, out_h*out_w), one column
+        # per window. The book's one (N*out_h*out_w, C*FH*FW) matrix is the same numbers
+        # transposed per sample; this order makes W's product land as (N, FN, out_h*out_w),
+        # already the output's layout, where the book's needs a transpose after forward and
+        # two more in backward (a third of NumPy's SimpleConvNet step; under jax.jit they
+        # block XLA's fusions).
+        N = shape[0]
+        slabs = _window_slabs(x, FH, FW, self.stride, self.pad, out_h, out_w)
+        col = xp.reshape(xp.stack(slabs, axis=2), (N, C * FH * FW, out_h * out_w))
+        col_W = xp.astype(xp.reshape(W, (FN, -1)), dtype, copy=False)    # (FN, C*FH*FW)
+        out = xp.matmul(col_W, col) + xp.reshape(xp.astype(b, dtype), (FN, 1))
 
         self.x, self.col, self.col_W = x, col, col_W
-        return xp.permute_dims(out, (0, 3, 1, 2))
+        return xp.reshape(out, (N, FN, out_h, out_w))
 
     def backward(self, dout):
         col = self.saved(self.col)
@@ -135,18 +141,19 @@ class Convolution(BaseLayer):
         xp = namespace(dout, col)
 
         db = sum_per_channel(xp, dout)  # from (N, FN, out_h, out_w): two fast stages
-        dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, FN))  # rows match col
-        dW = xp.matmul(xp.matrix_transpose(col), dout)                      # (C*FH*FW, FN)
-        dW = xp.reshape(xp.matrix_transpose(dW), (FN, C, FH, FW))
+        dout = xp.reshape(dout, (shape[0], FN, out_h * out_w))             # as forward's out
+        dW = xp.sum(xp.matmul(dout, xp.matrix_transpose(col)), axis=0)    # (FN, C*FH*FW)
         # Gradients take their parameter's dtype, even when x was promoted to a wider one.
-        self.grads["W"] = xp.astype(dW, self.params["W"].dtype, copy=False)
+        self.grads["W"] = xp.astype(xp.reshape(dW, (FN, C, FH, FW)), self.params["W"].dtype,
+                                    copy=False)
         self.grads["b"] = xp.astype(db, self.params["b"].dtype, copy=False)
 
-        # dcol = dout @ col_W.T, computed as (col_W @ dout.T).T: the same numbers, but in
-        # memory each kernel offset's column is then contiguous, which makes col2im's
-        # strided adds several times faster on NumPy.
-        dcol = xp.matrix_transpose(xp.matmul(self.col_W, xp.matrix_transpose(dout)))
-        return col2im(dcol, self.x.shape, FH, FW, self.stride, self.pad)
+        # col2im of dcol, per sample: each kernel offset's slab (N, C, out_h, out_w) is
+        # contiguous in memory, which keeps col2im's strided adds fast on NumPy.
+        dcol = xp.matmul(xp.matrix_transpose(self.col_W), dout)           # (N, C*FH*FW, P)
+        dcol = xp.reshape(dcol, (shape[0], C, FH * FW, out_h, out_w))
+        slabs = [dcol[:, :, k, :, :] for k in range(FH * FW)]
+        return _image_from_slabs(slabs, self.x.shape, FW, self.stride, self.pad)
 
 
 class Pooling(BaseLayer):
