@@ -557,31 +557,6 @@ class _EagerStep(_Step):
         return loss
 
 
-# XLA's own CPU matmul kernels are slower than oneDNN's at the book's sizes; XLA can call
-# oneDNN instead (a compile option, off by default). On a 2-core x86_64 machine, one thread:
-# TwoLayerNet's step 0.55 -> 0.41 ms, SimpleConvNet's 16.3 -> 12.1 ms (benchmarks/step.py).
-_XLA_CPU_OPTIONS = {"xla_cpu_use_onednn": True}
-_xla_cpu_options_work = None  # probed once: an XLA without the option refuses it
-
-
-def _xla_options(dev):
-    """The compile options `compile_step` gives `jax.jit` for arrays on `dev`: oneDNN
-    matmuls on a CPU where this XLA offers them, none elsewhere."""
-    global _xla_cpu_options_work
-    if getattr(dev, "platform", None) != "cpu":
-        return None
-    if _xla_cpu_options_work is None:
-        import jax
-
-        try:
-            probe = jax.device_put(0.0, dev)
-            jax.jit(lambda a: a, compiler_options=_XLA_CPU_OPTIONS).lower(probe).compile()
-            _xla_cpu_options_work = True
-        except RuntimeError:  # "No such compile option" from an older or newer XLA
-            _xla_cpu_options_work = False
-    return dict(_XLA_CPU_OPTIONS) if _xla_cpu_options_work else None
-
-
 class _JaxStep(_Step):
     """jax.jit of (params, state, opt_state, x, t) -> (params, state, opt_state, loss), the
     three state trees donated; one trace per batch shape."""
@@ -603,8 +578,7 @@ class _JaxStep(_Step):
         # Committed to their device, as the step's outputs are: arrays fresh from
         # jnp.asarray are not, and the second call would compile the step again.
         dev = device(next(iter(network.params.values())))
-        options = _xla_options(dev)
-        self._jitted = jax.jit(pure, donate_argnums=(0, 1, 2), compiler_options=options)
+        self._jitted = jax.jit(pure, donate_argnums=(0, 1, 2))
         self._bind(*(jax.device_put(tree, dev) for tree in self._arrays()))
 
         takes_flag = _takes_train_flg(network.loss)
@@ -639,8 +613,7 @@ class _JaxStep(_Step):
             index = jax.lax.dynamic_slice_in_dim(order, start, size)
             return jnp.take(x, index, axis=0), jnp.take(t, index, axis=0)
 
-        self._evaluate = jax.jit(evaluate, static_argnames="batch_size",
-                                 compiler_options=options)
+        self._evaluate = jax.jit(evaluate, static_argnames="batch_size")
         self._evaluated = None  # (arguments, (mean loss, accuracy)) of the last evaluation
         self._take = jax.jit(take, static_argnames="size")
         self._flags = jax.jit(data_flags, static_argnames="classes")
