@@ -401,6 +401,9 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         array, without reading it. `network.params`, `network.state` and the optimizer's
         state are rebound to the new arrays after each call. `step.kind` names what runs
         ("jax.jit", "cuda-graph", "eager"); `step.traces` counts compilations.
+        `step.train_on(x, t, order, start, stop)` is one step on the samples
+        order[start:stop] of a whole data set (the Trainer's; on JAX the gather is part of
+        the compiled step); `step.check_data(sets)` is `check_data` for this network.
 
     Raises
     ------
@@ -501,6 +504,11 @@ class _Step:
     def _data_flags(self, sets, classes):
         return data_flags(sets, classes)
 
+    def train_on(self, x, t, order, start, stop):
+        """One step on the samples order[start:stop] of (x, t), the Trainer's mini-batch;
+        returns the loss as `step(x_batch, t_batch)` does."""
+        return self(*self.batch(x, t, order, start, stop))
+
     def batch(self, x, t, order, start, stop):
         """The samples order[start:stop] of (x, t): the Trainer's mini-batch."""
         xp = namespace(x, t)
@@ -579,6 +587,13 @@ class _JaxStep(_Step):
         # jnp.asarray are not, and the second call would compile the step again.
         dev = device(next(iter(network.params.values())))
         self._jitted = jax.jit(pure, donate_argnums=(0, 1, 2))
+
+        def pure_on(params, state, opt_state, x, t, order, start, size):
+            return pure(params, state, opt_state, *take(x, t, order, start, size))
+
+        # The Trainer's step gathers its batch inside the same program: one trace and one
+        # call a step instead of two (tracing dominates a short run's time on a CPU).
+        self._jitted_on = jax.jit(pure_on, donate_argnums=(0, 1, 2), static_argnames="size")
         self._bind(*(jax.device_put(tree, dev) for tree in self._arrays()))
 
         takes_flag = _takes_train_flg(network.loss)
@@ -621,14 +636,34 @@ class _JaxStep(_Step):
 
     def __call__(self, x, t):
         self._check_first(x, t)
+        return self._run(self._jitted, x, t)
+
+    def train_on(self, x, t, order, start, stop):
+        """One step on order[start:stop] of (x, t), gathered inside the compiled step."""
+        if not self._checked:  # the whole set's labels, once: one read, as for a batch
+            self.check_labels(x, t)
+            self._checked = True
+        return self._run(self._jitted_on, x, t, order, self._start_index(start),
+                         size=stop - start)
+
+    def _run(self, jitted, *args, **static):
         before = self._arrays()
         try:
-            *after, loss = self._jitted(*before, x, t)
+            *after, loss = jitted(*before, *args, **static)
         except BaseException:
             self._bind(*before)  # a failed trace must not leave tracers in the network
             raise
         self._bind(*after)
         return loss
+
+    def _start_index(self, start):
+        """`start` as a device scalar, made once per value (a Python int would be
+        compiled in as a constant, a new program per batch)."""
+        if start not in self._starts:
+            import jax.numpy as jnp
+
+            self._starts[start] = jnp.asarray(start, dtype=jnp.int32)
+        return self._starts[start]
 
     def classes(self, x):
         """The width of the network's scores from `jax.eval_shape`: nothing is computed or
@@ -654,11 +689,7 @@ class _JaxStep(_Step):
     def batch(self, x, t, order, start, stop):
         """order[start:stop] gathered in one compiled call (slicing a JAX array eagerly
         compiles anew for every distinct slice)."""
-        import jax.numpy as jnp
-
-        if start not in self._starts:
-            self._starts[start] = jnp.asarray(start, dtype=jnp.int32)
-        return self._take(x, t, order, self._starts[start], size=stop - start)
+        return self._take(x, t, order, self._start_index(start), size=stop - start)
 
     def accuracy(self, x, t, batch_size=None):
         """As `network.accuracy`, computed with the mean loss in one compiled pass over

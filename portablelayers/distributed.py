@@ -299,12 +299,13 @@ class DistributedStep:
 
     Notes
     -----
-    The interface is that of `compiled.compile_step`'s steps: `batch`, `accuracy`,
-    `check_labels`, `kind` ("dask.distributed"), `traces` (0: nothing is compiled), and
-    `mean_loss` (the Trainer's per-epoch loss), `loss_and_gradient` (the global batch's
-    loss and gradient, no update), `round_trips` (client-worker round trips so far: one a
-    step), `worker_seconds` (CPU seconds of each worker's part of the last step),
-    `recoveries` (how often workers were lost and the replicas made anew), `close`.
+    The interface is that of `compiled.compile_step`'s steps: `train_on`, `batch`,
+    `accuracy`, `check_labels`, `check_data`, `kind` ("dask.distributed"), `traces` (0:
+    nothing is compiled), and `mean_loss` (the Trainer's per-epoch loss),
+    `loss_and_gradient` (the global batch's loss and gradient, no update), `round_trips`
+    (client-worker round trips so far: one a step), `worker_seconds` (CPU seconds of each
+    worker's part of the last step), `recoveries` (how often workers were lost and the
+    replicas made anew), `close`.
 
     Examples
     --------
@@ -590,6 +591,10 @@ class DistributedStep:
         self._version += 1
         self._cache.clear()
         return np.asarray(loss, dtype=np.float32)
+
+    def train_on(self, x, t, order, start, stop):
+        """One step on the Trainer's mini-batch order[start:stop] of (x, t)."""
+        return self(*self.batch(x, t, order, start, stop))
 
     def batch(self, x, t, order, start, stop):
         """The Trainer's mini-batch order[start:stop] as sample indices (a `_Batch`)."""

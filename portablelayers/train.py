@@ -322,10 +322,8 @@ class Trainer:
             self._epoch_start = (time.perf_counter(), step_in_epoch)
         start = step_in_epoch * self.batch_size
         stop = min(start + self.batch_size, self.train_size)
-        x_batch, t_batch = self.step.batch(self.x_train, self.t_train, self._order, start, stop)
-
         try:
-            loss = self.step(x_batch, t_batch)
+            loss = self.step.train_on(self.x_train, self.t_train, self._order, start, stop)
         except NonFiniteLoss as exc:
             raise FloatingPointError(
                 f"the training loss became {exc.value} at step {self.current_iter + 1} "

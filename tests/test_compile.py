@@ -221,6 +221,28 @@ def test_a_step_traces_once_per_batch_shape(xp):
     assert step.traces == (2 if jax else 0)
 
 
+@pytest.mark.parametrize("compile", ["auto", False])
+def test_train_on_a_shuffled_data_set_equals_steps_on_its_batches(xp, compile):
+    # The Trainer's call: one step on order[start:stop] of the whole set (on JAX the gather
+    # is compiled into the step: still one trace per batch size).
+    nets = [TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=0) for _ in range(2)]
+    steps = [compile_step(net, optim.Momentum(lr=0.1), compile) for net in nets]
+    x, t = batch(xp, False, n=23)
+    order_np = np.random.default_rng(3).permutation(23)
+    order = make(xp, order_np, "int64")
+    x_np, t_np = to_numpy(x), to_numpy(t)
+    for epoch in range(2):
+        for start in range(0, 23, 10):
+            stop = min(start + 10, 23)
+            loss = steps[0].train_on(x, t, order, start, stop)
+            index = order_np[start:stop]
+            expected = steps[1](make(xp, x_np[index], "float32"), make(xp, t_np[index], "int64"))
+            assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    for name in nets[1].params:
+        assert rel(nets[0].params[name], nets[1].params[name]) <= 1e-5
+    assert steps[0].traces == (2 if is_jax_namespace(xp) and compile else 0)  # 10 and 3
+
+
 def test_jax_step_makes_no_host_transfer(xp):
     if not is_jax_namespace(xp):
         pytest.skip("jax.transfer_guard is JAX's")
