@@ -252,42 +252,57 @@ def worker(args):
 # --- the driver: one process per backend, one table -------------------------------------
 
 def print_table(rows):
-    """One line per (net, backend, step): ms per step and the ratio to PyTorch eager (the
-    row's median ratio over rounds where it has them)."""
+    """One line per (net, backend, step): ms per step and the ratio to PyTorch eager (with
+    rounds: the median of the rounds' ratios, and how many rounds gave one)."""
     reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
     print(f"{'net':<18} {'backend':<8} {'step':<18} {'ms':>8} {'vs torch':>9}")
     for row in rows:
         for key, ms in row.items():
-            if key in ("backend", "net", "device", "ratios"):
+            if key in ("backend", "net", "device", "ratios", "rounds"):
                 continue
-            ratio = row.get("ratios", {}).get(key)
-            if ratio is None:
+            if "ratios" in row:  # a rounds run: only same-round ratios count
+                ratio = row["ratios"].get(key, float("nan"))
+            else:
                 ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
-            print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}")
+            counted = row.get("rounds", {}).get(key)
+            note = f"  ({counted} rounds)" if counted is not None else ""
+            print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}"
+                  f"{note}")
+
+
+def round_reference(rows):
+    """net -> PyTorch's eager ms in one round: the torch process's timing, else the one
+    measured in the numpy process (when torch ran in no process of its own)."""
+    reference = {}
+    for backend in ("numpy", "torch"):  # torch's own process wins
+        reference.update({r["net"]: r["torch eager"] for r in rows
+                          if r["backend"] == backend and "torch eager" in r})
+    return reference
 
 
 def combine_rounds(rounds):
     """Rows of several rounds -> one row per (backend, net): the median ms of each step,
-    and the median over rounds of its ratio to that round's PyTorch eager step."""
+    the median over rounds of its ratio to that round's PyTorch eager step (rounds without
+    that reference give no ratio), and per step the number of rounds it was timed in."""
     combined = {}
     for rows in rounds:
-        reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
+        reference = round_reference(rows)
         for row in rows:
             into = combined.setdefault((row["backend"], row["net"]), {
-                "backend": row["backend"], "net": row["net"], "device": row["device"]})
+                "backend": row["backend"], "net": row["net"], "device": row["device"],
+                "ratios": {}, "rounds": {}})
             for key, ms in row.items():
                 if key in ("backend", "net", "device"):
                     continue
                 into.setdefault(key, []).append(ms)
+                into["rounds"][key] = into["rounds"].get(key, 0) + 1
                 if row["net"] in reference:
-                    into.setdefault("ratios", {}).setdefault(key, []).append(
-                        ms / reference[row["net"]])
+                    into["ratios"].setdefault(key, []).append(ms / reference[row["net"]])
     for row in combined.values():
         for key, values in list(row.items()):
             if isinstance(values, list):
                 row[key] = statistics.median(values)
-        for key, values in row.get("ratios", {}).items():
-            row["ratios"][key] = statistics.median(values)
+        row["ratios"] = {key: statistics.median(v) for key, v in row["ratios"].items()}
     return list(combined.values())
 
 
@@ -311,6 +326,8 @@ def main(argv=None):
                         help="write the rows as JSON to FILE ('-': as the last line printed)")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.worker:
         return worker(args)
 

@@ -18,11 +18,13 @@ library and device:
 with graph breaks in array-api-compat's helpers; not worth it for the book's runs.)
 
 Every kind runs the same Python (`training_step`), so compiled and eager steps agree.
-Checks that must read data values (label ranges) run where data enter: `check_labels`,
-called by `compile_step` on its first batch and by the Trainer on whole data sets; inside
-a compiled step they are switched off (`no_value_checks`), since a read would be a host
-synchronisation. Layer state that forward changes lives in `state`, never in Python
-attributes, so a compiled step carries it (Dropout's counter-based random stream too).
+Checks that must read data values (label ranges, finite inputs) run where data enter:
+`check_data`, called by the Trainer on whole data sets (one read for all), and
+`check_labels`, called by `compile_step` on its first batch (or, through `train_on`, its
+first data set); inside a compiled step they are switched off (`no_value_checks`), since a
+read would be a host synchronisation. Layer state that forward changes lives in `state`,
+never in Python attributes, so a compiled step carries it (Dropout's counter-based random
+stream too).
 """
 
 from __future__ import annotations
@@ -216,10 +218,21 @@ def check_data(network, sets, classes=None, labels=True):
         ...
     ValueError: x_test holds 0 NaN and 8 infinite values; ...
     """
-    if labels and classes is None:
+    if not sets:
+        return
+    if not (labels and _has_class_indices(sets)):
+        classes = None
+    elif classes is None:
         x = next(iter(sets.values()))[0]
         classes = static_shape(network.predict(x[:1, ...], train_flg=False))[-1]
-    _check_flags(network, sets, classes if labels else None, data_flags(sets, classes))
+    _check_flags(network, sets, classes, data_flags(sets, classes))
+
+
+def _has_class_indices(sets):
+    """Whether any set's labels are class indices (integers, one axis), the labels a
+    range check reads; one-hot rows need no network output width."""
+    return any(t.ndim == 1 and namespace(t).isdtype(t.dtype, "integral")
+               for _, t in sets.values())
 
 
 def data_flags(sets, classes=None):
@@ -383,8 +396,8 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         An array of the data (library and device) the step will see; default: the
         network's first parameter.
     check : bool, default True
-        Check the labels of the first batch (`check_labels`); the Trainer, which checks
-        whole data sets up front, passes False.
+        Check the labels of the first batch (`check_labels`; with `train_on`, of the whole
+        set); the Trainer, which checks whole data sets up front, passes False.
     precision : {'highest', 'default'}, optional
         Float32 products at full precision, or the library's default (TF32 on NVIDIA GPUs
         for JAX and torch's convolutions); None leaves the library's setting as it is.
@@ -413,9 +426,9 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
 
     Notes
     -----
-    The labels of the first batch are checked once (`check_labels`); later batches are not
-    read. On JAX, the arrays a step replaces are donated: do not keep references to old
-    parameters across steps.
+    The labels of the first batch (with `train_on`: of the first data set) are checked once
+    (`check_labels`); later batches are not read. On JAX, the arrays a step replaces are
+    donated: do not keep references to old parameters across steps.
 
     Examples
     --------
@@ -474,14 +487,14 @@ def _takes_train_flg(method):
 # --- the kinds -----------------------------------------------------------------------------
 
 class _Step:
-    """What every kind shares: the label check of the first batch, and the arrays."""
+    """What every kind shares: the first label check, data checks, and the arrays."""
 
     kind = "eager"
 
     def __init__(self, network, optimizer, check=True):
         self.network, self.optimizer = network, optimizer
         self.traces = 0
-        self._checked = not check  # the first batch's labels are still to be checked
+        self._checked = not check  # labels still to be checked (first batch or set)
 
     def _check_first(self, x, t):
         if not self._checked:
@@ -490,7 +503,8 @@ class _Step:
 
     def check_labels(self, x, t):
         """`check_labels` for this network: class indices in [0, outputs)."""
-        check_labels(self.network, x, t, classes=self.classes(x))
+        if _has_class_indices({"": (x, t)}):  # one-hot rows: nothing to check or predict
+            check_labels(self.network, x, t, classes=self.classes(x))
 
     def classes(self, x):
         """The width of the network's scores for inputs like `x` (one sample predicted)."""
@@ -498,7 +512,11 @@ class _Step:
 
     def check_data(self, sets, labels=True):
         """`check_data` for this network: {name: (x, t)} finite, labels in [0, outputs)."""
-        classes = self.classes(next(iter(sets.values()))[0]) if labels else None
+        if not sets:
+            return
+        classes = None
+        if labels and _has_class_indices(sets):
+            classes = self.classes(next(iter(sets.values()))[0])
         _check_flags(self.network, sets, classes, self._data_flags(sets, classes))
 
     def _data_flags(self, sets, classes):
@@ -506,7 +524,14 @@ class _Step:
 
     def train_on(self, x, t, order, start, stop):
         """One step on the samples order[start:stop] of (x, t), the Trainer's mini-batch;
-        returns the loss as `step(x_batch, t_batch)` does."""
+        returns the loss as `step(x_batch, t_batch)` does. Unless made with check=False,
+        the first call checks the labels of the whole set (one read)."""
+        if not self._checked:
+            self.check_labels(x, t)
+            self._checked = True
+        return self._step_on(x, t, order, start, stop)
+
+    def _step_on(self, x, t, order, start, stop):
         return self(*self.batch(x, t, order, start, stop))
 
     def batch(self, x, t, order, start, stop):
@@ -638,11 +663,8 @@ class _JaxStep(_Step):
         self._check_first(x, t)
         return self._run(self._jitted, x, t)
 
-    def train_on(self, x, t, order, start, stop):
-        """One step on order[start:stop] of (x, t), gathered inside the compiled step."""
-        if not self._checked:  # the whole set's labels, once: one read, as for a batch
-            self.check_labels(x, t)
-            self._checked = True
+    def _step_on(self, x, t, order, start, stop):
+        # order[start:stop] of (x, t) gathered inside the compiled step
         return self._run(self._jitted_on, x, t, order, self._start_index(start),
                          size=stop - start)
 

@@ -39,7 +39,7 @@ from portablelayers import (
     Tanh,
     optim,
 )
-from portablelayers.compiled import check_labels, compiled_kind, data_flags
+from portablelayers.compiled import check_data, check_labels, compiled_kind, data_flags
 from portablelayers.nets import (
     DeepConvNet,
     MultiLayerNet,
@@ -231,7 +231,7 @@ def test_train_on_a_shuffled_data_set_equals_steps_on_its_batches(xp, compile):
     order_np = np.random.default_rng(3).permutation(23)
     order = make(xp, order_np, "int64")
     x_np, t_np = to_numpy(x), to_numpy(t)
-    for epoch in range(2):
+    for _ in range(2):  # two epochs
         for start in range(0, 23, 10):
             stop = min(start + 10, 23)
             loss = steps[0].train_on(x, t, order, start, stop)
@@ -321,8 +321,8 @@ def test_trainer_refuses_labels_out_of_range_before_training(xp):
 @pytest.mark.parametrize("compile", ["auto", False])
 @pytest.mark.parametrize("bad_set", ["train", "test", "val"])
 def test_trainer_checks_every_set_where_data_enter(xp, bad_set, compile):
-    # Every set's labels and inputs are checked in one read (one program on JAX); a bad
-    # value in any one set is found, and the error names it.
+    # Every set's labels and inputs are checked where data enter; a bad value in any one
+    # set is found, and the error names it.
     net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
     x, t = np.ones((4, 64)), [0, 1, 2, 3]
     sets = {name: (make(xp, x, "float32"), make(xp, t, "int64"))
@@ -344,6 +344,28 @@ def test_trainer_checks_every_set_where_data_enter(xp, bad_set, compile):
     values[bad_set] = (make(xp, x_bad, "float32"), sets[bad_set][1])
     with pytest.raises(ValueError, match=f"x_{bad_set} holds 1 NaN and 0 infinite"):
         trainer(values)
+
+
+def test_one_hot_labels_need_no_predict_for_their_check(xp):
+    # Only class indices have a range to check: one-hot rows neither ask the network for
+    # its output width nor are read, so a network without predict() trains on them.
+    class NoPredict:
+        def __init__(self):
+            self.inner = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
+            self.params = self.inner.params
+
+        def loss(self, x, t):
+            return self.inner.loss(x, t)
+
+        def gradient(self, x, t):
+            return self.inner.gradient(x, t)
+
+    x, t = batch(xp, False)
+    one_hot = make(xp, np.eye(5)[to_numpy(t)], "float32")
+    step = compile_step(NoPredict(), optim.SGD(), False)
+    assert np.isfinite(float(step(x, one_hot)))
+    step.check_data({"train": (x, one_hot)})
+    check_data(NoPredict(), {"train": (x, one_hot)})
 
 
 def test_data_flags_compare_labels_only_with_values_their_dtype_holds(xp):

@@ -18,8 +18,8 @@ for _cls in (Convolution, Pooling, AvgPooling):
     lazy_xp_function((_cls, "forward"), jax_jit=False)
     lazy_xp_function((_cls, "backward"), jax_jit=False)
 
-# (filter_h, filter_w, stride, pad): square and non-square windows, stride 1 and 2, pad 0-2.
-# (filter_h, filter_w, stride, pad): overlapping, padded, pool-like, stride > window
+# (filter_h, filter_w, stride, pad): square and non-square, overlapping, padded (0-2),
+# pool-like (stride = window), stride larger than the window
 WINDOWS = [(3, 3, 1, 0), (2, 3, 1, 1), (3, 2, 2, 2), (1, 1, 1, 0), (2, 2, 2, 0), (3, 3, 2, 1),
            (2, 1, 3, 0)]
 
@@ -98,8 +98,8 @@ def test_col2im_matches_a_loop_and_is_the_adjoint_of_im2col(xp, rng, window):
 
 @pytest.mark.parametrize("window", WINDOWS)
 def test_col2im_without_writing_in_place_gives_the_same_image(rng, window):
-    # NumPy writes stride-1 images in place; a read-only col takes the path JAX and Dask
-    # take (no array written), which must give the same sums.
+    # NumPy writes stride-1 images in place; a read-only col takes the path JAX takes
+    # (no array written), which must give the same sums.
     c_np = rng.standard_normal(ref_im2col(np.zeros((2, 3, 5, 6)), *window).shape)
     frozen = c_np.copy()
     frozen.flags.writeable = False
