@@ -88,8 +88,7 @@ def run_suite(backend, smoke, timeout):
 
 
 def run_benchmark(smoke, timeout):
-    args = [sys.executable, str(ROOT / "benchmarks" / "step.py"), "--json", "-", "--rounds",
-            "1" if smoke else "3"]
+    args = [sys.executable, str(ROOT / "benchmarks" / "step.py"), "--json", "-"]
     if smoke:
         args += ["--device", "cpu", "--nets", "two-layer", "--steps", "2", "--repeats", "2",
                  "--backends", *[b for b in ("numpy", "torch", "jax")

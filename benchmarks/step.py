@@ -3,14 +3,14 @@ our layers eager and compiled (`compile_step`) on each backend present, beside P
 own eager step (torch.nn + autograd + torch.optim.SGD) and, where asked or available,
 PyTorch's `torch.compile` and CUDA-graph steps.
 
-Each backend is timed in a process of its own, one after the other (JAX's threads slow
-torch down when both live in one process), PyTorch's reference in every process that
-imports torch. Every process uses `--threads` threads for BLAS, torch and XLA (default 1),
-and reports the median ms per step over `--repeats` blocks of `--steps` steps, each block
-ending when its work is done. On a shared machine the speed drifts by tens of percent
-within a minute, so the processes run in `--rounds` interleaved rounds (default 3): each
-round's ratios are taken against that round's PyTorch step, and the table gives the
-median over rounds of the times and of the ratios.
+Each backend is timed in a process of its own (JAX's threads slow torch down when both
+live in one process), PyTorch's reference in every process that imports torch. Every
+process uses `--threads` threads for BLAS, torch and XLA (default 1). The processes live
+side by side but take turns: the driver asks each in turn to time one block of `--steps`
+steps of one of its steps, `--repeats` times around. On a shared machine the speed drifts
+by tens of percent within a minute; interleaved blocks see the same drift, so each ratio is
+taken between blocks of the same turn around (against the torch process's PyTorch step),
+and the table gives the median ms and the median ratio over the turns.
 
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -44,6 +46,8 @@ NETS = {
 }
 LR = 0.01
 BACKENDS = ("numpy", "torch", "jax", "cupy")
+ANSWER = "step.py:"  # marks a worker's answers among whatever else a library prints
+MIN_BLOCK = [0.2]  # seconds a timed block lasts at least (--min-block)
 
 
 # --- one process: one backend --------------------------------------------------------
@@ -70,22 +74,34 @@ def build_ours(net, xp, device):
     return SimpleConvNet((1, 28, 28), xp=xp, device=device, seed=0)
 
 
-def time_steps(step, sync, steps, repeats):
-    """Median ms per step over `repeats` blocks of `steps` steps (after a warm-up)."""
+def block_timer(step, sync, steps, min_block=0.0):
+    """Warm `step` up, then return a function that times one block and returns ms per step.
+
+    A block is 2 untimed steps (a process that waited while others ran starts with cold
+    caches) and then `steps` steps, or as many more as last `min_block` seconds; it ends
+    when its work is done.
+    """
+    start = time.perf_counter()
     for _ in range(10):
         out = step()
     sync(out)
-    times = []
-    for _ in range(repeats):
+    per_step = (time.perf_counter() - start) / 10
+    steps = max(steps, math.ceil(min_block / max(per_step, 1e-6)))
+
+    def one_block():
+        for _ in range(2):
+            out = step()
+        sync(out)
         start = time.perf_counter()
         for _ in range(steps):
             out = step()
         sync(out)
-        times.append((time.perf_counter() - start) / steps * 1e3)
-    return statistics.median(times)
+        return (time.perf_counter() - start) / steps * 1e3
+
+    return one_block
 
 
-def ours(backend, net, device, compile_mode, steps, repeats):
+def ours(backend, net, device, compile_mode, steps):
     from portablelayers._backend import resolve_namespace
     from portablelayers.optim import SGD
     from portablelayers.train import compile_step
@@ -96,8 +112,7 @@ def ours(backend, net, device, compile_mode, steps, repeats):
     x_np, t_np = host_batch(net)
     x, t = xp.asarray(x_np, device=dev), xp.asarray(t_np, device=dev)
     step = compile_step(network, SGD(lr=LR), compile_mode)
-    ms = time_steps(lambda: step(x, t), _sync, steps, repeats)
-    return ms, step.kind
+    return block_timer(lambda: step(x, t), _sync, steps, MIN_BLOCK[0]), step.kind
 
 
 def _device(backend, name):
@@ -132,7 +147,7 @@ def _sync(out):
         float(out)
 
 
-def hand_written(backend, steps, repeats):
+def hand_written(backend, steps):
     """The same math as our layers, written out in NumPy (or CuPy) in the seed's style:
     `h @ W + b`, `maximum`, a fancy-indexed softmax gradient, the first layer's input
     gradient included (the book's Affine.backward computes it), SGD in place."""
@@ -166,10 +181,10 @@ def hand_written(backend, steps, repeats):
             p[k] -= LR * g
         return loss
 
-    return time_steps(step, _sync, steps, repeats)
+    return block_timer(step, _sync, steps, MIN_BLOCK[0])
 
 
-def torch_reference(net, device, kind, steps, repeats):
+def torch_reference(net, device, kind, steps):
     """PyTorch's own step: 'eager', 'compile' (torch.compile) or 'cuda-graph'."""
     import torch
     import torch.nn.functional as F
@@ -198,7 +213,7 @@ def torch_reference(net, device, kind, steps, repeats):
 
     if kind == "compile":
         compiled = torch.compile(step)
-        return time_steps(compiled, _sync, steps, repeats)
+        return block_timer(compiled, _sync, steps, MIN_BLOCK[0])
     if kind == "cuda-graph":
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -215,95 +230,84 @@ def torch_reference(net, device, kind, steps, repeats):
             graph.replay()
             return static_loss
 
-        return time_steps(replay, _sync, steps, repeats)
-    return time_steps(step, _sync, steps, repeats)
+        return block_timer(replay, _sync, steps, MIN_BLOCK[0])
+    return block_timer(step, _sync, steps, MIN_BLOCK[0])
 
 
 def worker(args):
+    """Build and warm up every step this backend times, print their keys, then time one
+    block for each request on stdin ('[net, step]' -> ms per step) until stdin closes."""
     set_threads(args.threads)
+    MIN_BLOCK[0] = args.min_block
     if args.worker != "jax" and importlib.util.find_spec("torch"):  # JAX's process: no torch
         import torch
 
         torch.set_num_threads(args.threads)
-    rows = []
+    timers = {}
     for net in args.nets:
-        row = {"backend": args.worker, "net": net, "device": args.device}
-        ms, kind = ours(args.worker, net, args.device, False, args.steps, args.repeats)
-        row["ours eager"] = ms
+        timers[net, "ours eager"], _ = ours(args.worker, net, args.device, False, args.steps)
         if args.worker in ("numpy", "cupy") and net == "two-layer":
-            row["hand-written"] = hand_written(args.worker, args.steps, args.repeats)
+            timers[net, "hand-written"] = hand_written(args.worker, args.steps)
         if args.worker in ("jax", "torch"):
-            ms, kind = ours(args.worker, net, args.device, "auto", args.steps, args.repeats)
+            timer, kind = ours(args.worker, net, args.device, "auto", args.steps)
             if kind != "eager":
-                row[f"ours {kind}"] = ms
+                timers[net, f"ours {kind}"] = timer
         if args.worker != "jax" and importlib.util.find_spec("torch"):
             dev = "cuda" if args.device == "cuda" else "cpu"
-            row["torch eager"] = torch_reference(net, dev, "eager", args.steps, args.repeats)
+            timers[net, "torch eager"] = torch_reference(net, dev, "eager", args.steps)
             if args.torch_compile:
-                row["torch.compile"] = torch_reference(net, dev, "compile", args.steps,
-                                                       args.repeats)
+                timers[net, "torch.compile"] = torch_reference(net, dev, "compile", args.steps)
             if dev == "cuda":
-                row["torch cuda-graph"] = torch_reference(net, dev, "cuda-graph", args.steps,
-                                                          args.repeats)
-        rows.append(row)
-    print(json.dumps(rows))
+                timers[net, "torch cuda-graph"] = torch_reference(net, dev, "cuda-graph",
+                                                                  args.steps)
+    print(ANSWER, json.dumps(list(timers)), flush=True)
+    for line in sys.stdin:
+        net, key = json.loads(line)
+        print(ANSWER, json.dumps(timers[net, key]()), flush=True)
 
 
 # --- the driver: one process per backend, one table -------------------------------------
 
 def print_table(rows):
-    """One line per (net, backend, step): ms per step and the ratio to PyTorch eager (with
-    rounds: the median of the rounds' ratios, and how many rounds gave one)."""
+    """One line per (net, backend, step): ms per step and its ratio to PyTorch eager (the
+    row's median same-turn ratio where it has one, else against the rows' torch eager)."""
     reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
     print(f"{'net':<18} {'backend':<8} {'step':<18} {'ms':>8} {'vs torch':>9}")
     for row in rows:
         for key, ms in row.items():
-            if key in ("backend", "net", "device", "ratios", "rounds"):
+            if key in ("backend", "net", "device", "ratios"):
                 continue
-            if "ratios" in row:  # a rounds run: only same-round ratios count
+            if "ratios" in row:
                 ratio = row["ratios"].get(key, float("nan"))
             else:
                 ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
-            counted = row.get("rounds", {}).get(key)
-            note = f"  ({counted} rounds)" if counted is not None else ""
-            print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}"
-                  f"{note}")
+            print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}")
 
 
-def round_reference(rows):
-    """net -> PyTorch's eager ms in one round: the torch process's timing, else the one
-    measured in the numpy process (when torch ran in no process of its own)."""
+def turn_reference(times, turn):
+    """net -> PyTorch's eager ms in one turn around: the torch process's block, else the
+    numpy process's (when torch has no process of its own)."""
     reference = {}
     for backend in ("numpy", "torch"):  # torch's own process wins
-        reference.update({r["net"]: r["torch eager"] for r in rows
-                          if r["backend"] == backend and "torch eager" in r})
+        for (b, net, key), blocks in times.items():
+            if b == backend and key == "torch eager":
+                reference[net] = blocks[turn]
     return reference
 
 
-def combine_rounds(rounds):
-    """Rows of several rounds -> one row per (backend, net): the median ms of each step,
-    the median over rounds of its ratio to that round's PyTorch eager step (rounds without
-    that reference give no ratio), and per step the number of rounds it was timed in."""
-    combined = {}
-    for rows in rounds:
-        reference = round_reference(rows)
-        for row in rows:
-            into = combined.setdefault((row["backend"], row["net"]), {
-                "backend": row["backend"], "net": row["net"], "device": row["device"],
-                "ratios": {}, "rounds": {}})
-            for key, ms in row.items():
-                if key in ("backend", "net", "device"):
-                    continue
-                into.setdefault(key, []).append(ms)
-                into["rounds"][key] = into["rounds"].get(key, 0) + 1
-                if row["net"] in reference:
-                    into["ratios"].setdefault(key, []).append(ms / reference[row["net"]])
-    for row in combined.values():
-        for key, values in list(row.items()):
-            if isinstance(values, list):
-                row[key] = statistics.median(values)
-        row["ratios"] = {key: statistics.median(v) for key, v in row["ratios"].items()}
-    return list(combined.values())
+def combine(times, device, repeats):
+    """{(backend, net, step): [ms of each turn]} -> rows: the median ms of each step, and
+    the median over turns of its ratio to the same turn's PyTorch eager step."""
+    rows = {}
+    for (backend, net, key), blocks in times.items():
+        row = rows.setdefault((backend, net), {"backend": backend, "net": net,
+                                               "device": device, "ratios": {}})
+        row[key] = statistics.median(blocks)
+        ratios = [blocks[turn] / ref[net] for turn in range(repeats)
+                  if net in (ref := turn_reference(times, turn))]
+        if ratios:
+            row["ratios"][key] = statistics.median(ratios)
+    return list(rows.values())
 
 
 def main(argv=None):
@@ -315,10 +319,14 @@ def main(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads for BLAS, torch and XLA in every process (default 1)")
-    parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
-    parser.add_argument("--repeats", type=int, default=7, help="timed blocks (median)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved rounds of every backend's process (median)")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="steps per timed block, at least (default 20)")
+    parser.add_argument("--min-block", type=float, default=0.2, metavar="SECONDS",
+                        help="more steps in a block until it lasts this long (default 0.2): "
+                             "short blocks measure the wake-up after another process's turn")
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="turns around every process, one block of each step each turn "
+                             "(median)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time torch.compile of PyTorch's step (minutes to compile "
                              "on a CPU)")
@@ -326,40 +334,61 @@ def main(argv=None):
                         help="write the rows as JSON to FILE ('-': as the last line printed)")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.repeats < 1 or args.steps < 1:
+        parser.error("--steps and --repeats must be at least 1")
     if args.worker:
         return worker(args)
 
     backends = args.backends or [b for b in BACKENDS if importlib.util.find_spec(b) and (
         b != "cupy" or args.device == "cuda")]
-    rounds = []
-    for _ in range(args.rounds):
-        rows = []
-        for backend in backends:
-            cmd = [sys.executable, __file__, "--worker", backend, "--device", args.device,
-                   "--threads", str(args.threads), "--steps", str(args.steps),
-                   "--repeats", str(args.repeats), "--nets", *args.nets]
-            if args.torch_compile:
-                cmd.append("--torch-compile")
-            env = dict(os.environ)
-            set_threads(args.threads)
-            env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                   "MKL_NUM_THREADS", "XLA_FLAGS")})
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                print(f"{backend}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows += json.loads(done.stdout.strip().splitlines()[-1])
-        rounds.append(rows)
-    rows = combine_rounds(rounds)
+    env = dict(os.environ)
+    set_threads(args.threads)
+    env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                           "MKL_NUM_THREADS", "XLA_FLAGS")})
+    workers, logs = {}, {}
+    for backend in backends:  # started together; each builds and warms up its steps
+        cmd = [sys.executable, __file__, "--worker", backend, "--device", args.device,
+               "--threads", str(args.threads), "--steps", str(args.steps),
+               "--min-block", str(args.min_block), "--nets", *args.nets]
+        if args.torch_compile:
+            cmd.append("--torch-compile")
+        logs[backend] = tempfile.TemporaryFile(mode="w+")  # stderr: a pipe could fill up
+        workers[backend] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=logs[backend], text=True, env=env)
+
+    def answer(backend):
+        """The worker's next answer, or None (and it is dropped) when it has died."""
+        for line in workers[backend].stdout:
+            if line.startswith(ANSWER):
+                return json.loads(line[len(ANSWER):])
+        logs[backend].seek(0)
+        print(f"{backend}: failed\n{logs[backend].read()[-2000:]}", file=sys.stderr)
+        del workers[backend]
+        return None
+
+    steps_of = {backend: [tuple(key) for key in keys] for backend in list(workers)
+                if (keys := answer(backend)) is not None}
+    times = {}
+    for _ in range(args.repeats):  # one turn: one block of every step of every process
+        for backend in list(workers):
+            for net, key in steps_of[backend]:
+                workers[backend].stdin.write(json.dumps([net, key]) + "\n")
+                workers[backend].stdin.flush()
+                ms = answer(backend)
+                if ms is None:
+                    break
+                times.setdefault((backend, net, key), []).append(ms)
+    for proc in workers.values():
+        proc.stdin.close()
+        proc.wait()
+    times = {k: v for k, v in times.items() if k[0] in workers}  # whole turns only
+    rows = combine(times, args.device, args.repeats)
 
     machine = platform.processor() or platform.machine()
-    print(f"ms per training step (median of {args.repeats} blocks of {args.steps}, median "
-          f"over {args.rounds} interleaved rounds); "
-          f"{args.threads} thread(s) for BLAS/torch/XLA; {machine}, {os.cpu_count()} cores; "
-          "ratio = median over rounds of ms / PyTorch eager ms of the same net in the same "
-          "round")
+    print(f"ms per training step: median of {args.repeats} blocks of >= {args.steps} steps "
+          f"and >= {args.min_block} s, the processes taking turns; {args.threads} thread(s) "
+          f"for BLAS/torch/XLA; {machine}, {os.cpu_count()} cores; ratio = median over turns "
+          "of ms / PyTorch eager ms of the same net in the same turn")
     print_table(rows)
     if args.json == "-":  # for benchmarks/gpu_check.py: the rows as the last line
         print(json.dumps({"threads": args.threads, "device": args.device, "rows": rows}))
