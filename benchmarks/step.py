@@ -298,13 +298,14 @@ def turn_reference(times, turn):
 def combine(times, device, repeats):
     """{(backend, net, step): [ms of each turn]} -> rows: the median ms of each step, and
     the median over turns of its ratio to the same turn's PyTorch eager step."""
+    references = [turn_reference(times, turn) for turn in range(repeats)]
     rows = {}
     for (backend, net, key), blocks in times.items():
         row = rows.setdefault((backend, net), {"backend": backend, "net": net,
                                                "device": device, "ratios": {}})
         row[key] = statistics.median(blocks)
-        ratios = [blocks[turn] / ref[net] for turn in range(repeats)
-                  if net in (ref := turn_reference(times, turn))]
+        ratios = [blocks[turn] / ref[net] for turn, ref in enumerate(references)
+                  if net in ref]
         if ratios:
             row["ratios"][key] = statistics.median(ratios)
     return list(rows.values())

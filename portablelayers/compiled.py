@@ -161,7 +161,7 @@ def check_labels(network, x, t, classes=None):
     ValueError: class-index labels must lie in [0, 3) for a network with 3 outputs, ...
     """
     xp = namespace(x, t)
-    if t.ndim != 1 or not xp.isdtype(t.dtype, "integral") or static_shape(t)[0] == 0:
+    if not _is_class_indices(t) or static_shape(t)[0] == 0:
         return
     if classes is None:
         classes = static_shape(network.predict(x[:1, ...], train_flg=False))[-1]
@@ -228,11 +228,15 @@ def check_data(network, sets, classes=None, labels=True):
     _check_flags(network, sets, classes, data_flags(sets, classes))
 
 
+def _is_class_indices(t):
+    """Whether labels `t` are class indices (integers, one axis): the labels a range check
+    reads. One-hot rows have nothing to check and need no network output width."""
+    return t.ndim == 1 and namespace(t).isdtype(t.dtype, "integral")
+
+
 def _has_class_indices(sets):
-    """Whether any set's labels are class indices (integers, one axis), the labels a
-    range check reads; one-hot rows need no network output width."""
-    return any(t.ndim == 1 and namespace(t).isdtype(t.dtype, "integral")
-               for _, t in sets.values())
+    """Whether any set's labels are class indices (`_is_class_indices`)."""
+    return any(_is_class_indices(t) for _, t in sets.values())
 
 
 def data_flags(sets, classes=None):
@@ -268,7 +272,7 @@ def data_flags(sets, classes=None):
         xp = namespace(x, t)
         if xp.isdtype(x.dtype, ("real floating", "complex floating")):
             flags.append(xp.any(~xp.isfinite(x)))
-        if classes is not None and t.ndim == 1 and xp.isdtype(t.dtype, "integral"):
+        if classes is not None and _is_class_indices(t):
             # Comparisons only with values the label dtype holds (uint8 labels, 300 classes)
             if xp.iinfo(t.dtype).max >= classes:
                 flags.append(xp.any(t >= classes))
@@ -503,7 +507,7 @@ class _Step:
 
     def check_labels(self, x, t):
         """`check_labels` for this network: class indices in [0, outputs)."""
-        if _has_class_indices({"": (x, t)}):  # one-hot rows: nothing to check or predict
+        if _is_class_indices(t):  # one-hot rows: nothing to check or predict
             check_labels(self.network, x, t, classes=self.classes(x))
 
     def classes(self, x):

@@ -35,20 +35,9 @@ class Layer(Protocol):
     package's own layers derive from `BaseLayer`. Subclassing `Layer` directly also works:
     its `__init__` makes the three dicts empty.
 
-    Examples
+    See Also
     --------
-    A layer of your own joins networks, optimizers and compiled steps by keeping to it:
-
-    >>> import numpy as np
-    >>> from portablelayers import BaseLayer, Layer
-    >>> class Scale(BaseLayer):
-    ...     def forward(self, x):
-    ...         self.x = x
-    ...         return 2.0 * x
-    ...     def backward(self, dout):
-    ...         return 2.0 * dout
-    >>> isinstance(Scale(), Layer), Scale().forward(np.array([1.0, 2.0]))
-    (True, array([2., 4.]))
+    BaseLayer : The package's base class; its example writes a layer of your own.
     """
 
     params: dict[str, Any]
