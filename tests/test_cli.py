@@ -3,6 +3,7 @@ backend under test, and its one-line errors (missing backend, device, data)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -90,6 +91,25 @@ def test_train_conv_net_in_process(capsys):
                      "--quiet"])
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("test accuracy: ") and len(out.splitlines()) == 1
+
+
+@ONCE
+def test_training_skips_the_setup_in_garbage_collection_and_leaves_nothing_frozen(
+        monkeypatch, capsys):
+    from portablelayers.train import Trainer
+
+    frozen_while_training = []
+    train = Trainer.train
+
+    def recording_train(self, **kwargs):
+        frozen_while_training.append(gc.get_freeze_count())
+        return train(self, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", recording_train)
+    assert gc.get_freeze_count() == 0
+    assert cli.main(["train", "--epochs", "1", "--hidden-size", "8", "--quiet"]) == 0
+    assert frozen_while_training[0] > 0  # the imports' and the run's objects
+    assert gc.get_freeze_count() == 0  # an in-process caller's garbage is collected again
 
 
 # --- one-line errors, exit code 2 -----------------------------------------------------------
