@@ -1,5 +1,5 @@
 """Learning-rate schedules: their values against the formulas, their descriptions, and the
-Trainer applying them per epoch (compiled steps compiled again, with the same result)."""
+Trainer applying them per epoch (compiled steps read the new rate, with the eager result)."""
 
 from __future__ import annotations
 
