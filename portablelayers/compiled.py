@@ -128,8 +128,8 @@ def training_step(network, optimizer, x, t, check_finite=False):
 def check_labels(network, x, t, classes=None):
     """Check that class-index labels `t` lie in [0, C), C the width of the network's scores.
 
-    One host read of min(t) and max(t); one-hot `t` needs none. Lazy (Dask) data are
-    computed for it: the check runs once, where data enter.
+    Two scalar host reads, min(t) and max(t) (one computation for lazy Dask data); one-hot
+    `t` needs none. The check runs once, where data enter.
 
     Parameters
     ----------
@@ -255,8 +255,9 @@ def data_flags(sets, classes=None):
     Returns
     -------
     array or None
-        A 1-D bool array: per set, whether a floating `x` holds NaN or inf, and whether
-        integer class indices `t` (one axis) lie outside [0, classes); None when there is
+        A 1-D bool array. Per set: for a floating `x`, whether it holds NaN or inf; for
+        integer class indices `t` (one axis), whether any is >= classes (where its dtype
+        can hold `classes`) and whether any is < 0 (signed dtypes). None when there is
         nothing to check.
 
     Examples

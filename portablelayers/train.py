@@ -11,8 +11,9 @@ replacement, the last partial batch included), the loss logged per step is the b
 before its update, and accuracies are measured at the end of each epoch. Batches are taken
 on the data's own device; only the loss and the accuracies come to the host, for the log.
 Each step is one `compile_step` call: compiled on JAX and on torch CUDA tensors by default
-(`compile="auto"`), eager elsewhere; labels are checked once, on the whole data sets, when
-the Trainer is made. A compiled run reads its losses back once per epoch, not per step.
+(`compile="auto"`), eager elsewhere (with `client=`, a data-parallel `DistributedStep`);
+labels are checked once, on the whole data sets, when the Trainer is made. A compiled run
+reads its losses back once per epoch, not per step (every step while a progress bar shows).
 tqdm (progress bar) and matplotlib (`plot`) are optional: `pip install 'portablelayers[train]'`.
 """
 
@@ -110,25 +111,25 @@ class Trainer:
     It trains `network` (with `params`, `gradient(x, t)`, `loss(x, t)`,
     `accuracy(x, t)`) on (x_train, t_train), one shuffled epoch at a time.
 
-    `optimizer` is a book name ('SGD', 'Momentum', 'Nesterov', 'AdaGrad', 'RMSprop',
-    'Adam', 'AdamW'; any case) built with `optimizer_param`, or an optimizer object.
-    With a validation set (`x_val`, `t_val`) each epoch is measured on it (loss and
-    accuracy), early stopping (`patience`: epochs without a lower validation loss) and
-    the best epoch (`best_params`) follow it, and the test set is used once, at the end;
-    without one, each epoch is measured on the test set, as the book does.
-    `lr_schedule(epoch) -> lr` (epoch counted from 0; see portablelayers.schedules) sets
-    the optimizer's `lr` at the start of each epoch. `evaluate_sample_num_per_epoch` limits
-    the per-epoch measures to the first samples (the final test always uses the whole test
-    set). `seed` fixes the shuffling. `verbose` prints per-epoch lines (loss, accuracies to
-    4 digits, samples/s); `progress` (None: only when stderr is a terminal) shows a tqdm bar;
-    `file` takes the lines instead of stdout. Accuracy is computed in batches of
-    `evaluate_batch_size` (default: `mini_batch_size`) when the network's accuracy() accepts
-    a batch size. Results are in `history`; `training_state()` / `load_training_state()`
-    carry a run across processes (with the network's and optimizer's arrays: see
-    portablelayers.models.save_checkpoint), and a resumed run ends with the weights of an
-    uninterrupted one. With `client` (a `dask.distributed.Client`, "local:N" or a
-    scheduler address) and the data as Dask arrays chunked along the samples, each step is
-    data-parallel on the cluster's workers (portablelayers.distributed.DistributedStep).
+    `optimizer` is a book name ('SGD', 'Momentum', 'Nesterov', 'AdaGrad', 'RMSprop', 'Adam',
+    'AdamW'; any case) built with `optimizer_param`, or an optimizer object. With a
+    validation set (`x_val`, `t_val`) each epoch is measured on it (loss and accuracy),
+    early stopping (`patience`: epochs without a lower validation loss) and the best epoch
+    (`best_params`) follow it, and the test set is used once, at the end; without one, each
+    epoch is measured on the test set, as the book does. `lr_schedule(epoch) -> lr` (epoch
+    counted from 0; see portablelayers.schedules) sets the optimizer's `lr` at the start of
+    each epoch. `evaluate_sample_num_per_epoch` limits the per-epoch measures to the first
+    samples (the final test always uses the whole test set). `seed` fixes the shuffling.
+    `verbose` prints per-epoch lines (loss, accuracies to 4 digits, samples/s); `progress`
+    (None: when `verbose` and stderr is a terminal) shows a tqdm bar; `file` takes the lines
+    instead of stdout. The per-epoch losses and accuracies are computed in batches of
+    `evaluate_batch_size` (default: `mini_batch_size`; an eager network's accuracy() only
+    where it accepts a batch size). Results are in `history`; `training_state()` /
+    `load_training_state()` carry a run across processes (with the network's and optimizer's
+    arrays: see portablelayers.models.save_checkpoint), and a resumed run ends with the
+    weights of an uninterrupted one. With `client` (a `dask.distributed.Client`, "local:N"
+    or a scheduler address) and the data as Dask arrays chunked along the samples, each step
+    is data-parallel on the cluster's workers (portablelayers.distributed.DistributedStep).
 
     Parameters
     ----------
@@ -153,11 +154,12 @@ class Trainer:
     seed : int, optional
         Seed of the shuffling.
     progress : bool, optional
-        Show a tqdm bar (None: when stderr is a terminal).
+        Show a tqdm bar (None: when `verbose` and stderr is a terminal).
     file : file-like, optional
         Where the lines go instead of stdout.
     evaluate_batch_size : int, optional
-        Batch size of the accuracy measures (default: `mini_batch_size`).
+        Batch size of the per-epoch loss and accuracy measures (default:
+        `mini_batch_size`).
     compile : {'auto', True, False}, default 'auto'
         Compile each step (see `compile_step`).
     x_val, t_val : array, optional

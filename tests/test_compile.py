@@ -1,12 +1,13 @@
 """A training step compiled whole (`compile_step`), on every backend.
 
-On JAX the compiled path is `jax.jit`; elsewhere `compile="auto"` runs the same step
-eagerly. Each case checks the step against the book's own loop written out here
-(`network.gradient`, then `optimizer.update`), run on a twin network, so on JAX it proves
-compiled == eager and everywhere it proves the step is the book's step. Also: traces are
-counted, no host transfer happens inside a JAX step, dropout masks change every step and
-a seed reproduces a run, the layer contract holds for every layer, and the Trainer and
-the CLI choose and report the kind of step.
+On JAX the compiled path is `jax.jit`, on torch CUDA tensors a CUDA graph (tested where a
+GPU exists); elsewhere `compile="auto"` runs the same step eagerly. Each case checks the
+step against the book's own loop written out here (`network.gradient`, then
+`optimizer.update`), run on a twin network, so on JAX it proves compiled == eager and
+everywhere it proves the step is the book's step. Also: traces are counted, no host transfer
+happens inside a JAX step, dropout masks change every step and a seed reproduces a run, the
+layer contract holds for every layer, and the Trainer and the CLI choose and report the kind
+of step.
 """
 
 from __future__ import annotations

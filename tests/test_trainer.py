@@ -1,8 +1,8 @@
 """The Trainer: its training loop against a hand-written NumPy reference, its epochs,
 batches and shuffling, its output, history, plot and errors, on every backend.
 
-Trainer is a driver, not a layer: it reads the loss to the host on purpose (float(loss) for
-the log), so its methods are not tagged with lazy_xp_function; the layers it drives are
+Trainer is a driver, not a layer: it reads the losses to the host on purpose (stacked and
+read for the log), so its methods are not tagged with lazy_xp_function; the layers it drives are
 tagged in their own test modules.
 """
 
