@@ -1,16 +1,19 @@
 """Time one whole training step (forward, backward, SGD update) of the book's networks:
-our layers eager and compiled (`compile_step`) on each backend present, beside PyTorch's
-own eager step (torch.nn + autograd + torch.optim.SGD) and, where asked or available,
-PyTorch's `torch.compile` and CUDA-graph steps.
+our layers eager on each backend present, and compiled (`compile_step`) where a compiler
+applies (JAX; torch on CUDA), beside PyTorch's own eager step (torch.nn + autograd +
+torch.optim.SGD) and, where asked or available, PyTorch's `torch.compile` and CUDA-graph
+steps.
 
 Each backend is timed in a process of its own (JAX's threads slow torch down when both
 live in one process), PyTorch's reference in every process that imports torch. Every
 process uses `--threads` threads for BLAS, torch and XLA (default 1). The processes live
-side by side but take turns: the driver asks each in turn to time one block of `--steps`
-steps of one of its steps, `--repeats` times around. On a shared machine the speed drifts
-by tens of percent within a minute; interleaved blocks see the same drift, so each ratio is
-taken between blocks of the same turn around (against the torch process's PyTorch step),
-and the table gives the median ms and the median ratio over the turns.
+side by side but take turns: the driver asks each in turn to time one block of one of its
+steps (2 untimed steps, then at least `--steps` steps and `--min-block` seconds),
+`--repeats` times around. On a shared machine the speed drifts by tens of percent within a
+minute; interleaved blocks see the same drift, so each ratio is taken between blocks of the
+same turn around (against the torch process's PyTorch step, else the numpy process's), and
+the table gives the median ms and the median ratio over the turns. `--json FILE` records
+the rows with the machine, the load, the command and the date.
 
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
@@ -340,6 +343,7 @@ def main(argv=None):
     if args.worker:
         return worker(args)
 
+    load_at_start = os.getloadavg()[0]
     backends = args.backends or [b for b in BACKENDS if importlib.util.find_spec(b) and (
         b != "cupy" or args.device == "cuda")]
     env = dict(os.environ)
@@ -385,18 +389,47 @@ def main(argv=None):
     times = {k: v for k, v in times.items() if k[0] in workers}  # whole turns only
     rows = combine(times, args.device, args.repeats)
 
-    machine = platform.processor() or platform.machine()
+    machine = describe_machine(args.device)
     print(f"ms per training step: median of {args.repeats} blocks of >= {args.steps} steps "
           f"and >= {args.min_block} s, the processes taking turns; {args.threads} thread(s) "
-          f"for BLAS/torch/XLA; {machine}, {os.cpu_count()} cores; ratio = median over turns "
+          f"for BLAS/torch/XLA; {machine}; ratio = median over turns "
           "of ms / PyTorch eager ms of the same net in the same turn")
     print_table(rows)
-    if args.json == "-":  # for benchmarks/gpu_check.py: the rows as the last line
-        print(json.dumps({"threads": args.threads, "device": args.device, "rows": rows}))
+    record = {"machine": machine, "load": f"load average {load_at_start:.1f} at the start and "
+                                          f"{os.getloadavg()[0]:.1f} at the end",
+              "command": " ".join(["python benchmarks/step.py", *(argv or sys.argv[1:])]),
+              "date": time.strftime("%Y-%m-%d", time.gmtime()),
+              "backends": sorted(workers), "threads": args.threads, "device": args.device,
+              "rows": rows}
+    if args.json == "-":  # for benchmarks/gpu_check.py: the record as the last line
+        print(json.dumps(record))
     elif args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "device": args.device, "rows": rows}, f,
-                      indent=1)
+            json.dump(record, f, indent=1)
+
+
+def describe_machine(device):
+    """'x86_64, 2 cores (<CPU model>)', and the GPU's name when timing on CUDA."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read().splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in info
+                      if line.startswith("model name")), "")
+        flags = next((line.split(":", 1)[1].split() for line in info
+                      if line.startswith("flags")), [])
+        model += ", AVX-512" if "avx512f" in flags else ", AVX2" if "avx2" in flags else ""
+    except OSError:
+        pass
+    text = f"{platform.machine()}, {os.cpu_count()} cores" + (f" ({model})" if model else "")
+    if device == "cuda":
+        try:
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            gpu = ""
+        text += f"; GPU: {gpu or 'unknown'}"
+    return text
 
 
 if __name__ == "__main__":
