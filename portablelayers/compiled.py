@@ -29,7 +29,10 @@ stream too).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import signal
+import threading
 
 from array_api_compat import is_cupy_array, is_dask_array, is_jax_array, is_torch_array
 
@@ -595,6 +598,32 @@ class _EagerStep(_Step):
         return loss
 
 
+@contextlib.contextmanager
+def _interrupt_held():
+    """Ctrl-C (SIGINT) held back until the body is done, then delivered as it would have
+    been; a second Ctrl-C meanwhile interrupts at once. Only the main thread receives
+    signals, so elsewhere (and where another handler than Python's own is installed, as
+    the Trainer's stop-after-this-step handler) nothing is changed."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    held = []
+
+    def hold(signum, frame):
+        if held:
+            raise KeyboardInterrupt
+        held.append(frame)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
+
+
 class _JaxStep(_Step):
     """jax.jit of (params, state, opt_state, x, t) -> (params, state, opt_state, loss), the
     three state trees donated; one trace per batch shape."""
@@ -675,12 +704,15 @@ class _JaxStep(_Step):
 
     def _run(self, jitted, *args, **static):
         before = self._arrays()
-        try:
-            *after, loss = jitted(*before, *args, **static)
-        except BaseException:
-            self._bind(*before)  # a failed trace must not leave tracers in the network
-            raise
-        self._bind(*after)
+        # The call donates (deletes) the arrays of `before`: a Ctrl-C between its return and
+        # the rebinding would lose both the old arrays and the new ones.
+        with _interrupt_held():
+            try:
+                *after, loss = jitted(*before, *args, **static)
+            except BaseException:
+                self._bind(*before)  # a failed trace must not leave tracers in the network
+                raise
+            self._bind(*after)
         return loss
 
     def _start_index(self, start):

@@ -12,6 +12,7 @@ of step.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -256,6 +257,34 @@ def test_jax_step_makes_no_host_transfer(xp):
         for _ in range(3):
             loss = step(x, t)
     assert np.isfinite(float(loss))
+
+
+def test_ctrl_c_during_a_jax_step_leaves_the_network_at_a_whole_step(xp, monkeypatch):
+    # The step donates (deletes) the old arrays: a Ctrl-C that lands after the compiled
+    # call returns, before the network is rebound, must not lose both old and new arrays.
+    if not is_jax_namespace(xp):
+        pytest.skip("donated buffers are JAX's")
+    nets = [TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=0) for _ in range(2)]
+    optimizers = [optim.Adam(lr=0.01), optim.Adam(lr=0.01)]
+    step, twin = (compile_step(n, o) for n, o in zip(nets, optimizers, strict=True))
+    x, t = batch(xp, False)
+    step(x, t), twin(x, t)
+    compiled = step._jitted
+
+    def interrupted_on_return(*args, **kwargs):
+        out = compiled(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # as if Ctrl-C came now
+        return out
+
+    monkeypatch.setattr(step, "_jitted", interrupted_on_return)
+    with pytest.raises(KeyboardInterrupt):
+        step(x, t)
+    twin(x, t)
+    arrays = {**nets[0].params, **optimizers[0].state}
+    assert not [name for name, value in arrays.items() if value.is_deleted()]
+    for name in nets[1].params:  # the interrupted step is whole
+        assert rel(nets[0].params[name], nets[1].params[name]) <= 1e-6
+    assert int(optimizers[0].state["iter"]) == 2
 
 
 def test_step_checks_the_first_batchs_labels_before_anything_changes(xp):
