@@ -230,6 +230,10 @@ def one_hot_targets(t, scores, what: str = "t"):
         raise ValueError(f"{what} has {t_shape} labels for scores of shape {s_shape}: "
                          "one label per sample expected")
     num_classes = s_shape[-1]
+    if xp.iinfo(t.dtype).max < num_classes - 1:
+        # uint8 labels of 300 classes: the comparisons below need a dtype that holds every
+        # class index (in uint8, 300 would wrap to 44).
+        t = xp.astype(t, xp.int32)
     if read_bool(xp.any((t < 0) | (t >= num_classes))):
         raise ValueError(f"class-index {what} must lie in [0, {num_classes}), got "
                          f"values from {int(xp.min(t))} to {int(xp.max(t))}")

@@ -131,6 +131,18 @@ def test_out_of_range_labels_raise_value_error(xp, rng):
     assert layer.y is None
 
 
+def test_uint8_labels_of_more_classes_than_uint8_holds(xp, rng):
+    # 300 classes, labels stored as uint8 values below 256: the loss and the range check
+    # must not compare in uint8 (where 300 is 44).
+    x_np, t_np = rng.standard_normal((4, 300)), np.array([5, 44, 255, 0], dtype=np.uint8)
+    layer = SoftmaxWithLoss()
+    loss = layer.forward(make(xp, x_np), xp.asarray(t_np))
+    assert_close(loss, _reference_loss(x_np, t_np.astype(np.int64)), rtol=1e-12)
+    y_ref = np.exp(x_np - x_np.max(axis=1, keepdims=True))
+    y_ref /= y_ref.sum(axis=1, keepdims=True)
+    assert_close(layer.backward(), (y_ref - np.eye(300)[t_np]) / 4, rtol=1e-10, atol=1e-15)
+
+
 def test_one_hot_of_the_wrong_shape_raises(xp, rng):
     with pytest.raises(ValueError, match="shape of the scores"):
         SoftmaxWithLoss().forward(make(xp, rng.standard_normal((3, 4))), make(xp, np.eye(3)))
