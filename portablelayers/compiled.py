@@ -232,9 +232,11 @@ def check_data(network, sets, classes=None, labels=True):
 
 
 def _is_class_indices(t):
-    """Whether labels `t` are class indices (integers, one axis): the labels a range check
-    reads. One-hot rows have nothing to check and need no network output width."""
-    return t.ndim == 1 and namespace(t).isdtype(t.dtype, "integral")
+    """Whether labels `t` are class indices (integers of shape (N,), or a column (N, 1) as
+    the loss reads them too): the labels a range check reads. One-hot rows have nothing to
+    check and need no network output width."""
+    column = t.ndim == 2 and static_shape(t)[1] == 1
+    return (t.ndim == 1 or column) and namespace(t).isdtype(t.dtype, "integral")
 
 
 def _has_class_indices(sets):

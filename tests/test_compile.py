@@ -430,6 +430,20 @@ def test_data_flags_compare_labels_only_with_values_their_dtype_holds(xp):
     assert data_flags({"a": (make(xp, [0, 1, 1], "int64"), one_hot)}) is None
 
 
+@pytest.mark.parametrize("column", [False, True])
+def test_check_data_reads_class_indices_given_as_a_column_too(xp, column):
+    # The loss reads integer labels (N, 1) as class indices: the entry check must as well.
+    net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
+    x, _ = batch(xp, False, n=4)
+    bad, good = np.array([0, 1, 7, 4]), np.array([0, 1, 2, 4])
+    if column:
+        bad, good = bad[:, None], good[:, None]
+    check_data(net, {"train": (x, make(xp, good, "int64"))})
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\).*from 0 to 7"):
+        check_data(net, {"train": (x, make(xp, bad, "int64"))})
+    assert np.any(to_numpy(data_flags({"train": (x, make(xp, bad, "int64"))}, classes=5)))
+
+
 def test_compile_true_where_no_compiler_applies_is_refused(xp):
     if is_jax_namespace(xp):
         pytest.skip("JAX compiles")
