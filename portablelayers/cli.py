@@ -576,7 +576,7 @@ def train_command(args) -> int:
                           x_val=x_val, t_val=t_val, lr_schedule=_schedule(args),
                           patience=args.patience, client=client, precision=args.precision)
         if meta is not None:
-            trainer.load_training_state(meta["training"])
+            trainer.load_training_state(meta["training"], ckpt.training_arrays)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if meta is not None and (trainer.current_iter >= trainer.max_iter
@@ -703,7 +703,8 @@ def _save(args, network, trainer, input_dim, path=None, arrays=None):
                        "pixel_max": scale, "ink": "bright"}}
     save_checkpoint(path or args.save, network, trainer.optimizer if trainer else None,
                     training=trainer.training_state() if trainer else None, extra=extra,
-                    network_arrays=arrays)
+                    network_arrays=arrays,
+                    training_arrays=trainer.training_arrays() if trainer else None)
 
 
 # --- evaluate, predict ----------------------------------------------------------------------

@@ -27,10 +27,11 @@ __all__ = ["FORMAT", "Checkpoint", "architecture", "build", "build_optimizer",
            "save_checkpoint"]
 
 FORMAT = "portablelayers-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the training loop's arrays ("training/...", the best weights)
 NETWORK_CLASSES = ("TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "SimpleConvNet",
                    "DeepConvNet")
 _OPTIMIZER_PREFIX = "optimizer/"
+_TRAINING_PREFIX = "training/"
 _ARCH_ATTRIBUTE = "_portablelayers_architecture"
 
 
@@ -294,6 +295,8 @@ class Checkpoint:
         The network's arrays (name -> NumPy array).
     optimizer_arrays : dict
         The optimizer's state arrays (key -> NumPy array).
+    training_arrays : dict, optional
+        The training loop's arrays (`Trainer.training_arrays()`: the best epoch's weights).
 
     Examples
     --------
@@ -302,9 +305,10 @@ class Checkpoint:
     <checkpoint model.npz: parameters only>
     """
 
-    def __init__(self, path, meta, network_arrays, optimizer_arrays):
+    def __init__(self, path, meta, network_arrays, optimizer_arrays, training_arrays=None):
         self.path, self.meta = path, meta
         self.network_arrays, self.optimizer_arrays = network_arrays, optimizer_arrays
+        self.training_arrays = training_arrays or {}
 
     @property
     def architecture(self):
@@ -321,7 +325,7 @@ class Checkpoint:
 
 
 def save_checkpoint(path, network, optimizer=None, *, training=None, extra=None,
-                    architecture_=None, network_arrays=None):
+                    architecture_=None, network_arrays=None, training_arrays=None):
     """Write a network, its optimizer and the training's state to `path`, atomically.
 
     Parameters
@@ -333,13 +337,16 @@ def save_checkpoint(path, network, optimizer=None, *, training=None, extra=None,
     optimizer : Optimizer, optional
         Its class, hyper-parameters and state arrays are saved too.
     training : dict, optional
-        JSON-able: what a training loop needs to go on.
+        JSON-able: what a training loop needs to go on (`Trainer.training_state()`).
     extra : dict, optional
         Anything else JSON-able.
     architecture_ : dict, optional
         The architecture to record instead of `architecture(network)`.
     network_arrays : dict, optional
         The network's host arrays, when the caller has them already.
+    training_arrays : dict, optional
+        The training loop's arrays (`Trainer.training_arrays()`: the best epoch's weights),
+        name -> array.
 
     Examples
     --------
@@ -365,6 +372,8 @@ def save_checkpoint(path, network, optimizer=None, *, training=None, extra=None,
         meta["optimizer"] = optimizer_description(optimizer)
         for key, value in getattr(optimizer, "state", {}).items():
             arrays[_OPTIMIZER_PREFIX + key] = checkpoint.to_host(value)
+    for key, value in (training_arrays or {}).items():
+        arrays[_TRAINING_PREFIX + key] = checkpoint.to_host(value)
     checkpoint.save_arrays(path, arrays, meta=meta)
 
 
@@ -408,11 +417,11 @@ def read_checkpoint(path) -> Checkpoint:
         raise ValueError(f"{path} was written by portablelayers {meta.get('package_version')} "
                          f"in a newer checkpoint format ({meta['format_version']}); upgrade "
                          "portablelayers to read it")
-    arrays = checkpoint.load_arrays(path)
-    network_part = {k: v for k, v in arrays.items() if not k.startswith(_OPTIMIZER_PREFIX)}
-    optimizer_part = {k[len(_OPTIMIZER_PREFIX):]: v for k, v in arrays.items()
-                      if k.startswith(_OPTIMIZER_PREFIX)}
-    return Checkpoint(path, meta, network_part, optimizer_part)
+    parts = {_OPTIMIZER_PREFIX: {}, _TRAINING_PREFIX: {}, "": {}}
+    for key, value in checkpoint.load_arrays(path).items():
+        prefix = next(p for p in parts if key.startswith(p))  # "" last: the network's
+        parts[prefix][key[len(prefix):]] = value
+    return Checkpoint(path, meta, parts[""], parts[_OPTIMIZER_PREFIX], parts[_TRAINING_PREFIX])
 
 
 def load_model(path, xp=None, device=None, dtype=None, *, with_checkpoint=False):

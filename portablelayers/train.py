@@ -39,6 +39,7 @@ __all__ = ["OPTIMIZERS", "Trainer", "TrainingInterrupted", "compile_step"]
 
 # An epoch whose mean training loss exceeds the first step's by this factor is diverging.
 DIVERGENCE_FACTOR = 2.0
+_BEST = "best/"  # training_arrays(): the names of the best epoch's weights
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -413,8 +414,8 @@ class Trainer:
 
     def training_state(self):
         """What the loop needs to go on exactly (JSON-able): position, shuffling
-        generator, history, best epoch. The network's and the optimizer's arrays are saved
-        beside it (portablelayers.models.save_checkpoint)."""
+        generator, history, best epoch. The network's and the optimizer's arrays, and
+        `training_arrays()`, are saved beside it (portablelayers.models.save_checkpoint)."""
         if self._pending:
             self._read_losses()
         elapsed = self._elapsed_before + (
@@ -430,15 +431,28 @@ class Trainer:
             "elapsed": elapsed,
         }
 
-    def load_training_state(self, state):
-        """Go on from `training_state()`'s dict: the next step is the one after it. The
-        training set and batch size must be those of the saved run (ValueError)."""
+    def training_arrays(self):
+        """The arrays the loop needs to go on besides the network's and the optimizer's:
+        the best epoch's weights (`best_params`) as "best/<name>" -> NumPy array; {} before
+        there is a best epoch."""
+        if self.best_params is None:
+            return {}
+        return {f"{_BEST}{name}": value for name, value in self.best_params.items()}
+
+    def load_training_state(self, state, arrays=None):
+        """Go on from `training_state()`'s dict, and `training_arrays()`'s arrays (without
+        them, a run that stops early after resuming cannot go back to a best epoch from
+        before): the next step is the one after the saved one. The training set and batch
+        size must be those of the saved run (ValueError)."""
         for key, mine in (("train_size", self.train_size), ("batch_size", self.batch_size)):
             if state[key] != mine:
                 raise ValueError(f"the saved run has {key} {state[key]}, this Trainer {mine}")
         if state["iter"] > self.max_iter:
             raise ValueError(f"the saved run is at step {state['iter']}, past this Trainer's "
                              f"{self.max_iter} ({self.epochs} epochs)")
+        best = {name[len(_BEST):]: value for name, value in (arrays or {}).items()
+                if name.startswith(_BEST)}
+        self.best_params = best or None  # checked by restore_best, as a checkpoint is
         self.current_iter, self.current_epoch = state["iter"], state["epoch"]
         self._rng_epoch = state["rng_epoch"]
         self._rng.bit_generator.state = state["rng"]

@@ -360,6 +360,30 @@ def test_patience_and_best(tmp_path, capsys):
 
 
 @ONCE
+def test_a_resumed_run_that_stops_early_keeps_a_best_epoch_from_before_the_save(tmp_path,
+                                                                              capsys):
+    from portablelayers.checkpoint import load_arrays
+
+    options = ["train", "--lr", "0.5", "--patience", "2", "--quiet"]
+    full = tmp_path / "full.npz"
+    assert cli.main([*options, "--epochs", "30", "--save", str(full),
+                     "--history", str(tmp_path / "h.json")]) == 0
+    import json
+
+    best = json.loads((tmp_path / "h.json").read_text())["best_epoch"]
+    # The same run saved one epoch after its best epoch, then resumed: it stops early one
+    # epoch later and must go back to the best epoch, which only the saved run had seen.
+    run = tmp_path / "run.npz"
+    assert cli.main([*options, "--epochs", str(best + 1), "--save", str(run)]) == 0
+    assert "training/best/W1" in load_arrays(run)
+    assert cli.main(["train", "--resume", str(run), "--epochs", "30", "--quiet"]) == 0
+    got, expected = load_arrays(run), load_arrays(full)
+    for name in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    capsys.readouterr()
+
+
+@ONCE
 def test_plot_title_and_validation_loss(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure

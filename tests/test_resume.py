@@ -93,6 +93,43 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(xp, tmp_path, k):
     assert second.final_test_acc == pytest.approx(reference.final_test_acc)
 
 
+def test_a_resumed_run_that_stops_early_goes_back_to_a_best_epoch_before_the_stop(
+        xp, tmp_path):
+    # Validation labels that training gets wrong more and more: epoch 1 is the best, and
+    # patience 1 stops the run after epoch 2. Saved in epoch 2 and resumed, the run must
+    # still end with epoch 1's weights, which only the saved run had seen.
+    def run(network=None, optimizer="adam"):
+        (x, t), (xv, tv), (xt, tt) = data(xp, 23, 0), data(xp, 8, 1), data(xp, 9, 2)
+        if network is None:
+            network = MultiLayerNetExtend(6, [7, 5], 3, use_batchnorm=True, xp=xp,
+                                          dtype=xp.float64, seed=4)
+        return Trainer(network, x, t, xt, tt, epochs=EPOCHS, mini_batch_size=BATCH,
+                       optimizer=optimizer, optimizer_param={"lr": 0.05}, verbose=False,
+                       seed=9, x_val=xv, t_val=(tv + 2) % 3, patience=1)
+
+    reference = run()
+    reference.train()
+    assert (reference.best_epoch, reference.stopped_early) == (1, True)
+    expected = arrays(reference.network)
+
+    first = run()
+    stop_after(first, 7)  # in epoch 2
+    with pytest.raises(TrainingInterrupted):
+        first.train()
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, first.network, first.optimizer, training=first.training_state(),
+                    training_arrays=first.training_arrays())
+    net, ckpt = load_model(path, xp=xp, with_checkpoint=True)
+    optimizer = build_optimizer(ckpt.meta["optimizer"])
+    restore_optimizer(optimizer, net.params, ckpt.optimizer_arrays)
+    second = run(network=net, optimizer=optimizer)
+    second.load_training_state(ckpt.training, ckpt.training_arrays)
+    second.train()
+    assert (second.best_epoch, second.stopped_early) == (1, True)
+    assert_same(arrays(net), expected)
+    assert second.final_test_acc == pytest.approx(reference.final_test_acc)
+
+
 def test_sigint_stops_after_a_whole_step(xp):
     trainer = make_run(xp)
     stop_after(trainer, 3, how="signal")
