@@ -796,7 +796,9 @@ class _CudaGraphStep(_Step):
     train), as torch's whole-network capture recipe asks; the next one is captured and
     every later one is a replay: the batch is copied into static input tensors, and the
     arrays the step rebinds (state, Adam's count) are copied back into the captured
-    buffers inside the graph, so each replay starts from the last one's results.
+    buffers inside the graph, so each replay starts from the last one's results. Every
+    graph (one per batch shape) and every eager step reads and writes the same buffers,
+    which stay bound to the network and the optimizer.
     """
 
     kind = "cuda-graph"
@@ -806,11 +808,30 @@ class _CudaGraphStep(_Step):
         super().__init__(network, optimizer, check)
         self._graphs = {}  # (x shape, t shape) -> (graph, static x, static t, static loss)
         self._eager_runs = {}
+        self._buffers = None  # (params, state, optimizer state) that every graph reads
+
+    def _persistent(self):
+        """The buffers every graph reads and writes, bound to the network and the
+        optimizer, holding the latest values: the arrays bound at the first step; a value
+        rebound since (an eager step's result, a user's load) is copied into them."""
+        current = self._arrays()
+        if self._buffers is None:
+            self._buffers = current
+            return current
+        for kept, now in zip(self._buffers, current, strict=True):
+            for name, value in now.items():
+                if name not in kept:  # an array an optimizer made on its first update
+                    kept[name] = value
+                elif value is not kept[name]:
+                    kept[name].copy_(value)
+        self._bind(*self._buffers)
+        return self._buffers
 
     def __call__(self, x, t):
         import torch
 
         self._check_first(x, t)
+        buffers = self._persistent()
         key = (tuple(x.shape), tuple(t.shape), x.dtype, t.dtype)
         if key in self._graphs:
             graph, static_x, static_t, static_loss = self._graphs[key]
@@ -826,9 +847,9 @@ class _CudaGraphStep(_Step):
                 loss = training_step(self.network, self.optimizer, x, t)
             torch.cuda.current_stream().wait_stream(side)
             self._eager_runs[key] = runs + 1
+            self._persistent()  # its results into the buffers the graphs read
             return loss
         static_x, static_t = x.clone(), t.clone()
-        buffers = self._arrays()
         graph = torch.cuda.CUDAGraph()
         self.traces += 1
         try:
