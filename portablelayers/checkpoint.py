@@ -440,11 +440,14 @@ def load_params_from_arrays(net, arrays, path="the arrays") -> None:
         raise ValueError(f"{path} does not match the network: {'; '.join(problems)}")
 
     # Convert everything first: a failure here must not leave the network half loaded.
+    # Copies: NumPy and torch would otherwise share memory with the arrays given (a read
+    # checkpoint, the Trainer's best weights), and training in place would rewrite them.
     converted = {}
     for name, value in arrays.items():
         view = params if name in params else state
         like = view.like(name)
         xp = namespace(like)
-        converted[name] = (view, xp.asarray(value, dtype=like.dtype, device=device(like)))
+        converted[name] = (view, xp.asarray(value, dtype=like.dtype, device=device(like),
+                                            copy=True))
     for name, (view, value) in converted.items():
         view.rebind(name, value)

@@ -276,7 +276,8 @@ def restore_optimizer(optimizer, params, arrays):
         if tuple(getattr(value, "shape", ())) != tuple(like.shape):
             raise ValueError(f"optimizer state {key} has shape {value.shape}, the network's "
                              f"needs {tuple(like.shape)}")
-        new[key] = xp.asarray(value, dtype=like.dtype, device=device(like))
+        # A copy: the checkpoint's array must not become the state updated in place.
+        new[key] = xp.asarray(value, dtype=like.dtype, device=device(like), copy=True)
     optimizer.state = new
 
 

@@ -406,9 +406,9 @@ class Trainer:
             load_params_from_arrays(self.network, self.best_params)
             return
         for name, value in self.best_params.items():  # a network of plain dicts
-            like = params[name]
+            like = params[name]  # a copy: training on must not rewrite the best weights
             params[name] = namespace(like).asarray(value, dtype=like.dtype,
-                                                   device=device(like))
+                                                   device=device(like), copy=True)
 
     # --- carrying a run across processes --------------------------------------------------
 

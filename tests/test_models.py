@@ -97,6 +97,29 @@ def test_optimizer_state_round_trip_continues_identically(xp, rng, tmp_path):
         np.testing.assert_array_equal(to_numpy(loaded.params[name]), to_numpy(net.params[name]))
 
 
+def test_what_is_loaded_is_a_copy_that_training_does_not_write_back(xp, rng, tmp_path):
+    # One read checkpoint restored twice must give the same run: loading copies (NumPy
+    # and torch would share memory, and in-place updates rewrite the checkpoint's arrays).
+    net = build("TwoLayerNet", xp=xp, seed=2, input_size=5, hidden_size=4, output_size=3)
+    momentum = optim.Momentum(lr=0.1)
+    _train(net, momentum, xp, rng, shape=(6, 5), classes=3)
+    save_checkpoint(tmp_path / "m.npz", net, momentum)
+    ckpt = read_checkpoint(tmp_path / "m.npz")
+    saved = {k: v.copy() for k, v in {**ckpt.network_arrays, **ckpt.optimizer_arrays}.items()}
+    runs = []
+    for _ in range(2):
+        loaded = load_model(tmp_path / "m.npz", xp=xp)
+        checkpoint.load_params_from_arrays(loaded, ckpt.network_arrays)
+        other = build_optimizer(ckpt.meta["optimizer"])
+        restore_optimizer(other, loaded.params, ckpt.optimizer_arrays)
+        _train(loaded, other, xp, np.random.default_rng(5), shape=(6, 5), classes=3)
+        runs.append({name: to_numpy(value) for name, value in loaded.params.items()})
+    for name, value in {**ckpt.network_arrays, **ckpt.optimizer_arrays}.items():
+        np.testing.assert_array_equal(value, saved[name], err_msg=name)
+    for name in runs[0]:
+        np.testing.assert_array_equal(runs[1][name], runs[0][name], err_msg=name)
+
+
 def test_fully_connected_networks_are_described_from_their_layers(xp, rng, tmp_path):
     net = MultiLayerNetExtend(4, [5, 3], 2, use_batchnorm=True, use_dropout=True,
                               dropout_ratio=0.25, weight_decay_lambda=0.1, xp=xp, seed=0)

@@ -396,6 +396,9 @@ def test_patience_stops_and_keeps_the_best_epoch(xp):
     assert trainer.history["val_loss"] == [0.9, 0.5, 0.6, 0.7]
     # w falls by 1 a step: -2 after epoch 2, the best; -4 when it stopped.
     np.testing.assert_array_equal(to_numpy(spy.params["w"]), [-2.0])
+    # The restored weights are a copy: updating them leaves the best epoch's as they were.
+    trainer.optimizer.update(spy.params, {"w": xp.ones_like(spy.params["w"])})
+    np.testing.assert_array_equal(to_numpy(trainer.best_params["w"]), [-2.0])
     with pytest.raises(ValueError, match="patience .* needs a validation set"):
         SpyTrainer(spy, x, t, x, t, patience=2)
 
