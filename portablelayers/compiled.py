@@ -72,16 +72,17 @@ class NonFiniteLoss(FloatingPointError):
     def __init__(self, value):
         self.value = value
         super().__init__(f"the loss of this batch is {value}; the update was not applied, "
-                         "the parameters are as before it")
+                         "the parameters and the network's state are as before it")
 
 
 def training_step(network, optimizer, x, t, check_finite=False):
     """Forward, backward and the optimizer's update, eagerly; returns the 0-D loss.
 
     With `check_finite`, a loss that is NaN or inf raises FloatingPointError before the
-    update, so the parameters stay as they were. That reads the loss on the host (a sync
-    on a GPU), and is skipped where a value cannot be read (under jax.jit, inside a CUDA
-    graph capture, on Dask).
+    update, so the parameters stay as they were, and so does the state the forward pass
+    rebinds (batch norm's running statistics, dropout's random stream). That reads the
+    loss on the host (a sync on a GPU), and is skipped where a value cannot be read (under
+    jax.jit, inside a CUDA graph capture, on Dask).
 
     Parameters
     ----------
@@ -119,10 +120,17 @@ def training_step(network, optimizer, x, t, check_finite=False):
     >>> loss.shape, round(float(loss), 3)
     ((), 1.099)
     """
+    # The forward pass rebinds the state it moves (batch norm's statistics, dropout's
+    # stream): a refused step puts back what was bound before it.
+    state = getattr(network, "state", {})
+    state_before = dict(state) if check_finite else {}
     loss, grads = loss_and_gradient(network, x, t)
     if check_finite:
         xp = namespace(loss)
         if read_bool(xp.all(xp.isfinite(loss))) is False:
+            for name, value in state_before.items():
+                if state[name] is not value:
+                    state[name] = value
             raise NonFiniteLoss(float(loss))
     optimizer.update(network.params, grads)
     return loss

@@ -331,10 +331,10 @@ class Trainer:
             raise FloatingPointError(
                 f"the training loss became {exc.value} at step {self.current_iter + 1} "
                 f"(epoch {self.current_epoch + 1}, batch {step_in_epoch + 1} of "
-                f"{self.iter_per_epoch}); the update was not applied, so the parameters are "
-                "those of the step before. The data were checked finite when the Trainer "
-                "was made, so training diverged: try a smaller learning rate or clip_norm "
-                "in optimizer_param") from None
+                f"{self.iter_per_epoch}); the update was not applied, so the parameters "
+                "and the network's state are those of the step before. The data were "
+                "checked finite when the Trainer was made, so training diverged: try a "
+                "smaller learning rate or clip_norm in optimizer_param") from None
         self.current_iter += 1
         self._pending.append((self.current_iter, loss))
         # Eager steps (and any run with a progress bar) read each loss now; a compiled run
