@@ -266,6 +266,9 @@ def restore_optimizer(optimizer, params, arrays):
     if "lr" in current and "lr" not in arrays:
         # Saved before the rate became an array: it comes from the hyper-parameters.
         arrays = {**arrays, "lr": optimizer.lr}
+    if set(arrays) <= {"lr"}:
+        # Saved before its first update: the state is the fresh one init_state made.
+        arrays = {**current, **arrays}
     if set(arrays) != set(current):
         raise ValueError(f"the checkpoint's {type(optimizer).__name__} state has "
                          f"{sorted(arrays)}, the optimizer needs {sorted(current)}")

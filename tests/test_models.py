@@ -97,6 +97,24 @@ def test_optimizer_state_round_trip_continues_identically(xp, rng, tmp_path):
         np.testing.assert_array_equal(to_numpy(loaded.params[name]), to_numpy(net.params[name]))
 
 
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop",
+                                  "Adam", "AdamW"])
+def test_an_optimizer_saved_before_its_first_update_restores(xp, rng, tmp_path, name):
+    net = build("TwoLayerNet", xp=xp, seed=2, input_size=5, hidden_size=4, output_size=3)
+    fresh = getattr(optim, name)(lr=0.05)
+    save_checkpoint(tmp_path / "m.npz", net, fresh)
+    loaded, ckpt = load_model(tmp_path / "m.npz", xp=xp, with_checkpoint=True)
+    restored = build_optimizer(ckpt.meta["optimizer"])
+    restore_optimizer(restored, loaded.params, ckpt.optimizer_arrays)
+    x = make(xp, rng.standard_normal((6, 5)), "float32")
+    t = xp.asarray(rng.integers(0, 3, 6))
+    for _ in range(2):  # from then on it trains as the fresh one does
+        fresh.update(net.params, net.gradient(x, t))
+        restored.update(loaded.params, loaded.gradient(x, t))
+    for key in net.params:
+        np.testing.assert_array_equal(to_numpy(loaded.params[key]), to_numpy(net.params[key]))
+
+
 def test_what_is_loaded_is_a_copy_that_training_does_not_write_back(xp, rng, tmp_path):
     # One read checkpoint restored twice must give the same run: loading copies (NumPy
     # and torch would share memory, and in-place updates rewrite the checkpoint's arrays).
