@@ -101,6 +101,17 @@ def _positive_int(name, value, allow_none=False):
     return int(value)
 
 
+def _json_floats(values):
+    """Strict JSON has no NaN or inf (an optimizer without `lr` logs NaN; a diverged run's
+    losses): those as the strings "nan", "inf", "-inf"."""
+    return [v if not isinstance(v, float) or math.isfinite(v) else str(v) for v in values]
+
+
+def _floats(values):
+    """`_json_floats` undone."""
+    return [float(v) if isinstance(v, str) else v for v in values]
+
+
 def _fmt(loss):
     """A loss to 4 decimals; a huge one (a diverging run) to 4 significant digits."""
     return f"{loss:.4f}" if abs(loss) < 1e4 else f"{loss:.4g}"
@@ -425,7 +436,9 @@ class Trainer:
             "batch_size": self.batch_size, "train_size": self.train_size,
             "iter_per_epoch": self.iter_per_epoch,
             "rng_epoch": self._rng_epoch, "rng": self._rng.bit_generator.state,
-            "history": self.history, "best_epoch": self.best_epoch,
+            "history": {key: _json_floats(values) if isinstance(values, list) else values
+                        for key, values in self.history.items()},
+            "best_epoch": self.best_epoch,
             "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
             "stopped_early": self.stopped_early, "diverged": self.diverged,
             "elapsed": elapsed,
@@ -457,7 +470,8 @@ class Trainer:
         self._rng_epoch = state["rng_epoch"]
         self._rng.bit_generator.state = state["rng"]
         self._order = None  # a run resumed mid-epoch shuffles from _rng_epoch again
-        history = state["history"]
+        history = {key: _floats(values) if isinstance(values, list) else values
+                   for key, values in state["history"].items()}
         self.train_loss_list = list(history["train_loss"])
         self.epoch_loss_list = list(history["epoch_train_loss"])
         self.train_acc_list = list(history["train_acc"])

@@ -130,6 +130,30 @@ def test_a_resumed_run_that_stops_early_goes_back_to_a_best_epoch_before_the_sto
     assert second.final_test_acc == pytest.approx(reference.final_test_acc)
 
 
+def test_a_history_with_nan_and_inf_is_saved_and_read_back(xp, tmp_path):
+    # Strict JSON has no NaN: an optimizer of one's own without `lr` logs NaN rates, and
+    # a diverging run logs inf losses; the checkpoint must still be written and read.
+    class Plain:
+        def update(self, params, grads):
+            for key in params:
+                params[key] = params[key] - 0.1 * grads[key]
+
+    (x, t), (xt, tt) = data(xp, 23, 0), data(xp, 9, 2)
+    net = MultiLayerNetExtend(6, [7], 3, xp=xp, dtype=xp.float64, seed=4)
+    trainer = Trainer(net, x, t, xt, tt, epochs=2, mini_batch_size=BATCH, optimizer=Plain(),
+                      verbose=False, seed=9)
+    for _ in range(5):  # one epoch
+        trainer.train_step()
+    trainer.test_loss_list[-1] = float("inf")
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, net, training=trainer.training_state())
+    again = Trainer(net, x, t, xt, tt, epochs=2, mini_batch_size=BATCH, optimizer=Plain(),
+                    verbose=False, seed=9)
+    again.load_training_state(load_model(path, xp=xp, with_checkpoint=True)[1].training)
+    assert np.isnan(again.history["lr"][0]) and again.history["test_loss"] == [float("inf")]
+    assert again.history["train_loss"] == trainer.history["train_loss"]
+
+
 def test_sigint_stops_after_a_whole_step(xp):
     trainer = make_run(xp)
     stop_after(trainer, 3, how="signal")
