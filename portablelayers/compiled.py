@@ -373,7 +373,8 @@ def compiled_kind(x, mode="auto"):
         ...
     ValueError: compile=True: no compiled step for numpy arrays on cpu (numpy has no ...
     """
-    if mode not in COMPILE_MODES:
+    # By identity: 0 and 1 (or NumPy's bools) equal False and True but are no answer.
+    if not any(mode is allowed for allowed in COMPILE_MODES) and mode != "auto":
         raise ValueError(f"compile must be 'auto', True or False, got {mode!r}")
     if mode is False:
         return "eager"

@@ -327,8 +327,9 @@ def test_compile_modes(xp):
         assert compiled_kind(x, "auto") == "eager"
         with pytest.raises(ValueError, match="compile=True: no compiled step"):
             compiled_kind(x, True)
-    with pytest.raises(ValueError, match="'auto', True or False"):
-        compiled_kind(x, "yes")
+    for mode in ("yes", 0, 1, np.True_):  # 0 == False and 1 == True, but no answer
+        with pytest.raises(ValueError, match="'auto', True or False"):
+            compiled_kind(x, mode)
 
 
 def test_trainer_compiled_and_eager_runs_agree(xp):
