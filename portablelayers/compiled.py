@@ -30,9 +30,11 @@ stream too).
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import signal
 import threading
+import warnings
 
 from array_api_compat import is_cupy_array, is_dask_array, is_jax_array, is_torch_array
 
@@ -471,10 +473,71 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
     _adopt_state(network, like)
     if hasattr(optimizer, "init_state"):
         optimizer.init_state(network.params)
+    if kind != "eager" and not hasattr(optimizer, "state"):
+        kept = _python_side_state(optimizer, network.params)
+        if kept:
+            why = (f"{type(optimizer).__name__} keeps {kept} in Python attributes, which "
+                   "one compiled step cannot hand to the next")
+            if compile is True:
+                raise ValueError(f"compile=True: {why}; use an optimizer of "
+                                 "portablelayers.optim (its state is arrays, "
+                                 "optimizer.state) or compile=False")
+            warnings.warn(f"{why}: steps run eagerly (an optimizer of portablelayers.optim "
+                          "keeps its state as arrays, and compiles)", RuntimeWarning,
+                          stacklevel=2)
+            kind = "eager"
     if kind == "eager":
         return _EagerStep(network, optimizer, check=check, check_finite=check_finite)
     step = {"jax.jit": _JaxStep, "cuda-graph": _CudaGraphStep}[kind]
     return step(network, optimizer, check=check)
+
+
+def _same_items(before, now):
+    """Whether a container holds the very objects it held (None: not a container)."""
+    if before is None:
+        return True
+    if isinstance(before, dict):
+        return before.keys() == now.keys() and all(now[k] is v for k, v in before.items())
+    return len(before) == len(now) and all(a is b for a, b in zip(before, now, strict=True))
+
+
+def _python_side_state(optimizer, params):
+    """What an optimizer of one's own (no `state` mapping) changes of itself in one update
+    (the book's Momentum makes `v`; its Adam counts `iter` in a Python int), as text, or
+    "" when nothing. A compiled step would freeze such state at its first trace. One
+    update is traced on zero gradients with the parameters abstract (jax.eval_shape or
+    nothing run at all elsewhere), and every attribute is put back after."""
+    attributes = vars(optimizer)
+    saved = {name: (value, copy.copy(value) if isinstance(value, (dict, list)) else None)
+             for name, value in attributes.items()}
+    xp = namespace(*params.values())
+    grads = {name: xp.zeros_like(value) for name, value in params.items()}
+
+    def update(params):
+        params = dict(params)
+        optimizer.update(params, grads)
+        return params
+
+    try:
+        if is_jax_array(next(iter(params.values()))):
+            import jax
+
+            jax.eval_shape(update, dict(params))
+        else:  # a CUDA graph: the real update on copies
+            update({name: xp.asarray(value, copy=True) for name, value in params.items()})
+        changed = [name for name, value in attributes.items() if name not in saved
+                   or value is not saved[name][0]
+                   or not _same_items(saved[name][1], value)]
+    except Exception as exc:  # an update that cannot run on these arrays
+        changed = [f"something (its update failed on trial: {exc})"]
+    finally:
+        attributes.clear()
+        for name, (value, contents) in saved.items():
+            if contents is not None:
+                value.clear()
+                value.update(contents) if isinstance(value, dict) else value.extend(contents)
+            attributes[name] = value
+    return ", ".join(changed)
 
 
 def _adopt_state(network, like):

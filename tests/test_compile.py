@@ -332,6 +332,60 @@ def test_compile_modes(xp):
             compiled_kind(x, mode)
 
 
+class BookMomentum:
+    """The book's Momentum (common/optimizer.py): its state in a Python dict."""
+
+    def __init__(self, lr=0.1, momentum=0.9):
+        self.lr, self.momentum, self.v = lr, momentum, None
+
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = {key: 0 * value for key, value in params.items()}
+        for key in params:
+            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
+            params[key] = params[key] + self.v[key]
+
+
+class BookAdamCount(BookMomentum):
+    """A step count in a Python int, as the book's Adam keeps it."""
+
+    def update(self, params, grads):
+        self.iter = getattr(self, "iter", 0) + 1
+        for key in params:
+            params[key] = params[key] - self.lr / self.iter * grads[key]
+
+
+class PlainSGD:
+    def __init__(self, lr=0.1):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for key in params:
+            params[key] = params[key] - self.lr * grads[key]
+
+
+def test_an_optimizer_with_python_side_state_is_not_compiled(xp):
+    # A compiled step would freeze such state at its first trace (momentum restarting
+    # from zero every step): 'auto' runs it eagerly with a warning, True refuses it.
+    net, twin = (TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=0) for _ in range(2))
+    optimizer = BookMomentum()
+    if is_jax_namespace(xp):
+        with pytest.raises(ValueError, match="compile=True: BookMomentum keeps v in Python"):
+            compile_step(net, optimizer, True)
+        with pytest.raises(ValueError, match="BookAdamCount keeps iter"):
+            compile_step(net, BookAdamCount(), True)
+        with pytest.warns(RuntimeWarning, match="keeps v in Python attributes.*run eagerly"):
+            step = compile_step(net, optimizer)
+        assert compile_step(net, PlainSGD()).kind == "jax.jit"
+    else:
+        step = compile_step(net, optimizer)
+    assert step.kind == "eager" and optimizer.v is None  # the trial left nothing behind
+    reference = compile_step(twin, BookMomentum(), False)
+    for i in range(4):
+        x, t = batch(xp, False, seed=i)
+        assert float(step(x, t)) == pytest.approx(float(reference(x, t)), rel=1e-6)
+
+
 def test_trainer_compiled_and_eager_runs_agree(xp):
     gen = np.random.default_rng(1)
     x_np = gen.standard_normal((45, 64))
