@@ -350,9 +350,14 @@ class Trainer:
         self._pending.append((self.current_iter, loss))
         # Eager steps (and any run with a progress bar) read each loss now; a compiled run
         # reads its losses at the end of the epoch, so steps are not held up by host reads.
-        if self.step.kind == "eager" or self._bar is not None or (
-                step_in_epoch == self.iter_per_epoch - 1):
-            self._read_losses()
+        last_of_epoch = step_in_epoch == self.iter_per_epoch - 1
+        if self.step.kind == "eager" or self._bar is not None or last_of_epoch:
+            try:
+                self._read_losses()
+            except FloatingPointError:
+                if last_of_epoch:  # the epoch's steps are done: so is its record
+                    self._end_epoch()
+                raise
         if self._bar is not None:
             self._bar.set_description(f"epoch {self.current_epoch + 1}/{self.epochs}",
                                       refresh=False)
@@ -362,7 +367,7 @@ class Trainer:
                                       f"{rate:,.0f} samples/s", refresh=False)
             self._bar.update(1)
 
-        if step_in_epoch == self.iter_per_epoch - 1:
+        if last_of_epoch:
             self._end_epoch()
 
     def train(self, *, stop_on_interrupt=False):
@@ -571,6 +576,8 @@ class Trainer:
         values = to_host(xp.stack([loss for _, loss in self._pending])).tolist()
         steps = [step for step, _ in self._pending]
         self._pending = []
+        # Every loss logged first (one per step taken), even past a non-finite one.
+        self.train_loss_list.extend(values)
         for step, loss in zip(steps, values, strict=True):
             if not math.isfinite(loss):
                 epoch, batch = divmod(step - 1, self.iter_per_epoch)
@@ -582,7 +589,6 @@ class Trainer:
                     "initial weights. That step's update has been applied, so the "
                     "parameters may hold NaN or inf now: reload them from a checkpoint "
                     "before training on")
-            self.train_loss_list.append(loss)
 
     def _set_lr(self, lr):
         lr = float(lr)

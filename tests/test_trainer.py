@@ -444,6 +444,28 @@ def test_validation_split_holds_out_a_seeded_fraction():
         validation_split(x, t, 1.0)
 
 
+def test_after_a_non_finite_loss_the_record_matches_the_steps_taken(xp):
+    # The error's advice: reload the parameters and train on. The log must then hold one
+    # loss per step taken and one row per epoch, as an uninterrupted run's.
+    x, t, _, _ = toy_data(xp, n=40, d=4, dtype="float32")
+    net = TwoLayerNet(4, 5, 3, weight_init_std=0.5, xp=xp, seed=0)
+    good = {name: to_numpy(value).copy() for name, value in net.params.items()}
+    trainer = Trainer(net, x, t, x, t, epochs=3, mini_batch_size=10, verbose=False, seed=0,
+                      optimizer="sgd", optimizer_param={"lr": 0.1})
+    for _ in range(3):
+        trainer.train_step()
+    net.params["W1"] = net.params["W1"] * 0 + 3e38  # the next step's loss overflows
+    with pytest.raises(FloatingPointError, match="training loss became"):
+        trainer.train()
+    assert len(trainer.train_loss_list) == trainer.current_iter
+    assert len(trainer.epoch_rows()) == trainer.current_epoch == trainer.current_iter // 4
+    for name, value in good.items():
+        net.params[name] = make(xp, value, "float32")
+    trainer.train()
+    assert len(trainer.train_loss_list) == trainer.current_iter == 12
+    assert len(trainer.epoch_rows()) == trainer.current_epoch == 3
+
+
 def test_a_diverging_eager_step_stops_before_its_update(xp):
     # An lr so large that the loss overflows: the eager step refuses the non-finite loss
     # before updating, so the parameters are those of the last finite step.
