@@ -356,7 +356,8 @@ def _architecture(args, input_dim):
             return "MultiLayerNet", kwargs
         return "MultiLayerNetExtend", {**kwargs, "use_batchnorm": args.batchnorm,
                                        "use_dropout": args.dropout is not None,
-                                       "dropout_ratio": args.dropout or 0.5}
+                                       "dropout_ratio": 0.5 if args.dropout is None
+                                       else args.dropout}
     if args.net == "simple-conv":
         small = input_dim[1] < 16  # 8x8 digits: 3x3 filters with padding keep the image
         conv = ({"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1} if small else

@@ -327,6 +327,10 @@ def test_network_options_reach_the_network_and_optimizer(tmp_path, capsys):
     assert net.use_batchnorm and [layer.dropout_ratio for name, layer in net.layers.items()
                                   if name.startswith("Dropout")] == [0.3, 0.3]
     assert load_meta(path)["optimizer"]["hyper"]["clip_norm"] == 2.0
+    assert cli.main(["train", "--net", "multi-layer", "--hidden-size", "8", "--epochs", "1",
+                     "--dropout", "0", "--quiet", "--save", str(path)]) == 0
+    assert [layer.dropout_ratio for name, layer in load_model(path).layers.items()
+            if name.startswith("Dropout")] == [0.0, 0.0]  # 0 is a ratio, not "the default"
     assert cli.main(["train", "--optimizer", "adamw", "--weight-decay", "0.05", "--epochs", "1",
                      "--hidden-size", "4", "--quiet", "--save", str(path)]) == 0
     assert load_meta(path)["optimizer"] == {"class": "AdamW", "hyper": {
