@@ -312,13 +312,16 @@ def load_meta(path) -> dict:
     with open(path, "rb") as f:
         if not f.read(6).startswith(_ZIP_MAGIC):
             return {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
+    try:  # our own handle: np.load leaves its own open when the zip is broken
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             if META_KEY not in npz.files:
                 return {}
             raw = npz[META_KEY]
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path} is not a complete .npz checkpoint (truncated or corrupt: "
+                         f"{exc})") from None
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
