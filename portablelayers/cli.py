@@ -446,8 +446,18 @@ def _check_output(option, path):
 
 
 def _check_outputs(args):
+    named = {}  # each output its own file: --best over the run would lose its state
     for option in ("save", "plot", "best", "history"):
-        _check_output(f"--{option}", getattr(args, option, None))
+        path = getattr(args, option, None)
+        _check_output(f"--{option}", path)
+        if path:
+            same = named.setdefault(os.path.realpath(path), option)
+            if same != option:
+                raise UsageError(f"--{same} and --{option} both name {path}: each output "
+                                 "needs a file of its own"
+                                 + (" (--save defaults to the --resume file)"
+                                    if same == "save" and getattr(args, "resume", None)
+                                    else ""))
     if getattr(args, "plot", None):
         try:
             import matplotlib  # noqa: F401
@@ -479,10 +489,13 @@ def _resumed_args(args, given):
         raise UsageError(f"--resume {path}: not a run saved by portablelayers train --save "
                          "(it holds no training state)")
     for dest in sorted(given - RESUME_MAY_CHANGE):
-        if getattr(args, dest) != saved.get(dest):
+        mine, theirs = getattr(args, dest), saved.get(dest)
+        if dest == "hidden_size" and theirs is None:  # the network's default, as it ran
+            theirs = DEFAULT_HIDDEN[saved["net"]]
+        if mine != theirs:
             option = "--" + dest.replace("_", "-")
             raise UsageError(f"{option} cannot change when resuming (the run in {path} has "
-                             f"{saved.get(dest)!r}); start a new run to change it")
+                             f"{theirs!r}); start a new run to change it")
     merged = dict(saved)
     for dest in RESUME_MAY_CHANGE:
         if dest in given or dest not in merged:
@@ -580,11 +593,14 @@ def train_command(args) -> int:
             trainer.load_training_state(meta["training"], ckpt.training_arrays)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if meta is not None and (trainer.current_iter >= trainer.max_iter
-                             or trainer.stopped_early):
-        done = ("stopped early" if trainer.stopped_early
-                else f"trained all {trainer.current_epoch} epochs")
-        raise UsageError(f"--resume {args.resume}: the run {done}; give --epochs above "
+    if meta is not None and trainer.stopped_early:
+        raise UsageError(f"--resume {args.resume}: the run stopped early after epoch "
+                         f"{trainer.current_epoch} (--patience: no lower validation loss) "
+                         f"and holds epoch {trainer.best_epoch}'s weights; it is finished, "
+                         "start a new run to train further")
+    if meta is not None and trainer.current_iter >= trainer.max_iter:
+        raise UsageError(f"--resume {args.resume}: the run trained all "
+                         f"{trainer.current_epoch} epochs; give --epochs above "
                          f"{trainer.current_epoch} to go on")
     say = (lambda *a: None) if args.quiet else print
     counts = (f"{x_train.shape[0]:,} training, {x_val.shape[0]:,} validation and "

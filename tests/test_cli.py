@@ -364,6 +364,23 @@ def test_patience_and_best(tmp_path, capsys):
 
 
 @ONCE
+def test_resuming_with_the_default_hidden_size_named_and_a_run_that_stopped_early(
+        tmp_path, capsys):
+    run = str(tmp_path / "run.npz")
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--save", run]) == 0
+    # The size the run had, by default, given by name: the same run, so it goes on.
+    assert cli.main(["train", "--resume", run, "--epochs", "2", "--hidden-size", "100",
+                     "--quiet"]) == 0
+    assert cli.main(["train", "--lr", "0.5", "--epochs", "30", "--patience", "1", "--quiet",
+                     "--save", run]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", run, "--epochs", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "the run stopped early after epoch" in err and "start a new run" in err
+    assert "give --epochs" not in err  # more epochs cannot undo an early stop
+
+
+@ONCE
 def test_a_resumed_run_that_stops_early_keeps_a_best_epoch_from_before_the_save(tmp_path,
                                                                               capsys):
     from portablelayers.checkpoint import load_arrays

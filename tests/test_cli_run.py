@@ -143,6 +143,13 @@ def saved_runs(tmp_path_factory):
                                 "to --optimizer adamw (decoupled), not two-layer with adam"),
     (["--patience", "2", "--val-split", "0"], "--patience needs a validation set"),
     (["--history", "h.txt"], "--history h.txt: the name must end in .json or .csv"),
+    (["--save", "a.npz", "--best", "a.npz"], "--save and --best both name a.npz: each output "
+                                             "needs a file of its own"),
+    (["--resume", "run.npz", "--epochs", "2", "--plot", "run.npz"],
+     "--save and --plot both name run.npz: each output needs a file of its own (--save "
+     "defaults to the --resume file)"),
+    (["--resume", "run.npz", "--hidden-size", "5"], "--hidden-size cannot change when "
+                                                    "resuming (the run in run.npz has 4)"),
 ])
 def test_mistakes_are_one_line(saved_runs, args, message):
     result = cli("train", *args, cwd=saved_runs)
