@@ -17,7 +17,7 @@ import importlib
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["BACKENDS", "CPU_BACKENDS", "PRECISIONS", "Backend", "backend_of",
+__all__ = ["BACKENDS", "CPU_BACKENDS", "PRECISIONS", "Backend", "allow_float64", "backend_of",
            "cupy_extra_for_driver", "parse_device", "set_default_device", "set_precision",
            "split_device"]
 
@@ -352,6 +352,25 @@ def set_precision(backend: str, precision: str = "highest"):
         torch = importlib.import_module("torch")
         torch.backends.cuda.matmul.allow_tf32 = not highest
         torch.backends.cudnn.allow_tf32 = not highest
+
+
+def allow_float64(backend: str):
+    """Make float64 arrays possible on `backend`: JAX keeps 64-bit types off by default
+    (its float64 arrays would quietly be float32), so this turns on `jax_enable_x64`;
+    every other backend has float64 already.
+
+    Parameters
+    ----------
+    backend : str
+        A name in `BACKENDS`.
+
+    Examples
+    --------
+    >>> from portablelayers.backends import allow_float64
+    >>> allow_float64("numpy")
+    """
+    if backend == "jax":
+        importlib.import_module("jax").config.update("jax_enable_x64", True)
 
 
 # --- packaging -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import sys
 import time
 import warnings
 
+from . import backends
 from .backends import BACKENDS as BACKEND_MODULES
 from .train import OPTIMIZERS
 
@@ -542,6 +543,8 @@ def train_command(args) -> int:
         args.lr = 0.001 if args.net == "deep-conv" else 0.01
     _check_network_options(args)
     xp = _resolve_backend(args.backend)
+    if args.dtype == "float64":
+        backends.allow_float64(args.backend)
     dev = _resolve_device(args.backend, args.device)
     client = _connect(args) if args.scheduler else None
     if client is not None:  # the master network on the client's NumPy; data on the workers
@@ -728,6 +731,7 @@ def _save(args, network, trainer, input_dim, path=None, arrays=None):
 
 def _open_model(args):
     """(network, checkpoint, input shape (C, H, W), flatten) of MODEL on the backend asked."""
+    from .checkpoint import load_meta
     from .models import load_model
     from .threads import set_threads
 
@@ -737,6 +741,8 @@ def _open_model(args):
     dev = _resolve_device(args.backend, args.device)
     set_threads(args.threads)
     try:
+        if load_meta(args.model).get("dtype") == "float64":
+            backends.allow_float64(args.backend)
         net, ckpt = load_model(args.model, xp=xp, device=dev, with_checkpoint=True)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -83,6 +83,29 @@ def test_train_end_to_end(tmp_path):
         assert saved["W1"].dtype == np.float32
 
 
+def test_float64_on_jax_is_float64(tmp_path):
+    # JAX keeps 64-bit types off by default: --dtype float64 must turn them on, not train
+    # in float32 under a float64 label. A fresh process, as a user's (no x64 from tests).
+    if BACKEND != "jax":
+        pytest.skip("JAX's 64-bit switch")
+    from portablelayers.checkpoint import load_arrays, load_meta
+
+    path = tmp_path / "run.npz"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    result = subprocess.run([sys.executable, "-m", "portablelayers", "train", "--backend",
+                             "jax", "--dtype", "float64", "--epochs", "1", "--hidden-size",
+                             "8", "--quiet", "--save", str(path)], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "float64" not in result.stderr  # no "requested float64 ... truncated" warnings
+    assert load_meta(path)["dtype"] == "float64"
+    assert load_arrays(path)["W1"].dtype == np.float64
+    evaluated = subprocess.run([sys.executable, "-m", "portablelayers", "evaluate", str(path),
+                                "--backend", "jax"], capture_output=True, text=True,
+                               timeout=300, env=env)
+    assert evaluated.returncode == 0 and "float64" not in evaluated.stderr, evaluated.stderr
+
+
 def test_train_conv_net_in_process(capsys):
     if BACKEND == "cupy":
         pytest.importorskip("cupy")
