@@ -10,9 +10,9 @@ arrays under "optimizer/<key>" and one JSON entry (checkpoint.META_KEY) that say
 arrays are: the network's class and constructor arguments, its dtype, the optimizer's
 class and hyper-parameters, what the training loop needs to go on (`training`), and the
 package version. A network knows its constructor arguments when it was made by `build`
-(or has a `config` dict of its own); TwoLayerNet and MultiLayerNet(Extend) are also
-described from their layers. Other networks are saved without an architecture, and
-`load_model` then says to build the network and call `load_params`.
+or has a `config` dict of its own (SimpleConvNet and DeepConvNet keep one); TwoLayerNet and
+MultiLayerNet(Extend) are described from their layers. Other networks are saved without an
+architecture, and `load_model` then says to build the network and call `load_params`.
 """
 
 from __future__ import annotations
@@ -115,8 +115,9 @@ def architecture(network) -> dict | None:
     Parameters
     ----------
     network : object
-        A network made by `build`, one with a `config` dict, or a TwoLayerNet,
-        MultiLayerNet or MultiLayerNetExtend (described from its layers).
+        A network made by `build`, one with a `config` dict (SimpleConvNet and
+        DeepConvNet keep one), or a TwoLayerNet, MultiLayerNet or MultiLayerNetExtend
+        (described from its layers).
 
     Returns
     -------

@@ -19,7 +19,7 @@ from portablelayers.models import (
     restore_optimizer,
     save_checkpoint,
 )
-from portablelayers.nets import MultiLayerNetExtend, SimpleConvNet, TwoLayerNet
+from portablelayers.nets import DeepConvNet, MultiLayerNetExtend, SimpleConvNet, TwoLayerNet
 
 BACKEND = os.environ.get("PORTABLELAYERS_BACKEND", "numpy")
 ONCE = pytest.mark.skipif(BACKEND != "numpy", reason="backend-independent; runs under numpy")
@@ -154,6 +154,18 @@ def test_fully_connected_networks_are_described_from_their_layers(xp, rng, tmp_p
     two = TwoLayerNet(3, 2, 2, xp=xp, seed=0)
     assert architecture(two) == {"class": "TwoLayerNet", "seed": 0, "kwargs": {
         "input_size": 3, "hidden_size": 2, "output_size": 2}}
+
+
+def test_conv_networks_made_directly_load_without_naming_them(xp, rng, tmp_path):
+    # Made the book's way, not through build(): their own config records the arguments.
+    for net in (SimpleConvNet(xp=xp, seed=3, **CONV),
+                DeepConvNet(input_dim=(1, 8, 8), hidden_size=5, output_size=4, xp=xp,
+                            seed=3)):
+        save_checkpoint(tmp_path / "c.npz", net)
+        loaded = load_model(tmp_path / "c.npz", xp=xp)
+        assert type(loaded) is type(net)
+        x = make(xp, rng.standard_normal((2, *net.config["input_dim"])), "float32")
+        np.testing.assert_array_equal(to_numpy(loaded.predict(x)), to_numpy(net.predict(x)))
 
 
 def test_parameter_only_files_keep_loading_into_a_built_network(xp, tmp_path):

@@ -111,6 +111,10 @@ class SimpleConvNet(Sequential):
                  xp=None, device=None, dtype=None, seed=None):
         C, H, W = _check_input_dim(input_dim)
         param = _check_conv_param(conv_param, SIMPLE_CONV_PARAM, "conv_param")
+        # The constructor's arguments: what a checkpoint records to rebuild this network.
+        self.config = {"input_dim": [C, H, W], "conv_param": dict(param),
+                       "hidden_size": hidden_size, "output_size": output_size,
+                       "weight_init_std": weight_init_std}
         filter_num, filter_size = param["filter_num"], param["filter_size"]
         pad, stride = param["pad"], param["stride"]
         conv_h = _window_out(H, filter_size, stride, pad, "convolution")
@@ -195,6 +199,10 @@ class DeepConvNet(Sequential):
         conv_params = [_check_conv_param(p, default, f"conv_param_{i}")
                        for i, (p, default) in enumerate(zip(given, DEEP_CONV_PARAMS,
                                                             strict=True), start=1)]
+        # The constructor's arguments: what a checkpoint records to rebuild this network.
+        self.config = {"input_dim": [channels, H, W],
+                       **{f"conv_param_{i}": dict(p) for i, p in enumerate(conv_params, 1)},
+                       "hidden_size": hidden_size, "output_size": output_size}
         init = Initializer(xp, device, dtype, seed)
         self.seed = init.seed
 
