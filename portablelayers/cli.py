@@ -595,7 +595,10 @@ def train_command(args) -> int:
         if meta is not None:
             trainer.load_training_state(meta["training"], ckpt.training_arrays)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        # The library names its switch as Python does; here it is the command's option.
+        message = str(exc).replace("compile=True", "--compile on").replace(
+            "compile='auto' or False", "--compile auto or off")
+        raise UsageError(message) from None
     if meta is not None and trainer.stopped_early:
         raise UsageError(f"--resume {args.resume}: the run stopped early after epoch "
                          f"{trainer.current_epoch} (--patience: no lower validation loss) "
@@ -871,13 +874,19 @@ def _run(name, command, args):
     try:
         with warnings.catch_warnings():
             warnings.showwarning = one_line
-            return command(args)
+            code = command(args)
+            sys.stdout.flush()  # a reader that has gone shows here, not at exit
+            return code
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `portablelayers evaluate ... | head`: the reader has gone
+        # Python would complain again flushing stdout at exit: point it at nothing first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (Failure, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1

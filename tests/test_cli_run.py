@@ -130,6 +130,15 @@ def saved_runs(tmp_path_factory):
     return folder
 
 
+def test_a_reader_that_stops_early_is_no_error(saved_runs):
+    # `portablelayers evaluate run.npz | head -1`: the pipe closes before the output ends.
+    proc = subprocess.Popen([sys.executable, "-m", "portablelayers", "evaluate", "run.npz"],
+                            cwd=saved_runs, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == ""
+
+
 @pytest.mark.parametrize("args, message", [
     (["--resume", "missing.npz"], "--resume missing.npz: no such file"),
     (["--resume", "run.npz", "--lr", "0.5"], "--lr cannot change when resuming (the run in "
@@ -143,6 +152,8 @@ def saved_runs(tmp_path_factory):
                                 "to --optimizer adamw (decoupled), not two-layer with adam"),
     (["--patience", "2", "--val-split", "0"], "--patience needs a validation set"),
     (["--history", "h.txt"], "--history h.txt: the name must end in .json or .csv"),
+    (["--compile", "on"], "--compile on: no compiled step for numpy arrays on cpu (numpy has "
+                          "no compiler); use --compile auto or off"),
     (["--save", "a.npz", "--best", "a.npz"], "--save and --best both name a.npz: each output "
                                              "needs a file of its own"),
     (["--resume", "run.npz", "--epochs", "2", "--plot", "run.npz"],
