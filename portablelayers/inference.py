@@ -94,7 +94,10 @@ def _load_image(path, shape):
                 rgba = image.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, rgba)
-            gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+            if image.mode.startswith("I") or image.mode == "F":
+                gray = _deep_gray(image)  # 16- and 32-bit: "L" would clip them at 255
+            else:
+                gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: not an image Pillow can read ({exc})") from None
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
@@ -105,6 +108,21 @@ def _load_image(path, shape):
     resized = Image.fromarray(gray, mode="F").resize((width, height), Image.Resampling.BOX)
     out = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     return out[np.newaxis, :, :]
+
+
+def _deep_gray(image):
+    """A 16-bit, 32-bit integer or float grayscale image in [0, 1]: a 16-bit mode by its
+    full range; otherwise by the range its values show (floats up to 1 as they are, then
+    8-bit, 16-bit, or its own maximum)."""
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if image.mode.startswith("I;16"):
+        scale = 65535.0
+    elif image.mode == "F" and top <= 1.0:
+        scale = 1.0
+    else:
+        scale = next((s for s in (255.0, 65535.0) if top <= s), top)
+    return (values / scale).astype(np.float32)
 
 
 def predict_proba(network, x, batch_size=100) -> np.ndarray:

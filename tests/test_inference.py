@@ -97,6 +97,19 @@ def test_an_image_is_prepared_like_the_training_digits(tmp_path):
                                atol=1 / 255)  # bright on dark is taken as it is
 
 
+def test_16_bit_and_float_images_keep_their_gray_levels(tmp_path):
+    # Pillow's 8-bit conversion clips these at 255: every gray became ink or paper.
+    Image = pytest.importorskip("PIL.Image")
+    _, (x_test, _) = load_digits(flatten=False)
+    ink = np.kron(x_test[5, 0], np.ones((5, 5)))  # bright ink on dark, [0, 1]
+    Image.fromarray(np.round(65535 * ink).astype(np.uint16)).save(tmp_path / "d16.png")
+    Image.fromarray(ink.astype(np.float32), mode="F").save(tmp_path / "f.tiff")
+    Image.fromarray((255 * ink).astype(np.float32), mode="F").save(tmp_path / "f255.tiff")
+    for name in ("d16.png", "f.tiff", "f255.tiff"):
+        np.testing.assert_allclose(load_input(tmp_path / name, (1, 8, 8)), x_test[5],
+                                   atol=1e-4, err_msg=name)
+
+
 def test_confusion_matrix():
     m = confusion_matrix([0, 1, 1, 2], [0, 2, 1, 2], 3)
     np.testing.assert_array_equal(m, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
