@@ -240,7 +240,9 @@ def _add_train_parser(sub):
     train.add_argument("--resume", metavar="FILE", default=None,
                        help="go on with the run saved in FILE (by --save or Ctrl-C) up to "
                             "--epochs in all, with its options; saves back to FILE unless "
-                            "--save names another")
+                            "--save names another. --epochs also sets the length of "
+                            "--lr-schedule (step's default step size, cosine's end): more "
+                            "epochs on resume stretch the schedule over the new total")
     train.add_argument("--val-split", type=_fraction, default=0.1, metavar="FRACTION",
                        help="the fraction of the training images held out for validation: "
                             "epoch reports, --patience and --best use it and the test images "
@@ -255,7 +257,8 @@ def _add_train_parser(sub):
     train.add_argument("--lr-schedule", choices=("constant", "step", "cosine"),
                        default="constant",
                        help="learning rate per epoch: constant; step (divided by 10 every "
-                            "--lr-step-size epochs); cosine (down to 0 at the last epoch)")
+                            "--lr-step-size epochs); cosine (from --lr at the first epoch "
+                            "towards 0 after the last)")
     train.add_argument("--lr-step-size", type=_positive_int, default=None, metavar="EPOCHS",
                        help="epochs between divisions of the step schedule (default: a third "
                             "of --epochs)")
