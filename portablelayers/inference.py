@@ -15,10 +15,13 @@ shape (H, W), (1, H, W) or (H*W,) for the model's H and W.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
 import numpy as np  # noqa: TID251 (host-side: files, images, reports)
+
+from ._backend import device, namespace
 
 __all__ = ["confusion_matrix", "evaluate", "load_input", "predict_proba"]
 
@@ -197,8 +200,19 @@ def confusion_matrix(t, predicted, classes) -> np.ndarray:
     return matrix
 
 
+def _takes_train_flg(method):
+    try:
+        return method is not None and "train_flg" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def evaluate(network, x, t, batch_size=100):
-    """The mean cross-entropy loss, accuracy and confusion matrix of `network` on (x, t).
+    """The mean loss, accuracy and confusion matrix of `network` on (x, t).
+
+    The loss is the network's own, as training reports it: `network.loss` in inference
+    mode (the cross-entropy, plus a weight-decay term where the network has one), averaged
+    over the samples; the cross-entropy of the probabilities for a network without `loss`.
 
     Parameters
     ----------
@@ -214,7 +228,7 @@ def evaluate(network, x, t, batch_size=100):
     Returns
     -------
     loss : float
-        The mean cross-entropy loss.
+        The mean loss (see above).
     accuracy : float
         The share of samples predicted right.
     matrix : numpy.ndarray
@@ -234,9 +248,18 @@ def evaluate(network, x, t, batch_size=100):
     from .checkpoint import to_host
 
     p = predict_proba(network, x, batch_size)
-    t = to_host(t).astype(np.int64)
-    if t.ndim == 2:  # one-hot
-        t = t.argmax(axis=1)
-    loss = float(-np.mean(np.log(np.maximum(p[np.arange(t.shape[0]), t], 1e-300))))
+    t_host = to_host(t)
+    t = t_host.argmax(axis=1) if t_host.ndim == 2 else t_host.astype(np.int64)  # one-hot
+    if _takes_train_flg(getattr(network, "loss", None)):
+        xp, n = namespace(x), x.shape[0]
+        total = 0.0
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            labels = xp.asarray(t_host[start:stop], device=device(x))
+            total += float(network.loss(x[start:stop, ...], labels, train_flg=False)) * (
+                stop - start)
+        loss = total / n
+    else:
+        loss = float(-np.mean(np.log(np.maximum(p[np.arange(t.shape[0]), t], 1e-300))))
     predicted = p.argmax(axis=1)
     return loss, float(np.mean(predicted == t)), confusion_matrix(t, predicted, p.shape[1])

@@ -59,6 +59,19 @@ def test_evaluate_prints_what_the_model_scores(trained):
     assert lines[3].split() == [str(c) for c in range(10)]
 
 
+def test_evaluate_reports_the_loss_training_reported_with_weight_decay_too(tmp_path,
+                                                                         capsys):
+    # The network's loss has a weight-decay term: evaluate must not report another number.
+    path = str(tmp_path / "wd.npz")
+    assert cli.main(["train", "--net", "multi-layer", "--weight-decay", "0.1", "--epochs",
+                     "1", "--hidden-size", "8", "--save", path]) == 0
+    final = next(ln for ln in capsys.readouterr().out.splitlines()
+                 if ln.startswith("test loss "))
+    assert cli.main(["evaluate", path]) == 0
+    reported = capsys.readouterr().out.splitlines()[1]
+    assert reported == f"loss {final.split()[2].rstrip(',')}, accuracy {final.split()[5]}"
+
+
 def test_predict_a_png_the_test_writes(trained):
     Image = pytest.importorskip("PIL.Image")
     folder, _ = trained
