@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import warnings
+import zipfile
 
 from . import backends
 from .backends import BACKENDS as BACKEND_MODULES
@@ -743,6 +744,9 @@ def _open_model(args):
 
     if not os.path.isfile(args.model):
         raise UsageError(f"MODEL {args.model}: no such file")
+    if not zipfile.is_zipfile(args.model):  # the library's message would offer pickles
+        raise UsageError(f"MODEL {args.model}: not a .npz model (portablelayers train --save "
+                         "writes one)")
     xp = _resolve_backend(args.backend)
     dev = _resolve_device(args.backend, args.device)
     set_threads(args.threads)

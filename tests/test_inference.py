@@ -136,6 +136,8 @@ def test_confusion_matrix():
     (["predict", "m.npz", "bad.npy"], 1, "bad.npy: an array of shape (3,); the model takes "
                                          "1x8x8 inputs (64 values)"),
     (["predict", "m.npz", "junk.png"], 1, "junk.png: not an image Pillow can read"),
+    (["evaluate", "junk.png"], 2, "MODEL junk.png: not a .npz model (portablelayers train "
+                                  "--save writes one)"),
 ])
 def test_mistakes_are_one_line(trained, args, code, message, monkeypatch, capsys):
     folder, _ = trained
