@@ -72,6 +72,8 @@ def load_input(path, shape) -> np.ndarray:
             raise ValueError(f"{path}: not a .npy array of numbers ({exc})") from None
         if array.dtype.kind not in "biuf":
             raise ValueError(f"{path}: holds {array.dtype}, not numbers")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{path}: holds NaN or inf")
         if array.size != math.prod(shape):
             raise ValueError(f"{path}: an array of shape {array.shape}; the model takes "
                              f"{'x'.join(map(str, shape))} inputs ({math.prod(shape)} "
@@ -108,6 +110,12 @@ def _load_image(path, shape):
     middle = gray[h // 4: h - h // 4 or None, w // 4: w - w // 4 or None]
     if border.mean() > middle.mean():  # dark ink on a light ground: make the ink bright
         gray = 1.0 - gray
+    if h * width != w * height:  # padded with ground to the model's shape, not stretched
+        ground = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+        rows, cols = max(h, math.ceil(w * height / width)), max(w, math.ceil(h * width / height))
+        top, left = (rows - h) // 2, (cols - w) // 2
+        gray = np.pad(gray, ((top, rows - h - top), (left, cols - w - left)),
+                      constant_values=ground)
     resized = Image.fromarray(gray, mode="F").resize((width, height), Image.Resampling.BOX)
     out = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
     return out[np.newaxis, :, :]

@@ -110,6 +110,22 @@ def test_an_image_is_prepared_like_the_training_digits(tmp_path):
                                atol=1 / 255)  # bright on dark is taken as it is
 
 
+def test_an_image_of_another_shape_is_padded_not_stretched(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    _, (x_test, _) = load_digits(flatten=False)
+    ink = np.kron(x_test[5, 0], np.ones((5, 5)))  # 40x40 dark on white
+    tall = np.pad(1.0 - ink, ((20, 20), (0, 0)), constant_values=1.0)  # 80x40 paper above/below
+    Image.fromarray(np.round(255 * tall).astype(np.uint8)).save(tmp_path / "tall.png")
+    got = load_input(tmp_path / "tall.png", (1, 8, 8))
+    # Padded to 80x80 then shrunk 10x: the digit's 8x8 cells, 2x2 at a time, in the middle.
+    expected = np.zeros((8, 8), dtype=np.float32)
+    expected[2:6, 2:6] = x_test[5, 0].reshape(4, 2, 4, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(got[0], expected, atol=1 / 255)
+    np.save(tmp_path / "nan.npy", np.full(64, np.nan))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        load_input(tmp_path / "nan.npy", (1, 8, 8))
+
+
 def test_16_bit_and_float_images_keep_their_gray_levels(tmp_path):
     # Pillow's 8-bit conversion clips these at 255: every gray became ink or paper.
     Image = pytest.importorskip("PIL.Image")
