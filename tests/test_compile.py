@@ -641,7 +641,7 @@ def test_cli_compile_flag(tmp_path):
     refused = subprocess.run([*args, "--compile", "on"], capture_output=True, text=True,
                              timeout=120)
     assert refused.returncode == 2
-    assert "compile=True: no compiled step for numpy arrays" in refused.stderr
+    assert "--compile on: no compiled step for numpy arrays" in refused.stderr
     assert "Traceback" not in refused.stderr
 
 
