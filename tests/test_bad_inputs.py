@@ -667,3 +667,32 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
                 read(path)
             assert str(path) in str(info.value)
             assert not isinstance(info.value, zipfile.BadZipFile)
+
+
+@pytest.mark.parametrize("make_layer, x_shape", [
+    (lambda xp, w: pl.Affine(w(xp, (3, 2)), w(xp, (2,))), (4, 3)),
+    (lambda xp, w: pl.Convolution(w(xp, (2, 1, 2, 2)), w(xp, (2,))), (2, 1, 3, 3)),
+    (lambda xp, w: pl.BatchNormalization(w(xp, (3,)) + 1, w(xp, (3,))), (4, 3)),
+])
+def test_integer_parameters_train_as_floats(xp, make_layer, x_shape):
+    # Integer weights become floats: their gradients (and batch norm's statistics) would
+    # otherwise be truncated to integers, e.g. all zeros.
+    def ints(xp, shape):
+        return xp.asarray(np.arange(math.prod(shape)).reshape(shape) % 3, dtype=xp.int64)
+
+    default = xp.asarray(0.0).dtype  # what integers are promoted to (torch: float32)
+
+    def floats(xp, shape):
+        return xp.astype(ints(xp, shape), default)
+
+    x = xp.astype(seq(xp, x_shape) / 10, default)
+    results = []
+    for weights in (ints, floats):
+        layer = make_layer(xp, weights)
+        out = layer.forward(x)
+        dx = layer.backward(xp.ones_like(out) / 2)
+        results.append([to_numpy(a) for a in (out, dx, *layer.grads.values(),
+                                               *getattr(layer, "state", {}).values())])
+    for got, expected in zip(*results, strict=True):
+        assert got.dtype == expected.dtype and got.dtype.kind == "f"
+        np.testing.assert_array_equal(got, expected)

@@ -62,8 +62,9 @@ class Affine(BaseLayer):
     def __init__(self, W, b):
         super().__init__()
         xp = guards.arrays("Affine", W=W, b=b)  # arrays of one library and device
-        guards.real_floating(xp, W, "Affine W")
-        guards.real_floating(xp, b, "Affine b")
+        # Integer parameters become floats: their gradients would be truncated to integers.
+        W = guards.real_floating(xp, W, "Affine W")
+        b = guards.real_floating(xp, b, "Affine b")
         if W.ndim != 2 or tuple(b.shape) != (W.shape[1],):
             raise ValueError(f"Affine needs W of shape (D, M) and b of shape (M,), got W "
                              f"{tuple(W.shape)} and b {tuple(b.shape)}")

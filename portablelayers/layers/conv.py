@@ -80,7 +80,10 @@ class Convolution(BaseLayer):
         """
         super().__init__()
         xp = guards.arrays("Convolution", W=W, b=b if hasattr(b, "shape") else None)
-        guards.real_floating(xp, W, "Convolution W")
+        # Integer parameters become floats: their gradients would be truncated to integers.
+        W = guards.real_floating(xp, W, "Convolution W")
+        if hasattr(b, "shape"):
+            b = guards.real_floating(xp, b, "Convolution b")
         if W.ndim == 4 and not hasattr(b, "shape"):  # a Python number
             if isinstance(b, bool) or not isinstance(b, int | float):
                 raise TypeError(f"Convolution bias must be an array or a real number, got "
@@ -90,7 +93,8 @@ class Convolution(BaseLayer):
             b = xp.zeros((W.shape[0],), dtype=W.dtype, device=device(W)) + xp.astype(b, W.dtype)
         if W.ndim != 4 or tuple(b.shape) != (W.shape[0],):
             raise ValueError(f"Convolution needs W of shape (FN, C, FH, FW) and b of shape "
-                             f"(FN,), got W {tuple(W.shape)} and b {tuple(b.shape)}")
+                             f"(FN,), got W {tuple(W.shape)} and b "
+                             f"{tuple(b.shape) if hasattr(b, 'shape') else repr(b)}")
         _, _, stride, pad = _check_window_settings(W.shape[2], W.shape[3], stride, pad,
                                                    names=("FH", "FW"))
         self.params = {"W": W, "b": b}

@@ -72,6 +72,9 @@ class BatchNormalization(BaseLayer):
         super().__init__()
         xp = guards.arrays("BatchNormalization", gamma=gamma, beta=beta,
                            running_mean=running_mean, running_var=running_var)
+        # Integer parameters become floats: gradients and statistics would be truncated.
+        gamma = guards.real_floating(xp, gamma, "BatchNormalization gamma")
+        beta = guards.real_floating(xp, beta, "BatchNormalization beta")
         shape = tuple(gamma.shape)
         if len(shape) != 1 or tuple(beta.shape) != shape:
             raise ValueError(f"BatchNormalization needs gamma and beta of the same shape (C,), "
