@@ -95,6 +95,14 @@ def test_gradients_match_numerical(xp, rng, shape, one_hot):
                            forward=lambda layer, x: layer.forward(x, t), dout=1.7)
 
 
+def test_soft_targets_of_any_weight_get_their_true_gradient(xp, rng):
+    # Rows weighing 0 (a sample that counts for nothing), 0.5 and 1.3: the book's y - t
+    # holds only for rows summing to 1.
+    t = make(xp, [[0.0, 0.0, 0.0], [0.25, 0.0, 0.25], [0.3, 0.5, 0.5]])
+    assert_gradients_match(SoftmaxWithLoss(), make(xp, rng.standard_normal((3, 3))),
+                           forward=lambda layer, x: layer.forward(x, t), dout=1.7)
+
+
 def test_float32_kept_and_inputs_untouched(xp, rng):
     x = make(xp, rng.standard_normal((3, 4)), "float32")
     t = make(xp, np.eye(4)[[0, 1, 3]], "float32")

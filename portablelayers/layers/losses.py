@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import guards
-from .._backend import read_bool, size, static_shape
+from .._backend import namespace, read_bool, size, static_shape
 from ..functions import log_softmax, one_hot_targets, sigmoid
 from .base import BaseLayer
 
@@ -73,8 +73,13 @@ class SoftmaxWithLoss(BaseLayer):
     def backward(self, dout=1):
         y = self.saved(self.y)
         guards.scalar_dout("SoftmaxWithLoss.backward", dout, y)
+        xp = namespace(y)
         batch_size = 1 if y.ndim == 1 else y.shape[0]
-        return (y - self._t_one_hot) * (dout / batch_size)
+        t = self._t_one_hot
+        # The book's y - t, for targets whose rows sum to 1; forward also takes soft rows
+        # of any weight (0: a sample that counts for nothing), whose gradient is y*sum - t.
+        weight = xp.sum(t, axis=-1, keepdims=True)
+        return (y * weight - t) * (dout / batch_size)
 
 
 def _targets_like(xp, t, x, what):
