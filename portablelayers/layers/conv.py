@@ -182,9 +182,12 @@ class Pooling(BaseLayer):
 
     Notes
     -----
-    The padding is -inf, so it never wins a window's maximum; `pad` must be smaller than
-    the window so that no window is padding only. Where a window holds several equal
-    maxima, the gradient goes to the first one (as the book's argmax does).
+    The padding is -inf, so it never wins a window's maximum (unless the window's real
+    values are all -inf too: then a padding cell may come first and the gradient is
+    dropped); `pad` must be smaller than the window so that no window is padding only.
+    Where a window holds several equal maxima, the gradient goes to the first one (as the
+    book's argmax does). The gradient is laid out by multiplying with 0/1 masks, so an inf
+    or NaN in `dout` gives NaN in the window's other cells.
 
     The book reduces each row of im2col's matrix; this works on the pool_h*pool_w strided
     slabs that matrix is made of (one per window position), which gives the same numbers
