@@ -290,8 +290,11 @@ class Optimizer:
         if self.counts_steps and first is not None:
             self._step_count(first)
         if self._lr_array is None and first is not None:
+            # In the widest dtype of the parameters: a float32 rate, 0.1 as 0.10000000149,
+            # would round a float64 parameter's steps.
             xp = namespace(first)
-            self._lr_array = xp.full((), self._lr, dtype=first.dtype, device=device(first))
+            dtype = xp.result_type(*(param.dtype for param in params.values()))
+            self._lr_array = xp.full((), self._lr, dtype=dtype, device=device(first))
 
     @property
     def state(self):
