@@ -481,6 +481,8 @@ def test_the_rate_of_a_float64_parameter_after_a_float32_one_is_not_rounded(xp):
             pytest.skip("float64 on JAX needs jax_enable_x64")
     params = {"a": make(xp, np.zeros(1), "float32"), "b": make(xp, np.zeros(1), "float64")}
     grads = {"a": make(xp, np.ones(1), "float32"), "b": make(xp, np.ones(1), "float64")}
-    SGD(lr=0.1).update(params, grads)
+    sgd = SGD(lr=0.1)
+    sgd.init_state(params)  # as compile_step and the Trainer do: the rate becomes an array
+    sgd.update(params, grads)
     assert to_numpy(params["b"])[0] == -0.1  # not -0.10000000149 (0.1 held in float32)
     assert to_numpy(params["a"]).dtype == np.float32
