@@ -96,8 +96,14 @@ def global_norm(grads):
     >>> float(global_norm({"W": np.array([3.0]), "b": np.array([4.0])}))
     5.0
     """
-    values = [g for g in (grads.values() if hasattr(grads, "values") else grads)
-              if g is not None and size(g) != 0]
+    arrays = [g for g in (grads.values() if hasattr(grads, "values") else grads)
+              if g is not None]
+    if not arrays:
+        raise ValueError("global_norm needs at least one gradient array, got none")
+    values = [g for g in arrays if size(g) != 0]
+    if not values:  # every gradient empty: the norm of nothing
+        xp = namespace(*arrays)
+        return xp.zeros((), dtype=xp.result_type(*arrays), device=device(arrays[0]))
     xp = namespace(*values)
     dtype = xp.result_type(*values)
     values = [xp.astype(g, dtype, copy=False) for g in values]

@@ -486,3 +486,12 @@ def test_the_rate_of_a_float64_parameter_after_a_float32_one_is_not_rounded(xp):
     sgd.update(params, grads)
     assert to_numpy(params["b"])[0] == -0.1  # not -0.10000000149 (0.1 held in float32)
     assert to_numpy(params["a"]).dtype == np.float32
+
+
+def test_the_norm_of_empty_gradients_is_zero_and_of_none_an_error(xp):
+    empty = {"W": make(xp, np.zeros((0, 3)), "float32")}
+    assert float(global_norm(empty)) == 0.0
+    clipped, norm = clip_grad_norm(empty, 1.0)
+    assert float(norm) == 0.0 and tuple(clipped["W"].shape) == (0, 3)
+    with pytest.raises(ValueError, match="at least one gradient array"):
+        global_norm({"W": None})
