@@ -313,6 +313,9 @@ row("BatchNormalization-gamma-list", "BatchNormalization",
 row("BatchNormalization-momentum-out-of-range", "BatchNormalization",
     lambda obj, xp: (pl.BatchNormalization, (seq(xp, (3,)), seq(xp, (3,))), {"momentum": 2}),
     ValueError, ["momentum"])
+row("BatchNormalization-momentum-string", "BatchNormalization",
+    lambda obj, xp: (pl.BatchNormalization, (seq(xp, (3,)), seq(xp, (3,))),
+                     {"momentum": "0.9"}), TypeError, ["momentum must be a real number", "str"])
 row("BatchNormalization-eps-zero", "BatchNormalization",
     lambda obj, xp: (pl.BatchNormalization, (seq(xp, (3,)), seq(xp, (3,))), {"eps": 0.0}),
     ValueError, ["eps must be positive"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from .. import guards
 from .._backend import (
     device,
@@ -83,6 +85,10 @@ class BatchNormalization(BaseLayer):
             if stat is not None and tuple(stat.shape) != shape:
                 raise ValueError(f"{name} must have the shape of gamma {shape}, "
                                  f"got {tuple(stat.shape)}")
+        for name, value in (("momentum", momentum), ("eps", eps)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"BatchNormalization {name} must be a real number, got "
+                                f"{type(value).__name__} {value!r}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
         if not eps > 0.0:
