@@ -685,7 +685,7 @@ def _write_extras(args, network, trainer, input_dim, say=lambda *a: None):
             say(f"wrote the history to {args.history}")
         except OSError as exc:
             failures.append(f"cannot write {args.history}: {exc.strerror or exc}")
-    if args.plot:
+    if args.plot and trainer.train_loss_list:  # nothing to draw before the first step
         try:
             trainer.plot(args.plot, title=_title(args, network))
             say(f"wrote the loss and accuracy curves to {args.plot}")

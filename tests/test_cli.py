@@ -428,6 +428,26 @@ def test_a_resumed_run_that_stops_early_keeps_a_best_epoch_from_before_the_save(
 
 
 @ONCE
+def test_a_ctrl_c_before_the_first_step_saves_without_a_plot(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    from portablelayers.train import Trainer
+
+    train = Trainer.train
+
+    def stopped_at_once(self, **kwargs):
+        self.request_stop()  # as a Ctrl-C before the first step
+        return train(self, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", stopped_at_once)
+    run, plot = tmp_path / "run.npz", tmp_path / "p.png"
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--save", str(run), "--plot",
+                     str(plot)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after step 0 of" in err and "error" not in err
+    assert run.is_file() and not plot.exists()
+
+
+@ONCE
 def test_plot_title_and_validation_loss(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
