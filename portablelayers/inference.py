@@ -95,10 +95,15 @@ def _load_image(path, shape):
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode in ("RGBA", "LA", "P"):  # transparent: composite onto white
+            if image.mode in ("RGBA", "LA", "P"):  # transparent: composite onto a ground
                 rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, rgba)
+                # that the opaque strokes stand out from: white, or black for light strokes
+                pixels = np.asarray(rgba, dtype=np.float64)
+                alpha = pixels[..., 3]
+                light = (np.sum(pixels[..., :3].mean(axis=-1) * alpha)
+                         > 127.5 * np.sum(alpha)) if alpha.any() else False
+                ground = (0, 0, 0, 255) if light else (255, 255, 255, 255)
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, ground), rgba)
             if image.mode.startswith("I") or image.mode == "F":
                 gray = _deep_gray(image)  # 16- and 32-bit: "L" would clip them at 255
             else:

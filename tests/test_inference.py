@@ -126,6 +126,19 @@ def test_an_image_of_another_shape_is_padded_not_stretched(tmp_path):
         load_input(tmp_path / "nan.npy", (1, 8, 8))
 
 
+def test_strokes_on_a_transparent_ground_of_either_shade(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    _, (x_test, _) = load_digits(flatten=False)
+    ink = np.kron(x_test[5, 0], np.ones((5, 5)))
+    for shade in (0, 255):  # black strokes, and white ones (once composited onto white)
+        rgba = np.zeros((40, 40, 4), dtype=np.uint8)
+        rgba[..., :3] = shade
+        rgba[..., 3] = np.round(255 * ink).astype(np.uint8)
+        Image.fromarray(rgba, mode="RGBA").save(tmp_path / f"s{shade}.png")
+        np.testing.assert_allclose(load_input(tmp_path / f"s{shade}.png", (1, 8, 8)),
+                                   x_test[5], atol=2 / 255, err_msg=f"strokes {shade}")
+
+
 def test_16_bit_and_float_images_keep_their_gray_levels(tmp_path):
     # Pillow's 8-bit conversion clips these at 255: every gray became ink or paper.
     Image = pytest.importorskip("PIL.Image")
