@@ -355,9 +355,10 @@ def set_precision(backend: str, precision: str = "highest"):
 
 
 def allow_float64(backend: str):
-    """Make float64 arrays possible on `backend`: JAX keeps 64-bit types off by default
-    (its float64 arrays would quietly be float32), so this turns on `jax_enable_x64`;
-    every other backend has float64 already.
+    """Make float64 arrays possible on `backend`.
+
+    JAX keeps 64-bit types off by default (its float64 arrays would quietly be float32),
+    so this turns on `jax_enable_x64`; every other backend has float64 already.
 
     Parameters
     ----------
