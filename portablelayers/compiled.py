@@ -504,9 +504,9 @@ def _same_items(before, now):
 def _python_side_state(optimizer, params):
     """What an optimizer of one's own (no `state` mapping) changes of itself in one update
     (the book's Momentum makes `v`; its Adam counts `iter` in a Python int), as text, or
-    "" when nothing. A compiled step would freeze such state at its first trace. One
-    update is traced on zero gradients with the parameters abstract (jax.eval_shape or
-    nothing run at all elsewhere), and every attribute is put back after."""
+    "" when nothing. A compiled step would freeze such state at its first trace. The
+    update runs once on zero gradients: traced abstractly on JAX (jax.eval_shape computes
+    nothing), on copies of the parameters elsewhere; every attribute is put back after."""
     attributes = vars(optimizer)
     saved = {name: (value, copy.copy(value) if isinstance(value, (dict, list)) else None)
              for name, value in attributes.items()}
@@ -533,9 +533,11 @@ def _python_side_state(optimizer, params):
     finally:
         attributes.clear()
         for name, (value, contents) in saved.items():
-            if contents is not None:
+            if isinstance(contents, dict):
                 value.clear()
-                value.update(contents) if isinstance(value, dict) else value.extend(contents)
+                value.update(contents)
+            elif contents is not None:
+                value[:] = contents
             attributes[name] = value
     return ", ".join(changed)
 
@@ -675,7 +677,8 @@ class _EagerStep(_Step):
 @contextlib.contextmanager
 def _interrupt_held():
     """Ctrl-C (SIGINT) held back until the body is done, then delivered as it would have
-    been; a second Ctrl-C meanwhile interrupts at once. Only the main thread receives
+    been; a second Ctrl-C meanwhile interrupts at once (the user insists, whatever it
+    costs). Only the main thread receives
     signals, so elsewhere (and where another handler than Python's own is installed, as
     the Trainer's stop-after-this-step handler) nothing is changed."""
     if (threading.current_thread() is not threading.main_thread()
