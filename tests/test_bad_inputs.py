@@ -262,6 +262,9 @@ row("Convolution-channels-mismatch", "Convolution",
                                                                         "expects 1"])
 row("Convolution-window-too-large", "Convolution",
     _fwd("Convolution")(lambda xp: seq(xp, (1, 1, 1, 1))), ValueError, ["larger than"])
+row("Convolution-W-3d-number-bias", "Convolution",
+    lambda obj, xp: (pl.Convolution, (seq(xp, (1, 3, 3)), 0)), ValueError,
+    ["W of shape (FN, C, FH, FW)", "got W (1, 3, 3) and b 0"])
 row("Convolution-stride-zero", "Convolution",
     lambda obj, xp: (pl.Convolution, (seq(xp, (2, 1, 2, 2)), seq(xp, (2,))),
                      {"stride": 0}), ValueError, ["stride", ">= 1"])
