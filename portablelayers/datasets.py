@@ -585,11 +585,15 @@ def to_backend(arrays, xp=None, device=None):
     from ._backend import resolve_namespace
 
     namespace = resolve_namespace(xp)
+    # Copies in another library: torch and array-api-strict would share the NumPy array's
+    # memory, so writing to the result would change the caller's array (or, for a read-only
+    # memory map, crash the process). NumPy to NumPy stays the array given.
+    copy = None if namespace.__name__.startswith(("numpy", "array_api_compat.numpy")) else True
 
     def move(a):
         if isinstance(a, (tuple, list)):
             return type(a)(move(item) for item in a)
-        return namespace.asarray(a, device=device)
+        return namespace.asarray(a, device=device, copy=copy)
 
     return move(arrays)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_jax_array
 from support import idx_bytes, to_numpy
 
 from portablelayers import datasets
@@ -276,6 +276,22 @@ def test_to_backend(xp):
     (x_tr, _), (x_ho, t_ho) = holdout_split(x, t, 1000)
     assert tuple(x_ho.shape) == (497, 1, 8, 8)
     np.testing.assert_array_equal(to_numpy(t_ho), t_np[1000:])
+
+
+def test_to_backend_leaves_the_callers_arrays_alone(xp, tmp_path):
+    # Another library's array must not share the NumPy array's memory: writing to it would
+    # change the caller's data, and with a read-only memory map torch crashed the process.
+    np.save(tmp_path / "x.npy", np.zeros(4, dtype=np.float32))
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    given = np.zeros(4, dtype=np.float32)
+    for source in (given, mapped):
+        moved = to_backend(source, xp)
+        if isinstance(moved, np.ndarray):  # NumPy to NumPy: the data as given, no copy
+            continue
+        moved = moved + 1 if is_jax_array(moved) else moved
+        if not is_jax_array(moved) and not hasattr(moved, "dask"):
+            moved[0] = 5.0  # written in place where the library allows it
+        np.testing.assert_array_equal(source, np.zeros(4, dtype=np.float32))
 
 
 def test_holdout_split_checks_size():
