@@ -315,6 +315,14 @@ def load_mnist_test(normalize=True, flatten=True, one_hot_label=False, path=None
     return to_backend(_book_layout(x, t, 255.0, normalize, flatten, one_hot_label), xp, device)
 
 
+def _paired_length(x, t):
+    """The number of samples in (x, t); ValueError when x and t hold different numbers."""
+    if x.shape[0] != t.shape[0]:
+        raise ValueError(f"x and t must hold the same number of samples, got {x.shape[0]} "
+                         f"and {t.shape[0]}")
+    return x.shape[0]
+
+
 def holdout_split(x, t, n_train):
     """Split (x, t) in order: the first `n_train` samples train, the rest are held out.
 
@@ -345,7 +353,7 @@ def holdout_split(x, t, n_train):
     >>> x, x_held
     (array([0, 1, 2]), array([3, 4]))
     """
-    n = x.shape[0]
+    n = _paired_length(x, t)
     if not 0 < n_train < n:
         raise ValueError(f"n_train must lie in [1, {n - 1}] for {n} samples, got {n_train}")
     return (x[:n_train, ...], t[:n_train, ...]), (x[n_train:, ...], t[n_train:, ...])
@@ -384,7 +392,7 @@ def validation_split(x, t, fraction, seed=0):
     >>> len(x), len(x_val)
     (8, 2)
     """
-    n = x.shape[0]
+    n = _paired_length(x, t)
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
     k = min(max(round(fraction * n), 1), n - 1)

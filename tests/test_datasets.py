@@ -23,6 +23,7 @@ from portablelayers.datasets import (
     load_mnist_test,
     mnist_dir,
     to_backend,
+    validation_split,
 )
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -296,6 +297,10 @@ def test_to_backend_leaves_the_callers_arrays_alone(xp, tmp_path):
 
 def test_holdout_split_checks_size():
     x = np.zeros((10, 3))
+    for split in (lambda: holdout_split(x, np.zeros(12), 8),
+                  lambda: validation_split(x, np.zeros(12), 0.2)):
+        with pytest.raises(ValueError, match="same number of samples, got 10 and 12"):
+            split()
     with pytest.raises(ValueError, match=r"n_train must lie in \[1, 9\]"):
         holdout_split(x, np.zeros(10), 10)
 
