@@ -100,7 +100,11 @@ class Generator:
     def _host_draw(self, kind, shape, dtype):
         values = self._impl.random(shape) if kind == "uniform" else (
             self._impl.standard_normal(shape))
-        return self.xp.asarray(values, dtype=dtype, device=self.device)
+        out = self.xp.asarray(values, dtype=dtype, device=self.device)
+        if kind == "uniform":  # float64 draws just below 1 round up to 1 in float32/16
+            below_one = 1.0 - self.xp.finfo(dtype).eps / 2
+            out = self.xp.where(out < 1.0, out, self.xp.asarray(below_one, dtype=dtype))
+        return out
 
 
 def host_normal(xp, shape, seed, dtype, device=None):
@@ -174,4 +178,5 @@ def counter_bits(xp, shape, key: int, counter, device=None):
     step = xp.reshape(xp.astype(counter, xp.int32), (1,) * max(len(shape), 1))
     stream = _fmix32(step * _GOLDEN + key)
     h = _fmix32(_fmix32(index ^ stream) + stream)
-    return (h >> (32 - BITS)) & ((1 << BITS) - 1)
+    bits = (h >> (32 - BITS)) & ((1 << BITS) - 1)
+    return bits if shape else xp.reshape(bits, ())  # the (1,) of a 0-D step broadcast
