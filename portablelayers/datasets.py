@@ -196,22 +196,32 @@ def _require(directory: Path, keys) -> dict[str, Path]:
     return found
 
 
-def _read_mnist_pair(img_path: Path, label_path: Path, img_key: str, label_key: str):
-    """Images (N, 28, 28) and labels (N,) as uint8, checked against the official files."""
+def _check_mnist_md5(img_path: Path, label_path: Path, img_key: str, label_key: str):
+    """Gzipped files against the official md5 (an unpacked file has no official checksum:
+    it is checked by parsing, IDX structure, shapes and label range)."""
     for key, p in ((img_key, img_path), (label_key, label_path)):
         name, md5 = MNIST_FILES[key]
-        # Gzipped files are checked by md5; an unpacked file has no official checksum, so it
-        # is checked by parsing (IDX structure, shapes, label range) below.
         if p.suffix == ".gz" and (got := _md5(p)) != md5:
             raise DataFileError(f"{p}: md5 {got} differs from the official {name} ({md5}); "
                                 "the file is corrupt or not MNIST: delete it and fetch it again")
-    images, labels = load_idx(img_path), load_idx(label_path)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+
+
+def _check_mnist_arrays(img_path, label_path, images_dtype, images_shape, labels):
+    """The images' dtype and shape (from the header is enough) and the labels themselves."""
+    if images_dtype != np.uint8 or len(images_shape) != 3 or images_shape[1:] != (28, 28):
         raise DataFileError(f"{img_path}: expected uint8 images of shape (N, 28, 28), got "
-                            f"{images.dtype} {images.shape}")
-    if labels.dtype != np.uint8 or labels.shape != (images.shape[0],) or labels.max() > 9:
-        raise DataFileError(f"{label_path}: expected {images.shape[0]} uint8 labels in 0..9, "
+                            f"{images_dtype} {images_shape}")
+    if labels.dtype != np.uint8 or labels.shape != (images_shape[0],) or labels.max(
+            initial=0) > 9:
+        raise DataFileError(f"{label_path}: expected {images_shape[0]} uint8 labels in 0..9, "
                             f"got {labels.dtype} {labels.shape}")
+
+
+def _read_mnist_pair(img_path: Path, label_path: Path, img_key: str, label_key: str):
+    """Images (N, 28, 28) and labels (N,) as uint8, checked against the official files."""
+    _check_mnist_md5(img_path, label_path, img_key, label_key)
+    images, labels = load_idx(img_path), load_idx(label_path)
+    _check_mnist_arrays(img_path, label_path, images.dtype, images.shape, labels)
     return images, labels
 
 
@@ -644,6 +654,9 @@ def _read_rows(path, gz, offset, dtype, shape, start, stop, scale, out_dtype, ou
         with gzip.open(path, "rb") as f:
             f.seek(offset + start * row)
             raw = f.read((stop - start) * row)
+        if len(raw) != (stop - start) * row:
+            raise DataFileError(f"{path} is truncated: rows {start} to {stop} need "
+                                f"{(stop - start) * row:,} bytes, it has {len(raw):,}")
         rows = np.frombuffer(raw, dtype=dtype).reshape((stop - start, *shape[1:]))
     else:
         mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
@@ -666,6 +679,12 @@ def _dask_rows(path, gz, offset, dtype, shape, chunk_rows, scale, out_dtype, out
         raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
     stat = os.stat(path)
     out_dtype = np.dtype(out_dtype)
+    needed = offset + math.prod(shape) * np.dtype(dtype).itemsize
+    if not gz and stat.st_size < needed:  # found here, not as a failing chunk later
+        raise DataFileError(f"{path} is truncated: its header promises {needed:,} bytes, the "
+                            f"file has {stat.st_size:,}")
+    if shape[0] == 0:
+        return da.from_array(np.empty((0, *out_shape), out_dtype))
     parts = []
     for start in range(0, shape[0], chunk_rows):
         stop = min(start + chunk_rows, shape[0])
@@ -719,6 +738,12 @@ def load_mnist_dask(path=None, chunk_rows=10_000, normalize=True, flatten=True):
     shape = (784,) if flatten else (1, 28, 28)
     out = []
     for img, label in (("train_img", "train_label"), ("test_img", "test_label")):
+        # The checks load_mnist makes, where data enter: md5s, the images' header, and the
+        # labels (small: read here).
+        _check_mnist_md5(files[img], files[label], img, label)
+        images_dtype, images_shape, _, _ = idx_header(files[img])
+        _check_mnist_arrays(files[img], files[label], images_dtype, images_shape,
+                            load_idx(files[label]))
         x = dask_from_idx(files[img], chunk_rows, scale=255.0 if normalize else None,
                           shape=shape)
         out.append((x, dask_from_idx(files[label], chunk_rows)))

@@ -146,6 +146,39 @@ def test_wrong_checksum_names_file(tmp_path, rng):
         load_mnist(path=tmp_path)
 
 
+@pytest.mark.parametrize("gz", [True, False])
+def test_the_dask_loader_checks_the_files_as_load_mnist_does(tmp_path, rng, monkeypatch, gz):
+    pytest.importorskip("dask")
+    arrays, table = fake_mnist(tmp_path / "ok", rng, gz=gz)
+    monkeypatch.setattr(datasets, "MNIST_FILES", table)
+    (x, t), _ = datasets.load_mnist_dask(tmp_path / "ok", chunk_rows=2)
+    np.testing.assert_array_equal(t.compute(), arrays["train_label"])
+    np.testing.assert_allclose(x.compute(), arrays["train_img"].reshape(5, 784) / 255.0,
+                               rtol=1e-6)
+    # Other bytes under the same names: an md5 mismatch (gz) or a label out of 0..9 (raw).
+    arrays["train_label"][1] = 200
+    (tmp_path / "bad").mkdir()
+    write(tmp_path / "bad" / table["train_label"][0] if gz else
+          tmp_path / "bad" / table["train_label"][0].removesuffix(".gz"),
+          idx_bytes(arrays["train_label"]), gz)
+    for key, (name, _) in table.items():
+        if key != "train_label":
+            name = name if gz else name.removesuffix(".gz")
+            (tmp_path / "bad" / name).write_bytes((tmp_path / "ok" / name).read_bytes())
+    with pytest.raises(DataFileError, match="md5" if gz else "labels in 0..9"):
+        datasets.load_mnist_dask(tmp_path / "bad")
+
+
+def test_dask_from_idx_finds_a_truncated_raw_file_and_reads_an_empty_one(tmp_path):
+    pytest.importorskip("dask")
+    data = idx_bytes(np.arange(40, dtype=np.uint8).reshape(10, 4))
+    (tmp_path / "short-idx2-ubyte").write_bytes(data[:-5])
+    with pytest.raises(DataFileError, match="truncated"):
+        datasets.dask_from_idx(tmp_path / "short-idx2-ubyte")
+    (tmp_path / "empty-idx1-ubyte").write_bytes(idx_bytes(np.zeros(0, dtype=np.uint8)))
+    assert datasets.dask_from_idx(tmp_path / "empty-idx1-ubyte").compute().shape == (0,)
+
+
 def test_missing_files_say_which_and_what_to_do(tmp_path, rng, monkeypatch, no_env):
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte.gz.*download=True"):
         load_mnist(path=tmp_path)
