@@ -183,15 +183,17 @@ def _locate(directory: Path, key: str) -> Path | None:
     return None
 
 
-def _require(directory: Path, keys) -> dict[str, Path]:
+def _require(directory: Path, keys, fetch="pass download=True (needs network)",
+             test_set_hint=True) -> dict[str, Path]:
     found = {key: _locate(directory, key) for key in keys}
     missing = [MNIST_FILES[key][0] for key, p in found.items() if p is None]
     if missing:
         raise FileNotFoundError(
             f"MNIST file(s) {', '.join(missing)} not found in {directory}. Put the official "
             f"files there (gzipped or unpacked), point path= or ${MNIST_ENV} at the folder that "
-            "holds them, or pass download=True (needs network)."
-            + ("" if "train_img" not in keys or _locate(directory, "test_img") is None else
+            f"holds them, or {fetch}."
+            + ("" if not test_set_hint or "train_img" not in keys
+               or _locate(directory, "test_img") is None else
                " This folder holds the test set: load_mnist_test() reads it alone."))
     return found
 
@@ -734,7 +736,8 @@ def load_mnist_dask(path=None, chunk_rows=10_000, normalize=True, flatten=True):
     """MNIST as `load_mnist` gives it (float32 in [0, 1] with `normalize`, (N, 784) or
     (N, 1, 28, 28), uint8 class labels), as chunked Dask arrays read from the files by the
     workers (see `dask_from_idx`): `((x_train, t_train), (x_test, t_test))`."""
-    files = _require(mnist_dir(path), MNIST_FILES)
+    files = _require(mnist_dir(path), MNIST_FILES, test_set_hint=False,
+                     fetch="fetch them first with load_mnist(download=True) (needs network)")
     shape = (784,) if flatten else (1, 28, 28)
     out = []
     for img, label in (("train_img", "train_label"), ("test_img", "test_label")):

@@ -167,6 +167,9 @@ def test_the_dask_loader_checks_the_files_as_load_mnist_does(tmp_path, rng, monk
             (tmp_path / "bad" / name).write_bytes((tmp_path / "ok" / name).read_bytes())
     with pytest.raises(DataFileError, match="md5" if gz else "labels in 0..9"):
         datasets.load_mnist_dask(tmp_path / "bad")
+    with pytest.raises(FileNotFoundError, match=r"load_mnist\(download=True\)") as info:
+        datasets.load_mnist_dask(tmp_path / "none")  # it takes no download= of its own
+    assert "load_mnist_test" not in str(info.value)
 
 
 def test_dask_from_idx_finds_a_truncated_raw_file_and_reads_an_empty_one(tmp_path):
