@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 import secrets
+import warnings
 
 from ._backend import resolve_namespace
 from .random import host_normal
@@ -139,6 +140,15 @@ class Initializer:
         self.dtype = self.xp.float32 if dtype is None else dtype
         if not self.xp.isdtype(self.dtype, "real floating"):
             raise ValueError(f"Initializer dtype must be a real floating dtype, got {self.dtype}")
+        with warnings.catch_warnings():  # JAX warns as well; the error below says more
+            warnings.simplefilter("ignore", UserWarning)
+            made = self.xp.zeros((), dtype=self.dtype).dtype
+        if made != self.dtype:  # JAX without 64-bit mode gives float32 for float64
+            asked = getattr(self.dtype, "__name__", self.dtype)
+            raise ValueError(f"{self.xp.__name__} makes {made} arrays when asked for "
+                             f"{asked}; on JAX, float64 needs "
+                             "jax.config.update('jax_enable_x64', True) (or "
+                             "portablelayers.backends.allow_float64('jax'))")
         self.device = device
         if seed is None:  # a fresh seed, kept so the run can be repeated
             seed = secrets.randbits(63)

@@ -176,3 +176,17 @@ def test_counter_bits_of_a_0d_shape_are_0d(xp):
     assert tuple(bits.shape) == ()
     assert int(bits) == int(counter_bits(xp, (1,), seed_key(0),
                                          xp.asarray(3, dtype=xp.int32))[0])
+
+
+def test_float64_without_jaxs_64_bit_mode_is_an_error_not_float32(xp):
+    if xp.__name__ != "jax.numpy":
+        pytest.skip("JAX's 64-bit switch")
+    import jax
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="float32 arrays when asked for float64.*x64"):
+            Initializer(xp, dtype="float64")
+    finally:
+        jax.config.update("jax_enable_x64", before)
