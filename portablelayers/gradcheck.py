@@ -147,6 +147,13 @@ def relative_error(a, b) -> float:
     0.000999
     """
     xp = namespace(a, b)
+    if tuple(a.shape) != tuple(b.shape):  # broadcasting would compare other numbers
+        raise ValueError(f"relative_error compares arrays of one shape, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    if size(a) == 0:
+        return 0.0
     a, b = xp.astype(a, xp.float64), xp.astype(b, xp.float64)
-    scale = max(float(xp.max(xp.abs(a))), float(xp.max(xp.abs(b))), 1e-300)
+    scale = max(float(xp.max(xp.abs(a))), float(xp.max(xp.abs(b))))
+    if scale == 0.0:  # both zero
+        return 0.0
     return float(xp.max(xp.abs(a - b))) / scale

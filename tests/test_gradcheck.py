@@ -1,6 +1,7 @@
 """numerical_gradient itself, against gradients known in closed form."""
 
 import numpy as np
+import pytest
 from support import assert_close, make, to_numpy
 
 from portablelayers.gradcheck import numerical_gradient, relative_error
@@ -26,3 +27,11 @@ def test_relative_error(xp):
     a, b = make(xp, [1.0, 2.0, -4.0]), make(xp, [1.0, 2.0, -4.004])
     assert abs(relative_error(a, b) - 0.001) < 1e-6
     assert relative_error(a, a) == 0.0
+
+
+def test_relative_error_of_other_shapes_tiny_values_and_nothing(xp):
+    with pytest.raises(ValueError, match=r"one shape, got \(3,\) and \(2, 3\)"):
+        relative_error(xp.zeros(3), xp.zeros((2, 3)))
+    tiny = xp.asarray([1e-305], dtype=xp.float64)  # normal: XLA flushes subnormals
+    assert relative_error(xp.zeros(1, dtype=xp.float64), tiny) == 1.0  # not 1e-5 (floor 1e-300)
+    assert relative_error(xp.zeros((0, 2)), xp.zeros((0, 2))) == 0.0
