@@ -95,6 +95,39 @@ def assert_network_gradients_match(net, x, t):
     assert np.abs(to_numpy(analytic["W1"])).max() > 1e-3
 
 
+def test_numerical_gradient_with_live_dropout_uses_one_mask(xp, rng):
+    # Each evaluation starts from the same state (dropout's stream not advanced between
+    # f(w+h) and f(w-h)), so it matches backprop of one training forward from that state.
+    if xp.__name__.endswith("dask.array"):
+        pytest.skip("every central difference a lazy forward: minutes on Dask")
+    net = MultiLayerNetExtend(6, [5], 3, use_dropout=True, dropout_ratio=0.3,
+                              use_batchnorm=True, xp=xp, dtype=xp.float64, seed=4)
+    _random_biases(net, xp, rng)
+    x = make(xp, rng.standard_normal((4, 6)))
+    t = xp.asarray(rng.integers(0, 3, 4))
+    numeric = net.numerical_gradient(x, t)  # leaves the state as it found it
+    analytic = net.gradient(x, t)  # the same mask: the same step of the stream
+    for name in analytic:
+        a, n = to_numpy(analytic[name]), to_numpy(numeric[name])
+        if max(np.abs(a).max(), np.abs(n).max()) < 1e-7:  # the bias before batch norm: 0
+            assert np.abs(a - n).max() < 1e-8, name
+        else:
+            assert relative_error(analytic[name], numeric[name]) <= 1e-6, name
+
+
+def test_multi_layer_net_extends_loss_is_in_inference_mode_by_default(xp, rng):
+    # As the book's: logging the loss moves neither batch norm's statistics nor dropout.
+    net = MultiLayerNetExtend(6, [5], 3, use_dropout=True, use_batchnorm=True, xp=xp,
+                              seed=4)
+    x = make(xp, rng.standard_normal((4, 6)), "float32")
+    t = xp.asarray(rng.integers(0, 3, 4))
+    state = {k: to_numpy(v).copy() for k, v in net.state.items()}
+    first, second = float(net.loss(x, t)), float(net.loss(x, t))
+    assert first == second == float(net.loss(x, t, train_flg=False))
+    for name, value in state.items():
+        np.testing.assert_array_equal(to_numpy(net.state[name]), value, err_msg=name)
+
+
 # --- Sequential --------------------------------------------------------------------------
 
 def _small_sequential(xp, rng, dtype="float64", **kwargs):

@@ -236,3 +236,9 @@ class MultiLayerNetExtend(MultiLayerNet):
                              use_batchnorm=self.use_batchnorm,
                              dropout_ratio=dropout_ratio if self.use_dropout else None)
         Sequential.__init__(self, *layers, weight_decay_lambda=weight_decay_lambda)
+
+    def loss(self, x, t, train_flg=False):
+        """The loss as a 0-D array, weight decay included; in inference mode unless
+        `train_flg`, as the book's MultiLayerNetExtend (a logging call leaves batch norm's
+        statistics and dropout's stream alone; `gradient` trains)."""
+        return super().loss(x, t, train_flg)

@@ -320,6 +320,10 @@ class Sequential:
             for name, value in params64.items():
                 def loss_at(w, name=name):
                     self.params.rebind(name, w)
+                    # Every evaluation from the same state: a training forward moves
+                    # dropout's stream, and f(w+h), f(w-h) need one mask.
+                    for key, kept in state.items():
+                        self.state.rebind(key, kept)
                     return self.loss(x, t, train_flg)
 
                 grads[name] = _central_differences(xp, loss_at, value, h)
