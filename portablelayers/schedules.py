@@ -94,7 +94,7 @@ class Step(_Schedule):
     def __init__(self, lr, step_size, gamma=0.1):
         self.lr = float(_check("lr", lr, lambda v: 0 <= v < math.inf, ">= 0 and finite"))
         self.step_size = int(_check("step_size", step_size,
-                                    lambda v: v >= 1 and int(v) == v, "a positive int"))
+                                    lambda v: 1 <= v < math.inf and int(v) == v, "a positive int"))
         self.gamma = float(_check("gamma", gamma, lambda v: 0 < v <= 1, "in (0, 1]"))
 
     def __call__(self, epoch):
@@ -133,7 +133,7 @@ class Cosine(_Schedule):
 
     def __init__(self, lr, epochs, min_lr=0.0):
         self.lr = float(_check("lr", lr, lambda v: 0 <= v < math.inf, ">= 0 and finite"))
-        self.epochs = int(_check("epochs", epochs, lambda v: v >= 1 and int(v) == v,
+        self.epochs = int(_check("epochs", epochs, lambda v: 1 <= v < math.inf and int(v) == v,
                                  "a positive int"))
         self.min_lr = float(_check("min_lr", min_lr, lambda v: 0 <= v <= self.lr,
                                    "in [0, lr]"))
@@ -174,7 +174,7 @@ class Warmup(_Schedule):
 
     def __init__(self, after, epochs):
         self.after = after if callable(after) else Constant(after)
-        self.epochs = int(_check("epochs", epochs, lambda v: v >= 0 and int(v) == v,
+        self.epochs = int(_check("epochs", epochs, lambda v: 0 <= v < math.inf and int(v) == v,
                                  "an int >= 0"))
 
     def __call__(self, epoch):

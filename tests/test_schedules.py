@@ -42,6 +42,8 @@ def test_descriptions_round_trip():
 
 @pytest.mark.parametrize("make_schedule, match", [
     (lambda: schedules.Step(0.1, 0), "step_size must be a positive int"),
+    (lambda: schedules.Step(0.1, float("inf")), "step_size must be a positive int"),
+    (lambda: schedules.Cosine(0.1, float("inf")), "epochs must be a positive int"),
     (lambda: schedules.Cosine(0.1, 5, min_lr=0.2), r"min_lr must be in \[0, lr\]"),
     (lambda: schedules.Constant(-1.0), "lr must be >= 0"),
     (lambda: schedules.from_description({"kind": "cyclic"}), "unknown schedule 'cyclic'"),
