@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import inspect
 
 import array_api_compat
 from array_api_compat import device, is_array_api_obj, is_dask_array, size
@@ -37,6 +38,7 @@ __all__ = [
     "mean_per_channel",
     "sum_per_channel",
     "sum_to_shape",
+    "takes_argument",
 ]
 
 
@@ -275,3 +277,14 @@ def persist(*arrays):
     import dask
 
     return dask.persist(*arrays)
+
+
+def takes_argument(method, name: str) -> bool:
+    """Whether the callable `method` takes an argument called `name` (the book's
+    `train_flg`, a `batch_size`); False for None or where no signature can be read."""
+    if method is None:
+        return False
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import signal
 import threading
 import warnings
@@ -47,6 +46,7 @@ from ._backend import (
     persist,
     read_bool,
     static_shape,
+    takes_argument,
 )
 from .backends import backend_of, set_precision
 from .functions import class_indices
@@ -557,17 +557,6 @@ def _adopt_state(network, like):
             state[name] = moved
 
 
-def _takes(method, name):
-    try:
-        return name in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _takes_train_flg(method):
-    return _takes(method, "train_flg")
-
-
 # --- the kinds -----------------------------------------------------------------------------
 
 class _Step:
@@ -627,7 +616,7 @@ class _Step:
     def accuracy(self, x, t, batch_size=None):
         """The network's accuracy on (x, t) as a Python float: `network.accuracy`, in
         batches of `batch_size` where it takes one."""
-        if batch_size is not None and _takes(self.network.accuracy, "batch_size"):
+        if batch_size is not None and takes_argument(self.network.accuracy, "batch_size"):
             return float(self.network.accuracy(x, t, batch_size=batch_size))
         return float(self.network.accuracy(x, t))
 
@@ -732,7 +721,7 @@ class _JaxStep(_Step):
         self._jitted_on = jax.jit(pure_on, donate_argnums=(0, 1, 2), static_argnames="size")
         self._bind(*(jax.device_put(tree, dev) for tree in self._arrays()))
 
-        takes_flag = _takes_train_flg(network.loss)
+        takes_flag = takes_argument(network.loss, "train_flg")
 
         def evaluate(params, state, x, t, batch_size):
             # (sum of batch loss x batch size, correct predictions) over the whole set: the

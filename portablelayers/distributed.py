@@ -42,13 +42,12 @@ bytes x workers through the client (see README, "Training on a Dask cluster").
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 import warnings
 
 import numpy as np  # noqa: TID251 -- host-side: the client's master arrays and index maths
 
-from ._backend import device, move_to, namespace, static_shape
+from ._backend import device, move_to, namespace, static_shape, takes_argument
 from .checkpoint import to_host
 from .compiled import check_data, check_labels, loss_and_gradient
 
@@ -233,7 +232,7 @@ def _evaluate_chunk(network, arrays, x, t, batch_size):
     n = static_shape(x)[0]
     if not n:
         return 0.0, 0, 0
-    flag = "train_flg" in inspect.signature(network.loss).parameters
+    flag = takes_argument(network.loss, "train_flg")
     labels = class_indices(t)
     loss_sum, correct = 0.0, 0
     for start in range(0, n, batch_size):

@@ -15,13 +15,12 @@ shape (H, W), (1, H, W) or (H*W,) for the model's H and W.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 
 import numpy as np  # noqa: TID251 (host-side: files, images, reports)
 
-from ._backend import device, namespace
+from ._backend import device, namespace, takes_argument
 
 __all__ = ["confusion_matrix", "evaluate", "load_input", "predict_proba"]
 
@@ -213,13 +212,6 @@ def confusion_matrix(t, predicted, classes) -> np.ndarray:
     return matrix
 
 
-def _takes_train_flg(method):
-    try:
-        return method is not None and "train_flg" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def evaluate(network, x, t, batch_size=100):
     """The mean loss, accuracy and confusion matrix of `network` on (x, t).
 
@@ -263,7 +255,7 @@ def evaluate(network, x, t, batch_size=100):
     p = predict_proba(network, x, batch_size)
     t_host = to_host(t)
     t = t_host.argmax(axis=1) if t_host.ndim == 2 else t_host.astype(np.int64)  # one-hot
-    if _takes_train_flg(getattr(network, "loss", None)):
+    if takes_argument(getattr(network, "loss", None), "train_flg"):
         xp, n = namespace(x), x.shape[0]
         total = 0.0
         for start in range(0, n, batch_size):

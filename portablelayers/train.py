@@ -19,7 +19,6 @@ tqdm (progress bar) and matplotlib (`plot`) are optional: `pip install 'portable
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import shutil
@@ -31,7 +30,7 @@ import warnings
 
 import numpy as np  # the host generator that shuffles sample indices; never touches data
 
-from ._backend import device, namespace, static_shape
+from ._backend import device, namespace, static_shape, takes_argument
 from .checkpoint import to_host
 from .compiled import NonFiniteLoss, compile_step, compiled_kind
 
@@ -678,10 +677,7 @@ class Trainer:
         if hasattr(self.step, "mean_loss"):  # computed where the data are (DistributedStep)
             return self.step.mean_loss(x, t, self.evaluate_batch_size)
         loss = self.network.loss
-        try:
-            flag = "train_flg" in inspect.signature(loss).parameters
-        except (TypeError, ValueError):
-            flag = False
+        flag = takes_argument(loss, "train_flg")
         total, b = 0.0, self.evaluate_batch_size
         for start in range(0, size, b):
             stop = min(start + b, size)

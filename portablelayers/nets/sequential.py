@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import MutableMapping
 
 from .. import checkpoint, guards
-from .._backend import device, is_array, namespace, static_shape
+from .._backend import device, is_array, namespace, static_shape, takes_argument
 from ..functions import class_indices
 
 __all__ = ["Sequential"]
@@ -131,10 +131,6 @@ def _central_differences(xp, f, value, h):
     return xp.reshape(xp.stack(diffs), shape) / (2.0 * h)
 
 
-def _takes(method, name):
-    return name in inspect.signature(method).parameters
-
-
 def _positional_count(method):
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return sum(p.kind in kinds for p in inspect.signature(method).parameters.values())
@@ -198,7 +194,7 @@ class Sequential:
         self.last_layer = last_layer
         self.weight_decay_lambda = float(weight_decay_lambda)
         # Decided once: which layers are told whether this is training.
-        self._takes_flag = {name: _takes(layer.forward, "train_flg")
+        self._takes_flag = {name: takes_argument(layer.forward, "train_flg")
                             for name, layer in self.layers.items()}
 
         param_entries, state_entries, counts = {}, {}, {}
