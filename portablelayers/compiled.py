@@ -55,6 +55,7 @@ __all__ = ["COMPILE_MODES", "NonFiniteLoss", "check_data", "check_labels", "comp
            "compiled_kind", "data_flags", "keep_compiled", "training_step"]
 
 COMPILE_MODES = ("auto", True, False)
+HELD_BYTES = 64 * 2**20  # the most data a JAX step copies to evaluate it in one program
 
 
 # --- the step itself ------------------------------------------------------------------
@@ -438,6 +439,9 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         `step.train_on(x, t, order, start, stop)` is one step on the samples
         order[start:stop] of a whole data set (the Trainer's; on JAX the gather is part of
         the compiled step); `step.check_data(sets)` is `check_data` for this network.
+        `step.hold_sets(sets)` names the sets the caller will evaluate again and again: on
+        JAX, one program then evaluates all of them (`step.evaluation_traces` counts the
+        evaluation programs traced).
 
     Raises
     ------
@@ -595,6 +599,11 @@ class _Step:
     def _data_flags(self, sets, classes):
         return data_flags(sets, classes)
 
+    def hold_sets(self, sets):
+        """The data sets {name: (x, t)} the caller will evaluate again and again; a
+        compiled step may lay them out for one evaluation program (JAX), others need
+        nothing."""
+
     def train_on(self, x, t, order, start, stop):
         """One step on the samples order[start:stop] of (x, t), the Trainer's mini-batch;
         returns the loss as `step(x_batch, t_batch)` does. Unless made with check=False,
@@ -723,19 +732,25 @@ class _JaxStep(_Step):
 
         takes_flag = takes_argument(network.loss, "train_flg")
 
+        def loss(xb, tb):  # the network's loss on one batch, in inference mode
+            if takes_flag:
+                return self.network.loss(xb, tb, train_flg=False)
+            return self.network.loss(xb, tb)
+
+        def hits(xb, tb):  # whether each prediction is right
+            scores = self.network.predict(xb, train_flg=False)
+            return jnp.argmax(scores, axis=-1) == class_indices(tb)
+
+        def one(xb, tb):
+            # (batch loss x batch size, correct predictions) of one batch
+            return loss(xb, tb) * xb.shape[0], jnp.sum(hits(xb, tb), dtype=jnp.int32)
+
         def evaluate(params, state, x, t, batch_size):
             # (sum of batch loss x batch size, correct predictions) over the whole set: the
             # full batches as one traced pass mapped over them, the rest as one more pass;
             # one compilation per data set shape, nothing read until the caller reads.
+            self.evaluation_traces += 1  # runs only while tracing
             self._bind(params, state, {})
-
-            def one(xb, tb):
-                scores = self.network.predict(xb, train_flg=False)
-                loss = (self.network.loss(xb, tb, train_flg=False) if takes_flag
-                        else self.network.loss(xb, tb))
-                hits = jnp.argmax(scores, axis=-1) == class_indices(tb)
-                return loss * xb.shape[0], jnp.sum(hits, dtype=jnp.int32)
-
             n = x.shape[0]
             full = n // batch_size * batch_size
             loss, correct = jnp.zeros((), dtype=jnp.float32), jnp.zeros((), dtype=jnp.int32)
@@ -753,7 +768,39 @@ class _JaxStep(_Step):
             index = jax.lax.dynamic_slice_in_dim(order, start, size)
             return jnp.take(x, index, axis=0), jnp.take(t, index, axis=0)
 
+        def evaluate_held(params, state, x, t, bounds, batch_size):
+            # evaluate() of rows bounds[0]:bounds[1] of the held sets (`hold_sets`): one
+            # program for every set, since each is only a range of the same arrays. A loop
+            # of batches, each sliced where the range says (the last slice clamped inside
+            # the arrays), and each row's loss and hit counted where it lies in the range.
+            self.evaluation_traces += 1  # runs only while tracing
+            self._bind(params, state, {})
+            first, end = bounds[0], bounds[1]
+            floats = [v.dtype for v in params.values()
+                      if jnp.issubdtype(v.dtype, jnp.floating)]
+            total = jnp.result_type(x.dtype, *floats) if floats else x.dtype
+
+            def row_loss(x1, t1):  # one sample's loss, as a batch of one
+                return loss(x1[None, ...], t1[None, ...])
+
+            def body(i, sums):
+                start = first + i * batch_size
+                xb = jax.lax.dynamic_slice_in_dim(x, start, batch_size)
+                tb = jax.lax.dynamic_slice_in_dim(t, start, batch_size)
+                rows = jnp.minimum(start, x.shape[0] - batch_size) + jnp.arange(batch_size)
+                inside = (rows >= start) & (rows < end)
+                losses = jnp.where(inside, jax.vmap(row_loss)(xb, tb).astype(total), 0)
+                right = inside & hits(xb, tb)
+                return sums[0] + jnp.sum(losses), sums[1] + jnp.sum(right, dtype=jnp.int32)
+
+            batches = (end - first + batch_size - 1) // batch_size
+            return jax.lax.fori_loop(0, batches, body, (jnp.zeros((), dtype=total),
+                                                        jnp.zeros((), dtype=jnp.int32)))
+
         self._evaluate = jax.jit(evaluate, static_argnames="batch_size")
+        self._evaluate_held = jax.jit(evaluate_held, static_argnames="batch_size")
+        self.evaluation_traces = 0
+        self._held = None  # (sets, x, t, {name: bounds}) of `hold_sets`
         self._evaluated = None  # (arguments, (mean loss, accuracy)) of the last evaluation
         self._take = jax.jit(take, static_argnames="size")
         self._flags = jax.jit(data_flags, static_argnames="classes")
@@ -829,6 +876,47 @@ class _JaxStep(_Step):
         (each batch's loss weighted by its size), as a Python float."""
         return self._evaluated_on(x, t, batch_size)[0]
 
+    def hold_sets(self, sets):
+        """Keep the data sets {name: (x, t)} that will be evaluated again and again (the
+        Trainer's) as one pair of arrays, the sets one after another, so that one compiled
+        program evaluates each of them.
+
+        Every other set shape would be a program of its own, and on a CPU each costs about
+        0.07 s to trace, lower and load from the compilation cache: most of a short run's
+        time. The copy costs memory, so sets over `HELD_BYTES` in all, and sets whose
+        samples or labels differ in shape or dtype, are evaluated as they are.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        pairs = []
+        for x, t in sets.values():
+            if not any(x is a and t is b for a, b in pairs):  # a set given twice: once
+                pairs.append((x, t))
+        xs, ts = [x for x, _ in pairs], [t for _, t in pairs]
+        if (len(pairs) < 2 or not all(is_jax_array(a) for a in xs + ts)
+                or any(a.dtype != xs[0].dtype or a.shape[1:] != xs[0].shape[1:] for a in xs)
+                or any(a.dtype != ts[0].dtype or a.shape[1:] != ts[0].shape[1:] for a in ts)
+                or sum(a.size * a.dtype.itemsize for a in xs + ts) > HELD_BYTES):
+            return
+        x, t = jax.jit(lambda xs, ts: (jnp.concatenate(xs), jnp.concatenate(ts)))(xs, ts)
+        bounds, first = [], 0
+        for a in xs:
+            bounds.append(jax.device_put(jnp.asarray([first, first + a.shape[0]],
+                                                     dtype=jnp.int32), device(x)))
+            first += a.shape[0]
+        self._held = (pairs, x, t, bounds)
+
+    def _held_range(self, x, t):
+        """(held x, held t, bounds) of the set (x, t), or None where it is not held."""
+        if self._held is None:
+            return None
+        pairs, held_x, held_t, bounds = self._held
+        for (a, b), where in zip(pairs, bounds, strict=True):
+            if x is a and t is b:
+                return held_x, held_t, where
+        return None
+
     def _evaluated_on(self, x, t, batch_size):
         """(mean loss, accuracy) on (x, t), remembered for the same arrays and parameters:
         the Trainer asks for both, one after the other."""
@@ -843,9 +931,17 @@ class _JaxStep(_Step):
         if last is not None and len(last[0]) == len(key) and all(
                 a is b for a, b in zip(last[0], key, strict=True)):
             return last[1]
+        held = self._held_range(x, t)
         try:
-            loss, correct = jax.device_get(self._evaluate(
-                params, state, x, t, batch_size=min(batch_size or n, n)))
+            if held is None:
+                loss, correct = jax.device_get(self._evaluate(
+                    params, state, x, t, batch_size=min(batch_size or n, n)))
+            else:
+                held_x, held_t, bounds = held
+                rows = held_x.shape[0]  # no batch size: all at once, whichever set
+                loss, correct = jax.device_get(self._evaluate_held(
+                    params, state, held_x, held_t, bounds,
+                    batch_size=min(batch_size or rows, rows)))
         finally:
             self._bind(*before)
         result = (float(loss) / n, int(correct) / n)

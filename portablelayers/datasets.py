@@ -602,7 +602,7 @@ def to_backend(arrays, xp=None, device=None):
     """
     if xp is None and device is None:
         return arrays
-    from ._backend import resolve_namespace
+    from ._backend import from_host, resolve_namespace
 
     namespace = resolve_namespace(xp)
     # Copies in another library: torch and array-api-strict would share the NumPy array's
@@ -613,7 +613,7 @@ def to_backend(arrays, xp=None, device=None):
     def move(a):
         if isinstance(a, (tuple, list)):
             return type(a)(move(item) for item in a)
-        return namespace.asarray(a, device=device, copy=copy)
+        return from_host(namespace, a, device, copy)
 
     return move(arrays)
 

@@ -628,6 +628,9 @@ class DistributedStep:
         classes = self.classes(next(iter(sets.values()))[0]) if labels else None
         check_data(self.network, sets, classes=classes, labels=labels)
 
+    def hold_sets(self, sets):
+        """Nothing to lay out: the workers evaluate each set chunk by chunk."""
+
     def _evaluate(self, x, t, batch_size):
         """(mean loss, accuracy) of the network on Dask arrays (x, t), chunk by chunk on
         the workers; cached until the next update."""

@@ -30,8 +30,14 @@ import warnings
 
 import numpy as np  # the host generator that shuffles sample indices; never touches data
 
-from ._backend import device, namespace, static_shape, takes_argument
-from .checkpoint import to_host
+from ._backend import (
+    device,
+    from_host,
+    namespace,
+    read_scalars,
+    static_shape,
+    takes_argument,
+)
 from .compiled import NonFiniteLoss, compile_step, compiled_kind
 
 __all__ = ["OPTIMIZERS", "Trainer", "TrainingInterrupted", "compile_step"]
@@ -259,6 +265,8 @@ class Trainer:
         if has_val:
             sets["val"] = (x_val, t_val)
         step.check_data(sets, labels=callable(getattr(network, "predict", None)))
+        step.hold_sets(sets)  # evaluated every epoch: one program for all (JAX)
+        self._sets = sets
 
         self.network = network
         self.verbose = verbose
@@ -328,7 +336,7 @@ class Trainer:
             else:
                 self._rng.bit_generator.state = self._rng_epoch
             order = self._rng.permutation(self.train_size)
-            self._order = xp.asarray(order, device=device(self.x_train))
+            self._order = from_host(xp, order, device(self.x_train))
         if self._start is None:
             self._start = time.perf_counter()
         if self._epoch_start is None:
@@ -570,9 +578,7 @@ class Trainer:
     def _read_losses(self):
         """The pending losses to the host, into the log; FloatingPointError at the first
         that is not finite."""
-        xp = namespace(self._pending[0][1])
-        # One read for all of them (each float() of a device array would be a sync).
-        values = to_host(xp.stack([loss for _, loss in self._pending])).tolist()
+        values = read_scalars([loss for _, loss in self._pending])
         steps = [step for step, _ in self._pending]
         self._pending = []
         # Every loss logged first (one per step taken), even past a non-finite one.
@@ -602,6 +608,7 @@ class Trainer:
             # optimizer's Python lr is a constant there: compile the step anew.
             self.step = compile_step(self.network, self.optimizer, self._compile,
                                      like=self.x_train, check=False, check_finite=True)
+            self.step.hold_sets(self._sets)
 
     def _begin_epoch(self):
         if self.lr_schedule is not None:

@@ -306,6 +306,73 @@ def test_a_jax_steps_measures_are_of_the_arrays_given_not_a_gone_arrays_result(
         assert step.accuracy(x, t) == net.accuracy(x, t)
 
 
+def held_sets(xp, images, sizes, one_hot=False, label_dtypes=None):
+    gen = np.random.default_rng(5)
+    sets = {}
+    for name, n in sizes.items():
+        x = gen.standard_normal((n, *IMAGE) if images else (n, 64))
+        t = gen.integers(0, 5, n)
+        if one_hot:
+            t = np.eye(5)[t]
+        dtype = (label_dtypes or {}).get(name, "float64" if one_hot else "int64")
+        sets[name] = (make(xp, x, "float64"), make(xp, t, dtype))
+    return sets
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+@pytest.mark.parametrize("net_name", ["MultiLayerNetExtend", "SimpleConvNet"])
+def test_held_sets_share_one_evaluation_program_and_keep_their_own_measures(
+        xp, net_name, one_hot):
+    # The Trainer names its sets once (`hold_sets`); on JAX one program then evaluates
+    # each of them, whatever its size, as a range of the same arrays. Each set's loss and
+    # accuracy are still its own, as the network computes them on the whole set eagerly
+    # (inference mode: batch norm's running statistics, no dropout), for batch sizes that
+    # divide a set, do not, exceed it, or are not given.
+    if not is_jax_namespace(xp):
+        pytest.skip("evaluation programs are JAX's; other steps evaluate as the network does")
+    make_net, images = NETWORKS[net_name]
+    net = make_net(xp, 0)
+    step = compile_step(net, optim.SGD(lr=0.1))
+    sets = held_sets(xp, images, {"train": 45, "val": 7, "test": 12}, one_hot)
+    for _ in range(2):  # running statistics that are not the initial ones
+        step(*sets["train"])
+    step.hold_sets(sets)
+    traces = 0
+    for batch_size in (15, 7, 100, None):
+        for name, (x, t) in sets.items():
+            expected = float(net.loss(x, t, train_flg=False))
+            assert step.mean_loss(x, t, batch_size) == pytest.approx(expected, rel=1e-9), name
+            assert step.accuracy(x, t, batch_size) == net.accuracy(x, t), name
+        # one more program for a new batch size, not one per set
+        assert step.evaluation_traces - traces <= 1
+        traces = step.evaluation_traces
+    assert step.evaluation_traces == 3  # 100 and None: the 64 held rows as one batch
+
+
+@pytest.mark.parametrize("why", ["too large", "label dtypes differ"])
+def test_sets_not_held_are_evaluated_each_by_its_own_program(xp, why, monkeypatch):
+    # Sets over HELD_BYTES together (held sets are a copy), or that cannot be one array,
+    # are evaluated as they are: the same measures, one program per set shape on JAX.
+    if not is_jax_namespace(xp):
+        pytest.skip("evaluation programs are JAX's; other steps evaluate as the network does")
+    from portablelayers import compiled
+
+    dtypes = {}
+    if why == "too large":
+        monkeypatch.setattr(compiled, "HELD_BYTES", 1000)
+    else:
+        dtypes = {"val": "int32"}
+    net = TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=0)
+    step = compile_step(net, optim.SGD())
+    sets = held_sets(xp, False, {"train": 45, "val": 7, "test": 12}, label_dtypes=dtypes)
+    step.hold_sets(sets)
+    for name, (x, t) in sets.items():
+        expected = float(net.loss(x, t, train_flg=False))
+        assert step.mean_loss(x, t, 20) == pytest.approx(expected, rel=1e-9), name
+        assert step.accuracy(x, t, 20) == net.accuracy(x, t), name
+    assert step.evaluation_traces == 3
+
+
 def test_step_checks_the_first_batchs_labels_before_anything_changes(xp):
     net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
     step = compile_step(net, optim.SGD())
@@ -412,6 +479,29 @@ def test_trainer_compiled_and_eager_runs_agree(xp):
     assert len(compiled.train_loss_list) == 6  # 45 samples, batches of 20: 3 a epoch
     for name in net_e.params:
         assert rel(net_c.params[name], net_e.params[name]) <= 1e-5
+
+
+def test_trainer_evaluates_its_three_sets_with_one_program(xp):
+    # Training, validation and test sets of three sizes, evaluated every epoch and at the
+    # end: on JAX all by one compiled program (each other set shape would cost a trace and
+    # a compilation), with the measures of an eager run.
+    sets = held_sets(xp, False, {"train": 45, "val": 7, "test": 12})
+    runs = []
+    for mode in ("auto", False):
+        net = TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=0)
+        trainer = Trainer(net, *sets["train"], *sets["test"], x_val=sets["val"][0],
+                          t_val=sets["val"][1], epochs=3, mini_batch_size=20,
+                          evaluate_batch_size=10, optimizer="adam", verbose=False, seed=0,
+                          compile=mode)
+        trainer.train()
+        runs.append(trainer)
+    compiled, eager = runs
+    if is_jax_namespace(xp):
+        assert compiled.step.evaluation_traces == 1
+    for key in ("train_acc", "val_acc", "final_test_acc"):
+        assert compiled.history[key] == eager.history[key], key
+    for key in ("val_loss", "final_test_loss"):
+        np.testing.assert_allclose(compiled.history[key], eager.history[key], rtol=1e-5)
 
 
 def test_trainer_refuses_labels_out_of_range_before_training(xp):

@@ -329,6 +329,11 @@ def test_to_backend_leaves_the_callers_arrays_alone(xp, tmp_path):
         if not is_jax_array(moved) and not hasattr(moved, "dask"):
             moved[0] = 5.0  # written in place where the library allows it
         np.testing.assert_array_equal(source, np.zeros(4, dtype=np.float32))
+    # Nor the other way: writing to the NumPy array later leaves the moved one as it was.
+    moved = to_backend(given, xp)
+    if not isinstance(moved, np.ndarray):
+        given[0] = 7.0
+        np.testing.assert_array_equal(to_numpy(moved), np.zeros(4, dtype=np.float32))
 
 
 def test_holdout_split_checks_size():
