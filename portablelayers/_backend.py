@@ -41,6 +41,7 @@ __all__ = [
     "sum_per_channel",
     "sum_to_shape",
     "takes_argument",
+    "value_checks",
 ]
 
 
@@ -226,6 +227,13 @@ def no_value_checks():
         yield
     finally:
         _VALUE_CHECKS.reset(token)
+
+
+def value_checks() -> bool:
+    """Whether checks that read data values run here: False inside `no_value_checks()`,
+    where a layer need not even build the condition (its operations would be traced into
+    a compiled step, only for the compiler to remove them)."""
+    return _VALUE_CHECKS.get()
 
 
 def read_bool(condition) -> bool | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import guards
-from .._backend import namespace, read_bool, size, static_shape
+from .._backend import namespace, read_bool, size, static_shape, value_checks
 from ..functions import log_softmax, one_hot_targets, sigmoid
 from .base import BaseLayer
 
@@ -129,7 +129,8 @@ class SigmoidWithLoss(BaseLayer):
         x = guards.real_floating(xp, x, "SigmoidWithLoss scores x")
         guards.nonempty(x, range(x.ndim), "SigmoidWithLoss scores x")
         t = _targets_like(xp, t, x, "SigmoidWithLoss")
-        if read_bool(xp.any((t < 0.0) | (t > 1.0))):  # skipped on Dask and under jax.jit
+        # skipped on Dask, under jax.jit and in a compiled step
+        if value_checks() and read_bool(xp.any((t < 0.0) | (t > 1.0))):
             raise ValueError("SigmoidWithLoss targets t must lie in [0, 1]")
         count = size(x)
         if count is None:  # unknown Dask shape: count lazily
