@@ -51,11 +51,14 @@ from ._backend import (
 from .backends import backend_of, set_precision
 from .functions import class_indices
 
-__all__ = ["COMPILE_MODES", "NonFiniteLoss", "check_data", "check_labels", "compile_step",
-           "compiled_kind", "data_flags", "keep_compiled", "training_step"]
+__all__ = ["COMPILE_MODES", "HELD_BYTES", "NonFiniteLoss", "check_data", "check_labels",
+           "compile_step", "compiled_kind", "data_flags", "keep_compiled", "training_step"]
 
 COMPILE_MODES = ("auto", True, False)
-HELD_BYTES = 64 * 2**20  # the most data a JAX step copies to evaluate it in one program
+#: The most data (bytes, inputs and labels of all sets together) that a JAX step copies in
+#: `hold_sets` to evaluate every set with one compiled program; larger sets are evaluated
+#: as they are, one program per set shape.
+HELD_BYTES = 64 * 2**20
 
 
 # --- the step itself ------------------------------------------------------------------
