@@ -306,10 +306,11 @@ def _check_flags(network, sets, classes, flags):
     if flags is None:
         return
     xp = namespace(flags)
-    bad = xp.any(flags)
-    if is_dask_array(bad):
-        bad = bad.compute()
-    if not read_bool(bad):
+    from .checkpoint import to_host
+
+    # The few flags themselves read (a Dask computation, a device copy): any() of them on
+    # the device would be one more program on JAX.
+    if not to_host(flags).any():
         return
     if classes is not None:
         for x, t in sets.values():
@@ -854,8 +855,9 @@ class _JaxStep(_Step):
             self._bind(params, state, {})
             return self.network.predict(x, train_flg=False)
 
+        one = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)  # x[:1] would compile
         try:
-            return jax.eval_shape(scores, params, state, x[:1, ...]).shape[-1]
+            return jax.eval_shape(scores, params, state, one).shape[-1]
         finally:
             self._bind(*before)
 
@@ -905,13 +907,14 @@ class _JaxStep(_Step):
                 or any(a.dtype != ts[0].dtype or a.shape[1:] != ts[0].shape[1:] for a in ts)
                 or sum(a.size * a.dtype.itemsize for a in xs + ts) > HELD_BYTES):
             return
-        x, t = jax.jit(lambda xs, ts: (jnp.concatenate(xs), jnp.concatenate(ts)))(xs, ts)
-        bounds, first = [], 0
-        for a in xs:
-            bounds.append(jax.device_put(jnp.asarray([first, first + a.shape[0]],
-                                                     dtype=jnp.int32), device(x)))
-            first += a.shape[0]
-        self._held = (pairs, x, t, bounds)
+        def one_pair(xs, ts):  # the bounds made in the same program (eagerly: one more)
+            bounds, first = [], 0
+            for a in xs:
+                bounds.append(jnp.array([first, first + a.shape[0]], dtype=jnp.int32))
+                first += a.shape[0]
+            return jnp.concatenate(xs), jnp.concatenate(ts), bounds
+
+        self._held = (pairs, *jax.jit(one_pair)(xs, ts))
 
     def _held_range(self, x, t):
         """(held x, held t, bounds) of the set (x, t), or None where it is not held."""
