@@ -18,6 +18,7 @@ architecture, and `load_model` then says to build the network and call `load_par
 from __future__ import annotations
 
 import inspect
+import numbers
 
 from . import checkpoint
 from ._backend import device, namespace, resolve_namespace
@@ -106,7 +107,8 @@ def _with_seed(arch, network):
     if arch is None:
         return None
     seed = getattr(network, "seed", None)
-    return {**arch, "seed": int(seed)} if isinstance(seed, int) else dict(arch)
+    keep = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+    return {**arch, "seed": int(seed)} if keep else dict(arch)
 
 
 def architecture(network) -> dict | None:

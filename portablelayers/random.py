@@ -150,14 +150,23 @@ def _fmix32_int(h: int) -> int:
 
 
 def seed_key(seed: int) -> int:
-    """A seed of any size folded into a mixed signed 32-bit key for `counter_bits`."""
+    """A seed of any size folded into a mixed signed 32-bit key for `counter_bits`.
+
+    A negative seed is folded as its complement (-1 as 0, ...) and then marked, so that -1
+    and 2**32 - 1, whose low words are the same, get different keys."""
     seed = int(seed)
+    negative = seed < 0
+    if negative:
+        seed = ~seed
     key = 0
     while True:  # every 32-bit word of the seed takes part
         key = _fmix32_int(key ^ (seed & 0xFFFFFFFF) ^ _fmix32_int(key + 0x9E3779B9))
         seed >>= 32
-        if seed <= 0:
-            return _signed32(key)
+        if seed == 0:
+            break
+    if negative:
+        key = _fmix32_int(key ^ _fmix32_int(key + 0x7F4A7C15))
+    return _signed32(key)
 
 
 def counter_bits(xp, shape, key: int, counter, device=None):

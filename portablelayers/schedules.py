@@ -13,13 +13,15 @@ one a run used and `from_description` rebuilds it.
 from __future__ import annotations
 
 import math
+import numbers
 
 __all__ = ["Constant", "Cosine", "Step", "Warmup", "constant", "cosine", "from_description",
            "step", "warmup"]
 
 
 def _check(name, value, ok, expected):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+    # Any real number (NumPy's too: np.int64 is no int); the callers convert to int/float.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return value
 

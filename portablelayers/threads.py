@@ -25,6 +25,7 @@ NumPy is imported (OMP_NUM_THREADS must be set before).
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 
@@ -82,9 +83,9 @@ def default_threads(cores: int | None = None) -> int:
 def _threads(n) -> int:
     if n == "auto" or n is None:
         return default_threads()
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"threads must be a positive int or 'auto', got {n!r}")
-    return n
+    return int(n)
 
 
 def set_threads(n="auto") -> int:

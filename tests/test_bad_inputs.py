@@ -702,3 +702,23 @@ def test_integer_parameters_train_as_floats(xp, make_layer, x_shape):
     for got, expected in zip(*results, strict=True):
         assert got.dtype == expected.dtype and got.dtype.kind == "f"
         np.testing.assert_array_equal(got, expected)
+
+
+def test_numpy_scalars_are_numbers_where_a_number_is_expected():
+    # np.int64 is no int and np.float32 no float, but both are the numbers a NumPy user
+    # has at hand (a shape's entry, an array's element): they are taken, as Python's own.
+    import json
+
+    from portablelayers.schedules import Step, from_description
+    from portablelayers.threads import set_threads
+
+    net = TwoLayerNet(4, 5, 3, seed=0)
+    x, t = np.ones((6, 4), dtype=np.float32), np.arange(6) % 3
+    assert net.accuracy(x, t, batch_size=np.int64(4)) == net.accuracy(x, t, batch_size=4)
+    schedule = Step(np.float32(0.5), np.int64(2), gamma=np.float64(0.5))
+    assert [schedule(e) for e in range(5)] == [0.5, 0.5, 0.25, 0.25, 0.125]
+    text = json.dumps(schedule.describe())  # Python numbers inside, so JSON takes them
+    assert from_description(json.loads(text))(4) == 0.125
+    assert set_threads(np.int64(1)) == 1
+    conv = pl.Convolution(np.ones((2, 1, 3, 3), dtype=np.float32), np.float32(0.5))
+    np.testing.assert_array_equal(conv.params["b"], np.full(2, 0.5, dtype=np.float32))

@@ -61,6 +61,21 @@ def test_same_seed_gives_the_same_mask_sequence(xp):
     assert not np.array_equal(masks_a[0], masks_c[0])
 
 
+def test_seeds_that_share_their_low_bits_give_different_masks(xp):
+    # A seed is folded 32 bits at a time: -1 and 2**32 - 1 (and -2**63 and 0) have the
+    # same words but for the sign, and must still be different streams.
+    x = make(xp, np.ones((4, 25)))
+    seeds = [0, -1, 2**32 - 1, -(2**63), 2**63 - 1, -2, 2**32 - 2]
+    masks = []
+    for seed in seeds:
+        layer = Dropout(0.5, seed=seed)
+        layer.forward(x)
+        masks.append(to_numpy(layer.mask))
+    for i in range(len(seeds)):
+        for j in range(i):
+            assert not np.array_equal(masks[i], masks[j]), (seeds[i], seeds[j])
+
+
 def test_masks_are_the_same_on_every_backend_and_follow_the_library(xp):
     # The counter-based stream is integer arithmetic: NumPy gives the reference masks, and
     # a layer whose counter was made on NumPy moves it to the input's library and goes on.

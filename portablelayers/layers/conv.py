@@ -10,6 +10,7 @@ assignment, which the Array API standard does not have.
 from __future__ import annotations
 
 import math
+import numbers
 
 from .. import guards
 from .._backend import as_float, device, namespace, static_shape, sum_per_channel
@@ -85,7 +86,7 @@ class Convolution(BaseLayer):
         if hasattr(b, "shape"):
             b = guards.real_floating(xp, b, "Convolution b")
         if W.ndim == 4 and not hasattr(b, "shape"):  # a Python number
-            if isinstance(b, bool) or not isinstance(b, int | float):
+            if isinstance(b, bool) or not isinstance(b, numbers.Real):
                 raise TypeError(f"Convolution bias must be an array or a real number, got "
                                 f"{type(b).__name__}")
             b = xp.full((W.shape[0],), b, dtype=W.dtype, device=device(W))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections import OrderedDict
 from collections.abc import MutableMapping
 
@@ -284,8 +285,10 @@ class Sequential:
             raise ValueError("accuracy of an empty batch is undefined")
         if batch_size is None:
             batch_size = n
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        batch_size = int(batch_size)
         correct = 0
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)  # slice stops must lie within the axis
