@@ -739,75 +739,93 @@ class _JaxStep(_Step):
 
         takes_flag = takes_argument(network.loss, "train_flg")
 
-        def loss(xb, tb):  # the network's loss on one batch, in inference mode
-            if takes_flag:
-                return self.network.loss(xb, tb, train_flg=False)
-            return self.network.loss(xb, tb)
-
-        def hits(xb, tb):  # whether each prediction is right
-            scores = self.network.predict(xb, train_flg=False)
-            return jnp.argmax(scores, axis=-1) == class_indices(tb)
-
         def one(xb, tb):
-            # (batch loss x batch size, correct predictions) of one batch
-            return loss(xb, tb) * xb.shape[0], jnp.sum(hits(xb, tb), dtype=jnp.int32)
+            # (batch loss x batch size, correct predictions) of one batch, in inference mode
+            scores = self.network.predict(xb, train_flg=False)
+            loss = (self.network.loss(xb, tb, train_flg=False) if takes_flag
+                    else self.network.loss(xb, tb))
+            hits = jnp.argmax(scores, axis=-1) == class_indices(tb)
+            return loss * xb.shape[0], jnp.sum(hits, dtype=jnp.int32)
+
+        def batch_sums(params, state, xb, tb):
+            # (loss x batch size, correct predictions) of one batch, the loss summed in
+            # float32 at least (float64 under x64). The arrays are bound anew for each
+            # batch: a loss that writes state (a book network's train-mode predict) must
+            # leave nothing of one traced loop body to the next.
+            self._bind(params, state, {})
+            loss, right = one(xb, tb)
+            return jnp.sum(loss).astype(jnp.result_type(float)), right
 
         def evaluate(params, state, x, t, batch_size):
             # (sum of batch loss x batch size, correct predictions) over the whole set: the
             # full batches as one traced pass mapped over them, the rest as one more pass;
             # one compilation per data set shape, nothing read until the caller reads.
             self.evaluation_traces += 1  # runs only while tracing
-            self._bind(params, state, {})
             n = x.shape[0]
             full = n // batch_size * batch_size
-            loss, correct = jnp.zeros((), dtype=jnp.float32), jnp.zeros((), dtype=jnp.int32)
+            loss = jnp.zeros((), dtype=jnp.result_type(float))
+            correct = jnp.zeros((), dtype=jnp.int32)
             if full:
                 xs = jnp.reshape(x[:full], (-1, batch_size, *x.shape[1:]))
                 ts = jnp.reshape(t[:full], (-1, batch_size, *t.shape[1:]))
-                losses, counts = jax.lax.map(lambda pair: one(*pair), (xs, ts))
+                losses, counts = jax.lax.map(lambda pair: batch_sums(params, state, *pair),
+                                             (xs, ts))
                 loss, correct = jnp.sum(losses), jnp.sum(counts)
             if full < n:
-                rest_loss, rest_correct = one(x[full:], t[full:])
+                rest_loss, rest_correct = batch_sums(params, state, x[full:], t[full:])
                 loss, correct = loss + rest_loss, correct + rest_correct
+            self._bind(params, state, {})
             return loss, correct
 
         def take(x, t, order, start, size):
             index = jax.lax.dynamic_slice_in_dim(order, start, size)
             return jnp.take(x, index, axis=0), jnp.take(t, index, axis=0)
 
-        def evaluate_held(params, state, x, t, bounds, batch_size):
-            # evaluate() of rows bounds[0]:bounds[1] of the held sets (`hold_sets`): one
-            # program for every set, since each is only a range of the same arrays. A loop
-            # of batches, each sliced where the range says (the last slice clamped inside
-            # the arrays), and each row's loss and hit counted where it lies in the range.
+        def evaluate_held(params, state, x, t, which, layout, batch_size):
+            # evaluate() of held set number `which` (`hold_sets`): rows first:first + n of
+            # x and t, for (first, n) = layout[which]. One program for every set, batched
+            # as evaluate() batches each: its full batches in a loop from where the set
+            # starts, then its last, smaller batch, whose size (one of the sets') a branch
+            # picks. The state is bound again before each batch: a loss that writes state
+            # (a book network's train-mode predict) leaves nothing across loop bodies.
             self.evaluation_traces += 1  # runs only while tracing
-            self._bind(params, state, {})
-            first, end = bounds[0], bounds[1]
-            floats = [v.dtype for v in params.values()
-                      if jnp.issubdtype(v.dtype, jnp.floating)]
-            total = jnp.result_type(x.dtype, *floats) if floats else x.dtype
+            b = batch_size
+            firsts = jnp.asarray([first for first, _ in layout], dtype=jnp.int32)
+            fulls = jnp.asarray([n // b for _, n in layout], dtype=jnp.int32)
+            first, full = firsts[which], fulls[which]
 
-            def row_loss(x1, t1):  # one sample's loss, as a batch of one
-                return loss(x1[None, ...], t1[None, ...])
+            def add(sums, xb, tb):
+                loss, right = batch_sums(params, state, xb, tb)
+                return sums[0] + loss, sums[1] + right
 
             def body(i, sums):
-                start = first + i * batch_size
-                xb = jax.lax.dynamic_slice_in_dim(x, start, batch_size)
-                tb = jax.lax.dynamic_slice_in_dim(t, start, batch_size)
-                rows = jnp.minimum(start, x.shape[0] - batch_size) + jnp.arange(batch_size)
-                inside = (rows >= start) & (rows < end)
-                losses = jnp.where(inside, jax.vmap(row_loss)(xb, tb).astype(total), 0)
-                right = inside & hits(xb, tb)
-                return sums[0] + jnp.sum(losses), sums[1] + jnp.sum(right, dtype=jnp.int32)
+                start = first + i * b
+                return add(sums, jax.lax.dynamic_slice_in_dim(x, start, b),
+                           jax.lax.dynamic_slice_in_dim(t, start, b))
 
-            batches = (end - first + batch_size - 1) // batch_size
-            return jax.lax.fori_loop(0, batches, body, (jnp.zeros((), dtype=total),
-                                                        jnp.zeros((), dtype=jnp.int32)))
+            zero = (jnp.zeros((), dtype=jnp.result_type(float)), jnp.zeros((), dtype=jnp.int32))
+            sums = jax.lax.fori_loop(0, full, body, zero)
+            rests = sorted({n % b for _, n in layout} - {0})
+
+            def rest(size):
+                def branch(sums):
+                    start = first + full * b
+                    return add(sums, jax.lax.dynamic_slice_in_dim(x, start, size),
+                               jax.lax.dynamic_slice_in_dim(t, start, size))
+                return branch
+
+            if rests:
+                pick = jnp.asarray([rests.index(n % b) + 1 if n % b else 0
+                                    for _, n in layout], dtype=jnp.int32)
+                sums = jax.lax.switch(pick[which], [lambda sums: sums]
+                                      + [rest(size) for size in rests], sums)
+            self._bind(params, state, {})
+            return sums
 
         self._evaluate = jax.jit(evaluate, static_argnames="batch_size")
-        self._evaluate_held = jax.jit(evaluate_held, static_argnames="batch_size")
+        self._evaluate_held = jax.jit(evaluate_held, static_argnames=("layout", "batch_size"))
         self.evaluation_traces = 0
-        self._held = None  # (sets, x, t, {name: bounds}) of `hold_sets`
+        self._held = None  # (pairs, x, t, their numbers, layout) of `hold_sets`
         self._evaluated = None  # (arguments, (mean loss, accuracy)) of the last evaluation
         self._take = jax.jit(take, static_argnames="size")
         self._flags = jax.jit(data_flags, static_argnames="classes")
@@ -897,6 +915,7 @@ class _JaxStep(_Step):
         import jax
         import jax.numpy as jnp
 
+        self._held = None
         pairs = []
         for x, t in sets.values():
             if not any(x is a and t is b for a, b in pairs):  # a set given twice: once
@@ -907,23 +926,26 @@ class _JaxStep(_Step):
                 or any(a.dtype != ts[0].dtype or a.shape[1:] != ts[0].shape[1:] for a in ts)
                 or sum(a.size * a.dtype.itemsize for a in xs + ts) > HELD_BYTES):
             return
-        def one_pair(xs, ts):  # the bounds made in the same program (eagerly: one more)
-            bounds, first = [], 0
-            for a in xs:
-                bounds.append(jnp.array([first, first + a.shape[0]], dtype=jnp.int32))
-                first += a.shape[0]
-            return jnp.concatenate(xs), jnp.concatenate(ts), bounds
+        layout, first = [], 0
+        for a in xs:
+            layout.append((first, a.shape[0]))
+            first += a.shape[0]
 
-        self._held = (pairs, *jax.jit(one_pair)(xs, ts))
+        def one_pair(xs, ts):  # the set numbers made in the same program (eagerly: more)
+            numbers = [jnp.asarray(i, dtype=jnp.int32) for i in range(len(xs))]
+            return jnp.concatenate(xs), jnp.concatenate(ts), numbers
+
+        self._held = (pairs, *jax.jit(one_pair)(xs, ts), tuple(layout))
 
     def _held_range(self, x, t):
-        """(held x, held t, bounds) of the set (x, t), or None where it is not held."""
+        """(held x, held t, the set's number, layout) of the set (x, t), or None where it
+        is not held."""
         if self._held is None:
             return None
-        pairs, held_x, held_t, bounds = self._held
-        for (a, b), where in zip(pairs, bounds, strict=True):
+        pairs, held_x, held_t, numbers, layout = self._held
+        for (a, b), number in zip(pairs, numbers, strict=True):
             if x is a and t is b:
-                return held_x, held_t, where
+                return held_x, held_t, number, layout
         return None
 
     def _evaluated_on(self, x, t, batch_size):
@@ -946,11 +968,11 @@ class _JaxStep(_Step):
                 loss, correct = jax.device_get(self._evaluate(
                     params, state, x, t, batch_size=min(batch_size or n, n)))
             else:
-                held_x, held_t, bounds = held
-                rows = held_x.shape[0]  # no batch size: all at once, whichever set
+                held_x, held_t, number, layout = held
+                largest = max(size for _, size in layout)  # no batch size: each set whole
                 loss, correct = jax.device_get(self._evaluate_held(
-                    params, state, held_x, held_t, bounds,
-                    batch_size=min(batch_size or rows, rows)))
+                    params, state, held_x, held_t, number, layout=layout,
+                    batch_size=min(batch_size or largest, largest)))
         finally:
             self._bind(*before)
         result = (float(loss) / n, int(correct) / n)

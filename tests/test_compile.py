@@ -373,6 +373,57 @@ def test_sets_not_held_are_evaluated_each_by_its_own_program(xp, why, monkeypatc
     assert step.evaluation_traces == 3
 
 
+class _Wrapped:
+    """A user's network around the package's, with a loss of its own kind."""
+
+    def __init__(self, inner, kind):
+        self.inner, self.kind = inner, kind
+        self.params, self.state = inner.params, inner.state
+
+    def predict(self, x, train_flg=False):
+        return self.inner.predict(x, train_flg)
+
+    def loss(self, x, t):  # no train_flg, as the book's DeepConvNet
+        if self.kind == "train-mode":  # the book's: predict(x, train_flg=True), always
+            return self.inner.last_layer.forward(self.predict(x, train_flg=True), t)
+        value = self.inner.loss(x, t, train_flg=False)
+        if self.kind == "sum":  # a sum over the batch, not a mean
+            return value * x.shape[0]
+        return value[None]  # "shape (1,)": an array of one element, not 0-D
+
+    def gradient(self, x, t):
+        return self.inner.gradient(x, t)
+
+
+@pytest.mark.parametrize("kind", ["train-mode", "sum", "shape (1,)"])
+def test_held_sets_give_what_each_set_alone_gives_for_any_loss(xp, kind, monkeypatch):
+    # A held set is batched as a set alone is (full batches, then the smaller rest), with
+    # each batch's loss weighted by its size, whatever the loss computes: one that writes
+    # batch norm's statistics (nothing of it outlives the evaluation), a sum over the
+    # batch, a loss of shape (1,).
+    if not is_jax_namespace(xp):
+        pytest.skip("evaluation programs are JAX's; other steps evaluate as the network does")
+    from portablelayers import compiled
+
+    def network():
+        return _Wrapped(MultiLayerNetExtend(64, [12], 5, use_batchnorm=True, xp=xp, seed=0),
+                        kind)
+
+    sets = held_sets(xp, False, {"train": 45, "val": 7, "test": 12})
+    held, alone = compile_step(network(), optim.SGD()), compile_step(network(), optim.SGD())
+    held.hold_sets(sets)
+    monkeypatch.setattr(compiled, "HELD_BYTES", 0)
+    alone.hold_sets(sets)  # too large now: each set evaluated as it is
+    state_before = {name: to_numpy(v) for name, v in held.network.state.items()}
+    for batch_size in (20, 5):
+        for name, (x, t) in sets.items():
+            expected = alone.mean_loss(x, t, batch_size), alone.accuracy(x, t, batch_size)
+            got = held.mean_loss(x, t, batch_size), held.accuracy(x, t, batch_size)
+            assert got == pytest.approx(expected, rel=1e-12), (name, batch_size)
+    for name, value in held.network.state.items():
+        np.testing.assert_array_equal(to_numpy(value), state_before[name])
+
+
 def test_step_checks_the_first_batchs_labels_before_anything_changes(xp):
     net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
     step = compile_step(net, optim.SGD())
