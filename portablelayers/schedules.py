@@ -223,4 +223,8 @@ def from_description(description):
         raise ValueError(f"unknown schedule {kind!r}; expected one of {', '.join(_KINDS)}")
     if kind == "warmup" and isinstance(args.get("after"), dict):
         args["after"] = from_description(args["after"])
+    elif kind == "warmup" and isinstance(args.get("after"), str):
+        # describe() wrote a plain function as its repr: there is nothing to rebuild it from
+        raise ValueError(f"a Warmup around {args['after']} cannot be rebuilt from its "
+                         "description: only this module's schedules and numbers can")
     return _KINDS[kind](**args)

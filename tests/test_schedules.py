@@ -83,3 +83,14 @@ def test_a_schedule_must_be_callable(xp):
     t = make(xp, np.zeros(4), "int64")
     with pytest.raises(TypeError, match="lr_schedule must be callable"):
         Trainer(TwoLayerNet(2, 2, 2, xp=xp, dtype=xp.float64), x, t, x, t, lr_schedule=0.1)
+
+
+def test_a_warmup_around_a_plain_function_says_it_cannot_be_rebuilt():
+    # describe() has only a repr for a function; rebuilding it must say so, not complain
+    # about a learning rate it never was.
+    from portablelayers.schedules import Warmup, from_description
+
+    description = Warmup(lambda epoch: 0.1, epochs=2).describe()
+    with pytest.raises(ValueError, match="cannot be rebuilt from its description"):
+        from_description(description)
+    assert from_description(Warmup(0.3, epochs=2).describe())(1) == Warmup(0.3, epochs=2)(1)
