@@ -424,6 +424,37 @@ def test_held_sets_give_what_each_set_alone_gives_for_any_loss(xp, kind, monkeyp
         np.testing.assert_array_equal(to_numpy(value), state_before[name])
 
 
+def test_a_low_precision_networks_measures_are_summed_wide(xp):
+    # bfloat16 has 8 bits of mantissa: a batch's loss x its size rounded in it is off in
+    # the third digit (1.640625 x 7 = 11.484375 is 11.5 in bfloat16). Each batch's loss is
+    # widened before it is weighted and summed, so a loss of 1.640625 on every batch
+    # averages to 1.640625 whatever the batch sizes.
+    if not is_jax_namespace(xp):
+        pytest.skip("evaluation programs are JAX's; other steps evaluate as the network does")
+
+    class Constant:  # a network whose loss is 1.640625, in bfloat16, on any batch
+        def __init__(self):
+            self.params = {"W": xp.ones((64, 5), dtype=xp.bfloat16)}
+
+        def predict(self, x, train_flg=False):
+            return xp.astype(x, xp.bfloat16) @ self.params["W"]
+
+        def loss(self, x, t, train_flg=False):
+            return xp.sum(self.params["W"]) * 0 + xp.asarray(1.640625, dtype=xp.bfloat16)
+
+        def gradient(self, x, t):
+            return {"W": xp.zeros_like(self.params["W"])}
+
+    step = compile_step(Constant(), optim.SGD())
+    sets = held_sets(xp, False, {"train": 45, "val": 7, "test": 12})
+    for hold in (False, True):
+        if hold:
+            step.hold_sets(sets)
+        for batch_size in (None, 5, 20):
+            for name, (x, t) in sets.items():
+                assert step.mean_loss(x, t, batch_size) == 1.640625, (hold, name, batch_size)
+
+
 def test_step_checks_the_first_batchs_labels_before_anything_changes(xp):
     net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
     step = compile_step(net, optim.SGD())
