@@ -5,9 +5,15 @@ GPU (PORTABLELAYERS_DEVICE=gpu), each at full float32 precision (tests/conftest.
 the policy), then `benchmarks/step.py --device cuda` (our eager and compiled steps beside
 PyTorch eager and PyTorch's CUDA graph), and prints one summary table.
 
-    python benchmarks/gpu_check.py                 # on the GPU machine (under 5 minutes)
+    python benchmarks/gpu_check.py                 # on the GPU machine
     python benchmarks/gpu_check.py --smoke         # the same code paths on CPU backends
-    python benchmarks/gpu_check.py --json out.json
+    python benchmarks/gpu_check.py --json out.json --budget 420
+
+A GPU machine is often lent for minutes only, so the step benchmark (the figures nothing
+else can give) runs first, every part is written to the JSON file as soon as it is done (a
+run killed at its time limit leaves what it finished), and `--budget SECONDS` (default 480)
+bounds the whole run: each suite gets at most what is left, and a suite with under 30 s left
+is reported as skipped.
 
 It needs no package registry: the package is taken from this checkout, and the pure-Python
 dependencies (array-api-compat, array-api-extra) from PYTHONPATH or from a `.deps/` folder
@@ -50,8 +56,10 @@ def environment():
 
 
 def run_suite(backend, smoke, timeout):
-    """(row, seconds): the pytest counts of one backend's suite."""
+    """The pytest counts of one backend's suite, its seconds and its status."""
     device, module = SUITES[backend]
+    if timeout < 30:
+        return {"suite": backend, "status": "skipped: out of time (--budget)"}
     if smoke and backend == "cupy":
         backend, device = "numpy", None  # CuPy's code paths are NumPy's on a CPU
     elif smoke:
@@ -108,12 +116,34 @@ def main(argv=None):
                         help="the same code paths on CPU backends, a few tests each")
     parser.add_argument("--suites", nargs="+", choices=list(SUITES), default=list(SUITES))
     parser.add_argument("--no-bench", action="store_true", help="skip the benchmarks")
-    parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the summary as JSON (after every part)")
+    parser.add_argument("--budget", type=float, default=480, metavar="SECONDS",
+                        help="the most the whole run may take (default 480)")
     args = parser.parse_args(argv)
-    timeout = 100 if args.smoke else 240
+    limit = 100 if args.smoke else 240  # one part at most
     start = time.perf_counter()
-    suites = [run_suite(backend, args.smoke, timeout) for backend in args.suites]
-    bench, bench_text = ([], "") if args.no_bench else run_benchmark(args.smoke, timeout)
+
+    def left():
+        return min(limit, args.budget - (time.perf_counter() - start))
+
+    suites, bench, bench_text = [], [], ""
+
+    def save():
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"smoke": args.smoke, "suites": suites, "bench": bench,
+                           "seconds": round(time.perf_counter() - start, 1)}, f, indent=1)
+
+    if not args.no_bench:
+        try:
+            bench, bench_text = run_benchmark(args.smoke, max(left(), 1))
+        except subprocess.TimeoutExpired:
+            bench_text = "timed out (--budget)"
+        save()
+    for backend in args.suites:
+        suites.append(run_suite(backend, args.smoke, left()))
+        save()
 
     print(f"GPU check{' (smoke: CPU backends)' if args.smoke else ''}, "
           f"{time.perf_counter() - start:.0f} s")
@@ -128,9 +158,7 @@ def main(argv=None):
         print_table(bench)
     elif not args.no_bench:
         print("\nbenchmark failed:\n" + bench_text[-1500:])
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"smoke": args.smoke, "suites": suites, "bench": bench}, f, indent=1)
+    save()
     failed = any(r["status"] not in ("ok",) and not r["status"].startswith("skipped")
                  for r in suites) or (not args.no_bench and not bench)
     return 1 if failed else 0
