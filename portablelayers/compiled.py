@@ -757,38 +757,16 @@ class _JaxStep(_Step):
             # widened before the product: loss x 7 in bfloat16 is off in the third digit
             return jnp.sum(loss).astype(jnp.result_type(float)) * xb.shape[0], right
 
-        def evaluate(params, state, x, t, batch_size):
-            # (sum of batch loss x batch size, correct predictions) over the whole set: the
-            # full batches as one traced pass mapped over them, the rest as one more pass;
-            # one compilation per data set shape, nothing read until the caller reads.
-            self.evaluation_traces += 1  # runs only while tracing
-            n = x.shape[0]
-            full = n // batch_size * batch_size
-            loss = jnp.zeros((), dtype=jnp.result_type(float))
-            correct = jnp.zeros((), dtype=jnp.int32)
-            if full:
-                xs = jnp.reshape(x[:full], (-1, batch_size, *x.shape[1:]))
-                ts = jnp.reshape(t[:full], (-1, batch_size, *t.shape[1:]))
-                losses, counts = jax.lax.map(lambda pair: batch_sums(params, state, *pair),
-                                             (xs, ts))
-                loss, correct = jnp.sum(losses), jnp.sum(counts)
-            if full < n:
-                rest_loss, rest_correct = batch_sums(params, state, x[full:], t[full:])
-                loss, correct = loss + rest_loss, correct + rest_correct
-            self._bind(params, state, {})
-            return loss, correct
-
         def take(x, t, order, start, size):
             index = jax.lax.dynamic_slice_in_dim(order, start, size)
             return jnp.take(x, index, axis=0), jnp.take(t, index, axis=0)
 
         def evaluate_held(params, state, x, t, which, layout, batch_size):
-            # evaluate() of held set number `which` (`hold_sets`): rows first:first + n of
-            # x and t, for (first, n) = layout[which]. One program for every set, batched
-            # as evaluate() batches each: its full batches in a loop from where the set
-            # starts, then its last, smaller batch, whose size (one of the sets') a branch
-            # picks. The state is bound again before each batch: a loss that writes state
-            # (a book network's train-mode predict) leaves nothing across loop bodies.
+            # (sum of batch loss x batch size, correct predictions) over held set number
+            # `which` (`hold_sets`): rows first:first + n of x and t, for (first, n) =
+            # layout[which]. One program for every set, each batched as it would be alone:
+            # its full batches in a loop from where the set starts, then its last, smaller
+            # batch, whose size (one of the sets') a branch picks.
             self.evaluation_traces += 1  # runs only while tracing
             b = batch_size
             firsts = jnp.asarray([first for first, _ in layout], dtype=jnp.int32)
@@ -822,6 +800,12 @@ class _JaxStep(_Step):
                                       + [rest(size) for size in rests], sums)
             self._bind(params, state, {})
             return sums
+
+        def evaluate(params, state, x, t, batch_size):
+            # (sum of batch loss x batch size, correct predictions) over a whole set: the
+            # held sets' program with this set alone, so one compilation per set shape;
+            # nothing is read until the caller reads.
+            return evaluate_held(params, state, x, t, 0, ((0, x.shape[0]),), batch_size)
 
         self._evaluate = jax.jit(evaluate, static_argnames="batch_size")
         self._evaluate_held = jax.jit(evaluate_held, static_argnames=("layout", "batch_size"))
