@@ -172,6 +172,11 @@ def default_float(xp, dev=None):
     return xp.__array_namespace_info__().default_dtypes(device=dev)["real floating"]
 
 
+def default_int(xp, dev=None):
+    """The namespace's default integer dtype (int64 on NumPy, int32 on JAX without x64)."""
+    return xp.__array_namespace_info__().default_dtypes(device=dev)["integral"]
+
+
 def is_real_floating(xp, dtype) -> bool:
     """`xp.isdtype(dtype, "real floating")`, remembered per (namespace, dtype): checked on
     every layer call, and NumPy's isdtype alone costs microseconds."""

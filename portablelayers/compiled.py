@@ -49,7 +49,7 @@ from ._backend import (
     takes_argument,
 )
 from .backends import backend_of, set_precision
-from .functions import class_indices
+from .functions import class_indices, predicted_classes
 
 __all__ = ["COMPILE_MODES", "HELD_BYTES", "NonFiniteLoss", "check_data", "check_labels",
            "compile_step", "compiled_kind", "data_flags", "keep_compiled", "training_step"]
@@ -744,7 +744,7 @@ class _JaxStep(_Step):
             scores = self.network.predict(xb, train_flg=False)
             loss = (self.network.loss(xb, tb, train_flg=False) if takes_flag
                     else self.network.loss(xb, tb))
-            hits = jnp.argmax(scores, axis=-1) == class_indices(tb)
+            hits = predicted_classes(scores) == class_indices(tb)
             return loss, jnp.sum(hits, dtype=jnp.int32)
 
         def batch_sums(params, state, xb, tb):

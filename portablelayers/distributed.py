@@ -220,7 +220,7 @@ class _Replica:
 def _evaluate_chunk(network, arrays, x, t, batch_size):
     """(sum of per-sample losses, correct predictions, samples) of a network copy with
     `arrays` on one chunk, in inference mode, in batches of `batch_size`."""
-    from .functions import class_indices
+    from .functions import class_indices, predicted_classes
 
     network = copy.deepcopy(network)  # tasks of one worker may run side by side
     xp = namespace(x, t)
@@ -240,7 +240,7 @@ def _evaluate_chunk(network, arrays, x, t, batch_size):
         xb, tb = x[start:stop, ...], t[start:stop, ...]
         loss = network.loss(xb, tb, train_flg=False) if flag else network.loss(xb, tb)
         loss_sum += float(to_host(loss)) * (stop - start)
-        y = xp.argmax(network.predict(xb, train_flg=False), axis=1)
+        y = predicted_classes(network.predict(xb, train_flg=False))
         correct += int(to_host(xp.count_nonzero(
             y == xp.astype(labels[start:stop], y.dtype))))
     return loss_sum, correct, n

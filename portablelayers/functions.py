@@ -14,7 +14,7 @@ import array_api_extra as xpx
 from array_api_compat import is_writeable_array
 
 from . import guards
-from ._backend import device, namespace, read_bool, static_shape, value_checks
+from ._backend import default_int, device, namespace, read_bool, static_shape, value_checks
 
 __all__ = [
     "class_indices",
@@ -23,6 +23,7 @@ __all__ = [
     "im2col",
     "log_softmax",
     "one_hot_targets",
+    "predicted_classes",
     "relu",
     "sigmoid",
     "softmax",
@@ -246,8 +247,9 @@ def one_hot_targets(t, scores, what: str = "t"):
 def class_indices(t):
     """Labels `t` as class indices of shape (N,).
 
-    One-hot rows (N, C) become their argmax, an integer column (N, 1) its only column, and
-    indices (N,) stay as they are.
+    One-hot rows (N, C) become their argmax, a column (N, 1) its only column (rounded to
+    integers where it is floating: a binary classifier's 0.0 / 1.0 targets), and indices
+    (N,) stay as they are.
 
     Parameters
     ----------
@@ -265,11 +267,48 @@ def class_indices(t):
     >>> from portablelayers.functions import class_indices
     >>> class_indices(np.array([[0, 1, 0], [1, 0, 0]]))
     array([1, 0])
+    >>> class_indices(np.array([[1.0], [0.0]]))
+    array([1, 0])
     """
     xp = namespace(t)
-    if t.ndim == 2 and static_shape(t)[1] == 1 and xp.isdtype(t.dtype, "integral"):
-        return t[:, 0]
+    if t.ndim == 2 and static_shape(t)[1] == 1:
+        column = t[:, 0]
+        if xp.isdtype(t.dtype, "integral"):
+            return column
+        if xp.isdtype(t.dtype, "real floating"):
+            column = xp.round(column)
+        return xp.astype(column, default_int(xp, device(t)))
     return xp.argmax(t, axis=1) if t.ndim == 2 else t
+
+
+def predicted_classes(scores):
+    """The class each row of scores (N, C) predicts: the index of its highest score, or,
+    for one score per row (a binary classifier's logit, as `SigmoidWithLoss` takes it),
+    1 where the score is above 0 (a probability above 0.5), else 0.
+
+    Parameters
+    ----------
+    scores : array
+        Scores of shape (N, C), a network's `predict`.
+
+    Returns
+    -------
+    array
+        Class indices of shape (N,), integers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import predicted_classes
+    >>> predicted_classes(np.array([[0.1, 2.0], [3.0, -1.0]]))
+    array([1, 0])
+    >>> predicted_classes(np.array([[0.3], [-2.0]]))
+    array([1, 0])
+    """
+    xp = namespace(scores)
+    if scores.ndim == 2 and static_shape(scores)[1] == 1:
+        return xp.astype(scores[:, 0] > 0, default_int(xp, device(scores)))
+    return xp.argmax(scores, axis=-1)
 
 
 def cross_entropy_error(y, t):

@@ -21,6 +21,7 @@ import os
 import numpy as np  # noqa: TID251 (host-side: files, images, reports)
 
 from ._backend import device, namespace, takes_argument
+from .functions import class_indices
 
 __all__ = ["confusion_matrix", "evaluate", "load_input", "predict_proba"]
 
@@ -226,7 +227,7 @@ def evaluate(network, x, t, batch_size=100):
     x : array
         Inputs, an array of the network's backend.
     t : array
-        Labels: class indices or one-hot rows (host or backend array).
+        Labels: class indices (N,) or (N, 1), or one-hot rows (host or backend array).
     batch_size : int, default 100
         Samples per forward pass.
 
@@ -254,7 +255,7 @@ def evaluate(network, x, t, batch_size=100):
 
     p = predict_proba(network, x, batch_size)
     t_host = to_host(t)
-    t = t_host.argmax(axis=1) if t_host.ndim == 2 else t_host.astype(np.int64)  # one-hot
+    t = np.asarray(class_indices(t_host)).astype(np.int64)  # one-hot rows, a column
     if takes_argument(getattr(network, "loss", None), "train_flg"):
         xp, n = namespace(x), x.shape[0]
         total = 0.0

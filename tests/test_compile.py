@@ -46,6 +46,7 @@ from portablelayers.nets import (
     DeepConvNet,
     MultiLayerNet,
     MultiLayerNetExtend,
+    Sequential,
     SimpleConvNet,
     TwoLayerNet,
 )
@@ -584,6 +585,30 @@ def test_trainer_evaluates_its_three_sets_with_one_program(xp):
         assert compiled.history[key] == eager.history[key], key
     for key in ("val_loss", "final_test_loss"):
         np.testing.assert_allclose(compiled.history[key], eager.history[key], rtol=1e-5)
+
+
+def test_a_binary_classifiers_accuracy_is_its_logits_sign_on_every_step(xp):
+    # One output and SigmoidWithLoss, float 0.0 / 1.0 targets in a column: the class is 1
+    # where the logit is above 0, held or not, in batches or whole (an argmax of one
+    # column would call every sample 0).
+    rng = np.random.default_rng(3)
+    W, b = rng.standard_normal((4, 1)), np.array([0.1])
+    net = Sequential(Affine(make(xp, W, "float32"), make(xp, b, "float32")),
+                     SigmoidWithLoss())
+    step = compile_step(net, optim.SGD(lr=0.0))
+    sets, expected = {}, {}
+    for name, n in (("train", 23), ("val", 9)):
+        x_np = rng.standard_normal((n, 4)).astype(np.float32)
+        t_np = (rng.random((n, 1)) < 0.5).astype(np.float32)
+        sets[name] = make(xp, x_np, "float32"), make(xp, t_np, "float32")
+        expected[name] = float(np.mean(((x_np @ W + b) > 0) == (t_np == 1.0)))
+    assert all(0.0 < value < 1.0 for value in expected.values())
+    for hold in (False, True):
+        if hold:
+            step.hold_sets(sets)
+        for name, (x, t) in sets.items():
+            for batch_size in (None, 5):
+                assert step.accuracy(x, t, batch_size) == expected[name], (name, hold)
 
 
 def test_trainer_refuses_labels_out_of_range_before_training(xp):

@@ -23,11 +23,12 @@ if os.environ.get("PORTABLELAYERS_BACKEND", "numpy") != "dask":
                 allow_module_level=True)
 distributed = pytest.importorskip("distributed", reason="needs the dask extra's distributed")
 
-from portablelayers import datasets  # noqa: E402
+from portablelayers import Affine, SigmoidWithLoss, datasets  # noqa: E402
 from portablelayers.distributed import DistributedStep, connect, worker_pids  # noqa: E402
 from portablelayers.nets import (  # noqa: E402
     MultiLayerNet,
     MultiLayerNetExtend,
+    Sequential,
     SimpleConvNet,
     TwoLayerNet,
 )
@@ -164,6 +165,25 @@ def test_trainer_matches_single_process(client, digits):
     np.testing.assert_allclose(many.train_acc_list, one.train_acc_list, atol=1 / 1497)
     for name in one.network.params:  # 45 Adam steps
         _close(many.network.params[name], one.network.params[name], name, atol=1e-4)
+
+
+def test_a_binary_classifiers_accuracy_on_the_workers(client):
+    # One output and SigmoidWithLoss, 0.0 / 1.0 targets in a column: class 1 where the
+    # logit is above 0, as one process computes it.
+    rng = np.random.default_rng(3)
+    W, b = rng.standard_normal((4, 1)), np.array([0.1])
+    x = rng.standard_normal((37, 4))
+    t = (rng.random((37, 1)) < 0.5).astype(np.float64)
+    expected = float(np.mean(((x @ W + b) > 0) == (t == 1.0)))
+    assert 0.0 < expected < 1.0
+    network = Sequential(Affine(W, b), SigmoidWithLoss())
+    xd, td = _chunked(client, (x, t), 10)
+    step = DistributedStep(network, SGD(0.0), client, xd, td)
+    try:
+        assert step.accuracy(xd, td, 4) == pytest.approx(expected, abs=1e-12)
+        assert network.accuracy(x, t) == expected
+    finally:
+        step.close()
 
 
 def test_batchnorm_statistics(client, digits):

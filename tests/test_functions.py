@@ -8,7 +8,15 @@ import pytest
 from array_api_extra.testing import lazy_xp_function
 from support import assert_close, assert_same_dtype_device, make, to_numpy
 
-from portablelayers.functions import cross_entropy_error, log_softmax, relu, sigmoid, softmax
+from portablelayers.functions import (
+    class_indices,
+    cross_entropy_error,
+    log_softmax,
+    predicted_classes,
+    relu,
+    sigmoid,
+    softmax,
+)
 
 for _f in (softmax, log_softmax, sigmoid, relu):
     lazy_xp_function(_f)
@@ -65,3 +73,26 @@ def test_integer_input_is_promoted_to_default_float(xp, func):
     assert xp.isdtype(out.dtype, "real floating")
     reference = func(xp.asarray([[1.0, 2.0, 3.0]], dtype=out.dtype))
     assert_close(out, to_numpy(reference))
+
+
+def test_predicted_classes_is_the_argmax_or_a_single_logits_sign(xp, rng):
+    scores = rng.standard_normal((7, 4))
+    assert np.array_equal(to_numpy(predicted_classes(make(xp, scores))),
+                          np.argmax(scores, axis=1))
+    # One score per row: a binary classifier's logit, class 1 where sigmoid > 0.5.
+    logits = np.array([[0.3], [-2.0], [0.0], [1e-30], [-1e-30]])
+    assert to_numpy(predicted_classes(make(xp, logits))).tolist() == [1, 0, 0, 1, 0]
+
+
+def test_class_indices_of_every_label_layout(xp):
+    one_hot = np.array([[0, 0, 1], [1, 0, 0]])
+    assert to_numpy(class_indices(xp.asarray(one_hot))).tolist() == [2, 0]
+    assert to_numpy(class_indices(xp.asarray(np.array([[2], [0]])))).tolist() == [2, 0]
+    assert to_numpy(class_indices(xp.asarray(np.array([2, 0])))).tolist() == [2, 0]
+    # A floating or bool column is a binary classifier's targets: not one-hot of width 1
+    # (whose argmax would make every label 0).
+    floats = class_indices(make(xp, np.array([[1.0], [0.0], [0.9], [0.2]]), "float32"))
+    assert to_numpy(floats).tolist() == [1, 0, 1, 0]
+    assert xp.isdtype(floats.dtype, "integral")
+    bools = class_indices(xp.asarray(np.array([[True], [False]])))
+    assert to_numpy(bools).tolist() == [1, 0]

@@ -13,7 +13,8 @@ import pytest
 
 from portablelayers import cli, load_model
 from portablelayers.datasets import load_digits
-from portablelayers.inference import confusion_matrix, load_input
+from portablelayers.inference import confusion_matrix, evaluate, load_input
+from portablelayers.nets import TwoLayerNet
 
 BACKEND = os.environ.get("PORTABLELAYERS_BACKEND", "numpy")
 pytestmark = pytest.mark.skipif(BACKEND != "numpy",
@@ -70,6 +71,22 @@ def test_evaluate_reports_the_loss_training_reported_with_weight_decay_too(tmp_p
     assert cli.main(["evaluate", path]) == 0
     reported = capsys.readouterr().out.splitlines()[1]
     assert reported == f"loss {final.split()[2].rstrip(',')}, accuracy {final.split()[5]}"
+
+
+def test_evaluate_takes_labels_as_indices_a_column_or_one_hot_rows():
+    # A column (N, 1) is class indices, not one-hot rows of width 1 (whose argmax is 0).
+    net = TwoLayerNet(64, 10, 10, weight_init_std=0.5, seed=0)
+    _, (x, t) = load_digits()
+    x, t = x[:60], t[:60]
+    predicted = np.argmax(net.predict(x), axis=1)
+    expected = float(np.mean(predicted == t))
+    assert 0.0 < expected < 1.0
+    loss, accuracy, matrix = evaluate(net, x, t, batch_size=25)
+    assert accuracy == expected
+    for labels in (t[:, None], np.eye(10, dtype=np.float32)[t]):
+        other = evaluate(net, x, labels, batch_size=25)
+        assert other[0] == pytest.approx(loss, rel=1e-6) and other[1] == accuracy
+        np.testing.assert_array_equal(other[2], matrix)
 
 
 def test_predict_a_png_the_test_writes(trained):

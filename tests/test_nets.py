@@ -16,6 +16,7 @@ from portablelayers import (
     Pooling,
     ReLU,
     Sigmoid,
+    SigmoidWithLoss,
     SoftmaxWithLoss,
 )
 from portablelayers.gradcheck import relative_error
@@ -547,3 +548,17 @@ def test_accuracy_takes_a_column_of_labels_as_class_indices(xp, rng):
     scores = to_numpy(net.predict(x))
     expected = float(np.mean(np.argmax(scores, axis=1) == to_numpy(t)))
     assert net.accuracy(x, xp.reshape(t, (6, 1))) == expected == net.accuracy(x, t)
+
+
+def test_accuracy_of_a_binary_classifier_thresholds_its_logit(xp, rng):
+    # One output and SigmoidWithLoss: the class is 1 where the logit is above 0; the
+    # targets are a float column of 0.0 / 1.0 (an argmax would call every sample 0).
+    W, b = rng.standard_normal((4, 1)), np.array([0.1])
+    net = Sequential(Affine(make(xp, W), make(xp, b)), SigmoidWithLoss())
+    x_np = rng.standard_normal((9, 4))
+    t_np = (rng.random((9, 1)) < 0.5).astype(np.float64)
+    expected = float(np.mean(((x_np @ W + b) > 0) == (t_np == 1.0)))
+    assert 0.0 < expected < 1.0
+    x, t = make(xp, x_np), make(xp, t_np)
+    assert net.accuracy(x, t) == expected
+    assert net.accuracy(x, t, batch_size=4) == expected

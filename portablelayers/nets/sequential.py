@@ -24,7 +24,7 @@ from collections.abc import MutableMapping
 
 from .. import checkpoint, guards
 from .._backend import device, is_array, namespace, static_shape, takes_argument
-from ..functions import class_indices
+from ..functions import class_indices, predicted_classes
 
 __all__ = ["Sequential"]
 
@@ -269,10 +269,13 @@ class Sequential:
         return loss, grads
 
     def accuracy(self, x, t, batch_size=None):
-        """The fraction of samples whose highest score is the label, as a Python float.
+        """The fraction of samples whose predicted class is the label, as a Python float.
 
-        `t` is class indices (N,) or (N, 1), or one-hot (N, C). With `batch_size`,
-        predictions are made batch by batch; every sample counts, the last partial batch too.
+        The predicted class is the highest score's, or with one score per sample (a binary
+        classifier's logit) 1 where it is above 0 (`predicted_classes`). `t` is class
+        indices (N,) or (N, 1) (floats are rounded: binary 0.0 / 1.0 targets), or one-hot
+        (N, C). With `batch_size`, predictions are made batch by batch; every sample
+        counts, the last partial batch too.
         """
         xp = guards.arrays(f"{type(self).__name__}.accuracy", x=x, t=t)
         n = static_shape(x)[0] if x.ndim else None
@@ -292,7 +295,7 @@ class Sequential:
         correct = 0
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)  # slice stops must lie within the axis
-            y = xp.argmax(self.predict(x[start:stop, ...], train_flg=False), axis=1)
+            y = predicted_classes(self.predict(x[start:stop, ...], train_flg=False))
             # A reporting function: reading the count here is the point (Dask computes).
             correct += int(xp.count_nonzero(y == xp.astype(t[start:stop], y.dtype)))
         return correct / n
