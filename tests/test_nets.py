@@ -380,6 +380,13 @@ def test_multi_layer_net_extend_builds_batchnorm_and_dropout(xp):
     assert spelt.layers["Dropout1"].dropout_ratio == 0.1
     with pytest.raises(TypeError, match="not both"):
         MultiLayerNetExtend(5, [4], 2, dropout_ration=0.2, dropout_ratio=0.1, xp=xp)
+    with pytest.raises(TypeError, match="not both"):  # the book's default, given: still two
+        MultiLayerNetExtend(5, [4], 2, dropout_ration=0.5, dropout_ratio=0.3, xp=xp)
+    same = MultiLayerNetExtend(5, [4], 2, use_dropout=True, dropout_ration=0.3,
+                               dropout_ratio=0.3, xp=xp)
+    assert same.layers["Dropout1"].dropout_ratio == 0.3
+    default = MultiLayerNetExtend(5, [4], 2, use_dropout=True, xp=xp)
+    assert default.layers["Dropout1"].dropout_ratio == 0.5
     plain = MultiLayerNetExtend(5, [4], 2, xp=xp)
     assert list(plain.layers) == ["Affine1", "Activation_function1", "Affine2"]
 

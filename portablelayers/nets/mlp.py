@@ -189,12 +189,13 @@ class MultiLayerNetExtend(MultiLayerNet):
         L2 weight decay on every W.
     use_dropout : bool, default False
         Add Dropout after each activation.
-    dropout_ration : float, default 0.5
-        The book's (misspelt) dropout ratio.
+    dropout_ration : float, optional
+        The book's (misspelt) dropout ratio; 0.5 when neither spelling is given.
     use_batchnorm : bool, default False
         Add BatchNormalization after each hidden Affine.
     dropout_ratio : float, optional
-        The same ratio, spelt correctly; give one of the two (both are a TypeError).
+        The same ratio, spelt correctly; give one of the two (two different values are a
+        TypeError).
     xp : str or module, optional
         The backend: a name ("torch", "jax", ...), an array module or a namespace; None is
         NumPy.
@@ -223,11 +224,11 @@ class MultiLayerNetExtend(MultiLayerNet):
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
-                 dropout_ration=0.5, use_batchnorm=False, *, dropout_ratio=None,
+                 dropout_ration=None, use_batchnorm=False, *, dropout_ratio=None,
                  xp=None, device=None, dtype=None, seed=None):
         if dropout_ratio is None:
-            dropout_ratio = dropout_ration
-        elif dropout_ration not in (0.5, dropout_ratio):
+            dropout_ratio = 0.5 if dropout_ration is None else dropout_ration
+        elif dropout_ration is not None and dropout_ration != dropout_ratio:
             raise TypeError(f"give dropout_ratio or the book's dropout_ration, not both "
                             f"(got {dropout_ratio!r} and {dropout_ration!r})")
         self.use_dropout, self.use_batchnorm = bool(use_dropout), bool(use_batchnorm)
