@@ -565,7 +565,7 @@ def _book_layout(images, labels, scale, normalize, flatten, one_hot_label):
     """Images (N, H, W) uint8 and labels (N,) in the book's conventions."""
     x = images.astype(np.float32) / np.float32(scale) if normalize else images
     x = x.reshape(x.shape[0], -1) if flatten else x[:, np.newaxis, :, :]
-    t = np.eye(10, dtype=np.float32)[labels] if one_hot_label else labels
+    t = _one_hot_rows(labels) if one_hot_label else labels
     return np.ascontiguousarray(x), t
 
 
@@ -732,10 +732,12 @@ def dask_from_npy(path, chunk_rows=10_000, *, scale=None, dtype=None, shape=None
                       out_dtype, out_shape)
 
 
-def load_mnist_dask(path=None, chunk_rows=10_000, normalize=True, flatten=True):
+def load_mnist_dask(path=None, chunk_rows=10_000, normalize=True, flatten=True,
+                    one_hot_label=False):
     """MNIST as `load_mnist` gives it (float32 in [0, 1] with `normalize`, (N, 784) or
-    (N, 1, 28, 28), uint8 class labels), as chunked Dask arrays read from the files by the
-    workers (see `dask_from_idx`): `((x_train, t_train), (x_test, t_test))`."""
+    (N, 1, 28, 28), uint8 class labels or with `one_hot_label` float32 one-hot rows
+    (N, 10)), as chunked Dask arrays read from the files by the workers (see
+    `dask_from_idx`): `((x_train, t_train), (x_test, t_test))`."""
     files = _require(mnist_dir(path), MNIST_FILES, test_set_hint=False,
                      fetch="fetch them first with load_mnist(download=True) (needs network)")
     shape = (784,) if flatten else (1, 28, 28)
@@ -749,8 +751,17 @@ def load_mnist_dask(path=None, chunk_rows=10_000, normalize=True, flatten=True):
                             load_idx(files[label]))
         x = dask_from_idx(files[img], chunk_rows, scale=255.0 if normalize else None,
                           shape=shape)
-        out.append((x, dask_from_idx(files[label], chunk_rows)))
+        t = dask_from_idx(files[label], chunk_rows)
+        if one_hot_label:  # made chunk by chunk where the labels are read
+            t = t.map_blocks(_one_hot_rows, dtype=np.float32, new_axis=1,
+                             chunks=(t.chunks[0], (10,)))
+        out.append((x, t))
     return tuple(out)
+
+
+def _one_hot_rows(labels):
+    """Class labels (N,) as float32 one-hot rows (N, 10), as `load_mnist` makes them."""
+    return np.eye(10, dtype=np.float32)[labels]
 
 
 def to_dask(arrays, client=None, chunk_rows=None):

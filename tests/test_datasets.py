@@ -155,6 +155,16 @@ def test_the_dask_loader_checks_the_files_as_load_mnist_does(tmp_path, rng, monk
     np.testing.assert_array_equal(t.compute(), arrays["train_label"])
     np.testing.assert_allclose(x.compute(), arrays["train_img"].reshape(5, 784) / 255.0,
                                rtol=1e-6)
+    # One-hot rows as load_mnist makes them, built on the chunks (nothing read yet).
+    (_, hot), (_, hot_test) = datasets.load_mnist_dask(tmp_path / "ok", chunk_rows=2,
+                                                       one_hot_label=True)
+    assert hot.shape == (5, 10) and hot.dtype == np.float32 and hot.chunks[0] == (2, 2, 1)
+    expected = np.zeros((5, 10), dtype=np.float32)
+    expected[np.arange(5), arrays["train_label"]] = 1.0
+    np.testing.assert_array_equal(hot.compute(), expected)
+    assert hot_test.compute().argmax(axis=1).tolist() == arrays["test_label"].tolist()
+    (_, hot_np), _ = load_mnist(path=tmp_path / "ok", one_hot_label=True)
+    np.testing.assert_array_equal(hot.compute(), hot_np)
     # Other bytes under the same names: an md5 mismatch (gz) or a label out of 0..9 (raw).
     arrays["train_label"][1] = 200
     (tmp_path / "bad").mkdir()
