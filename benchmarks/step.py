@@ -19,6 +19,7 @@ the rows with the machine, the load, the command and the date.
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
     python benchmarks/step.py --torch-compile     # adds torch.compile (slow to compile)
     python benchmarks/step.py --device cuda       # torch/JAX/CuPy on the GPU
+    XLA_FLAGS=--xla_cpu_use_xnnpack=false python benchmarks/step.py   # flags are kept
 
 Ratios are ours / PyTorch eager: below 1 is faster than PyTorch. For NumPy (and CuPy) the
 TwoLayerNet rows add a hand-written step of the same math, the measure of our layers'
@@ -58,8 +59,19 @@ MIN_BLOCK = [0.2]  # seconds a timed block lasts at least (--min-block)
 def set_threads(n):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
-    os.environ["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'} "
-                               f"intra_op_parallelism_threads={n}")
+    # XLA_FLAGS from the environment are kept, the thread setting added. Only flags: XLA
+    # stops reading at the first word that is not one (a TensorFlow-style
+    # "intra_op_parallelism_threads=1" silently drops every flag after it).
+    kept = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+            if not flag.startswith("--xla_cpu_multi_thread_eigen=")]
+    os.environ["XLA_FLAGS"] = " ".join(
+        [*kept, f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'}"])
+
+
+def xla_flags():
+    """The XLA flags given beside the thread setting ('' for none)."""
+    return " ".join(flag for flag in os.environ.get("XLA_FLAGS", "").split()
+                    if not flag.startswith("--xla_cpu_multi_thread_eigen="))
 
 
 def host_batch(net, seed=0):
@@ -393,14 +405,15 @@ def main(argv=None):
     print(f"ms per training step: median of {args.repeats} blocks of >= {args.steps} steps "
           f"and >= {args.min_block} s, the processes taking turns; {args.threads} thread(s) "
           f"for BLAS/torch/XLA; {machine}; ratio = median over turns "
-          "of ms / PyTorch eager ms of the same net in the same turn")
+          "of ms / PyTorch eager ms of the same net in the same turn"
+          + (f"; XLA_FLAGS {xla_flags()}" if xla_flags() else ""))
     print_table(rows)
     record = {"machine": machine, "load": f"load average {load_at_start:.1f} at the start and "
                                           f"{os.getloadavg()[0]:.1f} at the end",
               "command": " ".join(["python benchmarks/step.py", *(argv or sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "backends": sorted(workers), "threads": args.threads, "device": args.device,
-              "rows": rows}
+              "xla_flags": xla_flags(), "rows": rows}
     if args.json == "-":  # for benchmarks/gpu_check.py: the record as the last line
         print(json.dumps(record))
     elif args.json:
