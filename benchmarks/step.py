@@ -23,7 +23,8 @@ the rows with the machine, the load, the command and the date.
 
 Ratios are ours / PyTorch eager: below 1 is faster than PyTorch. For NumPy (and CuPy) the
 TwoLayerNet rows add a hand-written step of the same math, the measure of our layers'
-per-operation overhead.
+per-operation overhead. On a CPU, JAX adds "jax.jit, XLA dots": the same step compiled with
+its matrix products in XLA's own kernels rather than YNNPACK (`compiler_options`).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def block_timer(step, sync, steps, min_block=0.0):
     return one_block
 
 
-def ours(backend, net, device, compile_mode, steps):
+def ours(backend, net, device, compile_mode, steps, compiler_options=None):
     from portablelayers._backend import resolve_namespace
     from portablelayers.optim import SGD
     from portablelayers.train import compile_step
@@ -126,8 +127,13 @@ def ours(backend, net, device, compile_mode, steps):
     network = build_ours(net, xp, dev)
     x_np, t_np = host_batch(net)
     x, t = xp.asarray(x_np, device=dev), xp.asarray(t_np, device=dev)
-    step = compile_step(network, SGD(lr=LR), compile_mode)
+    step = compile_step(network, SGD(lr=LR), compile_mode, compiler_options=compiler_options)
     return block_timer(lambda: step(x, t), _sync, steps, MIN_BLOCK[0]), step.kind
+
+
+# On a CPU, jaxlib 0.10 hands matrix products to YNNPACK; this keeps them in XLA's own
+# kernels (faster for TwoLayerNet's 784x50 products, slower for SimpleConvNet's).
+XLA_OWN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def _device(backend, name):
@@ -267,6 +273,12 @@ def worker(args):
             timer, kind = ours(args.worker, net, args.device, "auto", args.steps)
             if kind != "eager":
                 timers[net, f"ours {kind}"] = timer
+        if args.worker == "jax" and args.device == "cpu":
+            try:
+                timer, kind = ours("jax", net, "cpu", "auto", args.steps, XLA_OWN_DOTS)
+                timers[net, f"ours {kind}, XLA dots"] = timer
+            except Exception as exc:  # a jaxlib without the option: the row is left out
+                print(f"no 'XLA dots' row: {exc}", file=sys.stderr)
         if args.worker != "jax" and importlib.util.find_spec("torch"):
             dev = "cuda" if args.device == "cuda" else "cpu"
             timers[net, "torch eager"] = torch_reference(net, dev, "eager", args.steps)
@@ -287,7 +299,7 @@ def print_table(rows):
     """One line per (net, backend, step): ms per step and its ratio to PyTorch eager (the
     row's median same-turn ratio where it has one, else against the rows' torch eager)."""
     reference = {r["net"]: r["torch eager"] for r in rows if "torch eager" in r}
-    print(f"{'net':<18} {'backend':<8} {'step':<18} {'ms':>8} {'vs torch':>9}")
+    print(f"{'net':<18} {'backend':<8} {'step':<24} {'ms':>8} {'vs torch':>9}")
     for row in rows:
         for key, ms in row.items():
             if key in ("backend", "net", "device", "ratios"):
@@ -296,7 +308,7 @@ def print_table(rows):
                 ratio = row["ratios"].get(key, float("nan"))
             else:
                 ratio = ms / reference[row["net"]] if row["net"] in reference else float("nan")
-            print(f"{row['net']:<18} {row['backend']:<8} {key:<18} {ms:>8.3f} {ratio:>9.2f}")
+            print(f"{row['net']:<18} {row['backend']:<8} {key:<24} {ms:>8.3f} {ratio:>9.2f}")
 
 
 def turn_reference(times, turn):

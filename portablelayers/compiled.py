@@ -404,7 +404,7 @@ def _library(x):
 
 
 def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
-                 precision=None, check_finite=False):
+                 precision=None, check_finite=False, compiler_options=None):
     """One training step of `network` with `optimizer`, compiled where the library allows.
 
     What runs depends on the arrays' library (see the module's table): `jax.jit` on JAX, a
@@ -433,6 +433,11 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         Eager steps only: raise FloatingPointError before the update when the loss is NaN
         or inf (one host read a step; see `training_step`). Compiled steps never read
         values; the Trainer finds a non-finite loss when it reads their losses.
+    compiler_options : dict, optional
+        JAX steps only: XLA options for every program of the step (`jax.jit`'s
+        `compiler_options`), e.g. ``{"xla_cpu_experimental_ynn_fusion_type": ""}``, which
+        keeps a CPU's matrix products in XLA's own kernels (see "Performance" in the docs).
+        Unlike XLA_FLAGS, they need not be set before JAX starts and touch no other program.
 
     Returns
     -------
@@ -452,7 +457,8 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
     ------
     ValueError
         For a network without parameters, an unknown `compile`, `compile=True` where no
-        compiler applies, or (from the first call) labels out of range.
+        compiler applies, `compiler_options` for a step that is not JAX's, or (from the
+        first call) labels out of range.
 
     Notes
     -----
@@ -477,6 +483,10 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         raise ValueError("compile_step needs a network with parameters")
     like = next(iter(params.values())) if like is None else like
     kind = compiled_kind(like, compile)
+    options = guards.compiler_options("compile_step", compiler_options)
+    if options and kind != "jax.jit":
+        raise ValueError(f"compiler_options are XLA's, for a JAX step; this step runs "
+                         f"{kind} on {backend_of(like)} arrays")
     if precision is not None:
         set_precision(backend_of(like), precision)
     _adopt_state(network, like)
@@ -497,8 +507,9 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
             kind = "eager"
     if kind == "eager":
         return _EagerStep(network, optimizer, check=check, check_finite=check_finite)
-    step = {"jax.jit": _JaxStep, "cuda-graph": _CudaGraphStep}[kind]
-    return step(network, optimizer, check=check)
+    if kind == "jax.jit":
+        return _JaxStep(network, optimizer, check=check, compiler_options=options)
+    return _CudaGraphStep(network, optimizer, check=check)
 
 
 def _same_items(before, now):
@@ -715,10 +726,16 @@ class _JaxStep(_Step):
 
     kind = "jax.jit"
 
-    def __init__(self, network, optimizer, check=True):
+    def __init__(self, network, optimizer, check=True, compiler_options=None):
         super().__init__(network, optimizer, check)
+        import functools
+
         import jax
         import jax.numpy as jnp
+
+        # Every program of the step compiled with the caller's XLA options.
+        jit = functools.partial(jax.jit, compiler_options=compiler_options or None)
+        self._jit = jit
 
         def pure(params, state, opt_state, x, t):
             self.traces += 1  # runs only while tracing
@@ -730,14 +747,14 @@ class _JaxStep(_Step):
         # Committed to their device, as the step's outputs are: arrays fresh from
         # jnp.asarray are not, and the second call would compile the step again.
         dev = device(next(iter(network.params.values())))
-        self._jitted = jax.jit(pure, donate_argnums=(0, 1, 2))
+        self._jitted = jit(pure, donate_argnums=(0, 1, 2))
 
         def pure_on(params, state, opt_state, x, t, order, start, size):
             return pure(params, state, opt_state, *take(x, t, order, start, size))
 
         # The Trainer's step gathers its batch inside the same program: one trace and one
         # call a step instead of two (tracing dominates a short run's time on a CPU).
-        self._jitted_on = jax.jit(pure_on, donate_argnums=(0, 1, 2), static_argnames="size")
+        self._jitted_on = jit(pure_on, donate_argnums=(0, 1, 2), static_argnames="size")
         self._bind(*(jax.device_put(tree, dev) for tree in self._arrays()))
 
         takes_flag = takes_argument(network.loss, "train_flg")
@@ -810,13 +827,13 @@ class _JaxStep(_Step):
             # nothing is read until the caller reads.
             return evaluate_held(params, state, x, t, 0, ((0, x.shape[0]),), batch_size)
 
-        self._evaluate = jax.jit(evaluate, static_argnames="batch_size")
-        self._evaluate_held = jax.jit(evaluate_held, static_argnames=("layout", "batch_size"))
+        self._evaluate = jit(evaluate, static_argnames="batch_size")
+        self._evaluate_held = jit(evaluate_held, static_argnames=("layout", "batch_size"))
         self.evaluation_traces = 0
         self._held = None  # (pairs, x, t, their numbers, layout) of `hold_sets`
         self._evaluated = None  # (arguments, (mean loss, accuracy)) of the last evaluation
-        self._take = jax.jit(take, static_argnames="size")
-        self._flags = jax.jit(data_flags, static_argnames="classes")
+        self._take = jit(take, static_argnames="size")
+        self._flags = jit(data_flags, static_argnames="classes")
         self._starts = {}  # batch start -> the same as a device scalar, made once
 
     def __call__(self, x, t):
@@ -900,7 +917,6 @@ class _JaxStep(_Step):
         time. The copy costs memory, so sets over `HELD_BYTES` in all, and sets whose
         samples or labels differ in shape or dtype, are evaluated as they are.
         """
-        import jax
         import jax.numpy as jnp
 
         self._held = None
@@ -923,7 +939,7 @@ class _JaxStep(_Step):
             numbers = [jnp.asarray(i, dtype=jnp.int32) for i in range(len(xs))]
             return jnp.concatenate(xs), jnp.concatenate(ts), numbers
 
-        self._held = (pairs, *jax.jit(one_pair)(xs, ts), tuple(layout))
+        self._held = (pairs, *self._jit(one_pair)(xs, ts), tuple(layout))
 
     def _held_range(self, x, t):
         """(held x, held t, the set's number, layout) of the set (x, t), or None where it

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+from collections.abc import Mapping
 
 from array_api_compat import is_dask_array
 
@@ -218,6 +219,23 @@ def index(name: str, value, low: int) -> int:
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     return value
+
+
+def compiler_options(where: str, options) -> dict:
+    """XLA compiler options as a dict: None (none), or a mapping of option names (str) to
+    str, bool, int or float values. Whether XLA knows a name is XLA's to say, when it
+    compiles."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{where}: compiler_options must be a dict of XLA option names to "
+                        f"values, got {type(options).__name__}")
+    for name, value in options.items():
+        if not isinstance(name, str) or not isinstance(value, (str, bool, int, float)):
+            raise TypeError(f"{where}: compiler_options maps option names (str) to str, "
+                            f"bool, int or float values, got {name!r}: "
+                            f"{type(value).__name__}")
+    return dict(options)
 
 
 def _computed(value):

@@ -30,6 +30,7 @@ import warnings
 
 import numpy as np  # the host generator that shuffles sample indices; never touches data
 
+from . import guards
 from ._backend import (
     device,
     from_host,
@@ -189,6 +190,8 @@ class Trainer:
         Full float32 products, or the library's default (TF32 on NVIDIA GPUs).
     client : dask.distributed.Client or str, optional
         Train data-parallel on this cluster ("local:N" or an address also work).
+    compiler_options : dict, optional
+        XLA options for a JAX step's programs (see `compile_step`).
 
     Raises
     ------
@@ -197,7 +200,8 @@ class Trainer:
     ValueError
         For data of different lengths or libraries, labels out of range, non-finite data,
         a bad size, an unknown optimizer name, `compile=True` where no compiler applies,
-        `patience` without a validation set, or only one of `x_val` and `t_val`.
+        `compiler_options` for a step that is not JAX's, `patience` without a validation
+        set, or only one of `x_val` and `t_val`.
 
     Examples
     --------
@@ -217,7 +221,7 @@ class Trainer:
                  evaluate_sample_num_per_epoch=None, verbose=True, *, seed=None,
                  progress=None, file=None, evaluate_batch_size=None, compile="auto",
                  x_val=None, t_val=None, lr_schedule=None, patience=None,
-                 precision="highest", client=None):
+                 precision="highest", client=None, compiler_options=None):
         # Every check comes before any state is set.
         for method in ("gradient", "accuracy"):
             if not callable(getattr(network, method, None)):
@@ -250,15 +254,21 @@ class Trainer:
             optimizer_param = {"lr": 0.01}  # the book's default
         optimizer = make_optimizer(optimizer, optimizer_param)
         compiled_kind(x_train, compile)  # ValueError for compile=True where none applies
+        compiler_options = guards.compiler_options("Trainer", compiler_options)
         if client is not None:  # data-parallel on a dask.distributed cluster
             from .distributed import DistributedStep
+
+            if compiler_options:
+                raise ValueError("compiler_options are XLA's, for a JAX step; a "
+                                 "data-parallel step runs eagerly on the workers")
 
             step = DistributedStep(network, optimizer, client, x_train, t_train)
         else:
             # Eager steps refuse a non-finite loss before its update (they read each loss
             # anyway); compiled ones read nothing, and their losses are checked when read.
             step = compile_step(network, optimizer, compile, like=x_train, check=False,
-                                precision=precision, check_finite=True)
+                                precision=precision, check_finite=True,
+                                compiler_options=compiler_options)
         # Labels out of range, or NaN or inf in the inputs (which would train the
         # parameters into NaN), are found here, in one read: no step reads data again.
         sets = {"train": (x_train, t_train), "test": (x_test, t_test)}
@@ -298,7 +308,7 @@ class Trainer:
         self.stopped_early = False
         self.diverged = False
         self.progress, self.file = progress, file
-        self._compile = compile
+        self._compile, self._compiler_options = compile, compiler_options
         self._rng = np.random.default_rng(seed)
         self._rng_epoch = self._rng.bit_generator.state  # before this epoch's shuffle
         self._order = None  # this epoch's sample order, on the data's device
@@ -607,7 +617,8 @@ class Trainer:
             # The package's optimizers keep lr as an array a compiled step reads; another
             # optimizer's Python lr is a constant there: compile the step anew.
             self.step = compile_step(self.network, self.optimizer, self._compile,
-                                     like=self.x_train, check=False, check_finite=True)
+                                     like=self.x_train, check=False, check_finite=True,
+                                     compiler_options=self._compiler_options)
             self.step.hold_sets(self._sets)
 
     def _begin_epoch(self):

@@ -260,6 +260,53 @@ def test_jax_step_makes_no_host_transfer(xp):
     assert np.isfinite(float(loss))
 
 
+def test_compiler_options_reach_every_program_of_a_jax_step(xp):
+    # XLA options go to each program the step compiles; an option XLA does not know is
+    # XLA's error at the first call, which leaves the network as it was.
+    if not is_jax_namespace(xp):
+        with pytest.raises(ValueError, match="compiler_options are XLA's"):
+            compile_step(TwoLayerNet(64, 10, 5, xp=xp, seed=0), optim.SGD(),
+                         compiler_options={"xla_cpu_enable_fast_math": False})
+        with pytest.raises(ValueError, match="compiler_options are XLA's"):
+            Trainer(TwoLayerNet(64, 10, 5, xp=xp, seed=0), *batch(xp, False),
+                    *batch(xp, False), verbose=False,
+                    compiler_options={"xla_cpu_enable_fast_math": False})
+        return
+    import jax
+
+    x, t = batch(xp, False)
+    nets = [TwoLayerNet(64, 10, 5, weight_init_std=0.3, xp=xp, seed=0) for _ in range(3)]
+    plain = compile_step(nets[0], optim.Adam(lr=0.01))
+    tuned = compile_step(nets[1], optim.Adam(lr=0.01),
+                         compiler_options={"xla_cpu_enable_fast_math": False,
+                                           "xla_cpu_experimental_ynn_fusion_type": ""})
+    for _ in range(3):
+        plain(x, t), tuned(x, t)
+    for name in nets[0].params:
+        assert rel(nets[1].params[name], nets[0].params[name]) <= 1e-5
+    # Where XLA hands products to YNNPACK by default, the option keeps them in XLA.
+    texts = []
+    for step in (plain, tuned):
+        arrays = step._arrays()
+        texts.append(step._jitted.lower(*arrays, x, t).compile().as_text())
+        step._bind(*arrays)
+    if "ynn_fusion" in texts[0]:
+        assert "ynn_fusion" not in texts[1]
+    unknown = compile_step(nets[2], optim.SGD(), compiler_options={"no_such_option": "1"})
+    before = {name: to_numpy(v) for name, v in nets[2].params.items()}
+    with pytest.raises(jax.errors.JaxRuntimeError, match="no_such_option"):
+        unknown(x, t)
+    for name, value in nets[2].params.items():
+        np.testing.assert_array_equal(to_numpy(value), before[name])
+    with pytest.raises(jax.errors.JaxRuntimeError, match="no_such_option"):
+        Trainer(TwoLayerNet(64, 10, 5, xp=xp, seed=0), x, t, x, t, verbose=False,
+                compiler_options={"no_such_option": "1"})
+    with pytest.raises(TypeError, match="compiler_options must be a dict"):
+        compile_step(nets[2], optim.SGD(), compiler_options=["xla_cpu_enable_fast_math"])
+    with pytest.raises(TypeError, match="option names"):
+        compile_step(nets[2], optim.SGD(), compiler_options={"xla_cpu_enable_fast_math": None})
+
+
 def test_ctrl_c_during_a_jax_step_leaves_the_network_at_a_whole_step(xp, monkeypatch):
     # The step donates (deletes) the old arrays: a Ctrl-C that lands after the compiled
     # call returns, before the network is rebound, must not lose both old and new arrays.
