@@ -29,12 +29,16 @@ stream too).
 
 from __future__ import annotations
 
-import _signal
 import contextlib
 import copy
 import signal
 import threading
 import warnings
+
+try:  # the signal module's C core: no enum conversions (10 us a compiled step)
+    import _signal
+except ImportError:  # an interpreter without it
+    _signal = signal
 
 from array_api_compat import is_cupy_array, is_dask_array, is_jax_array, is_torch_array
 
@@ -158,7 +162,8 @@ def check_labels(network, x, t, classes=None):
     t : array
         Labels: class indices (checked) or one-hot rows (nothing to check).
     classes : int, optional
-        The number of classes C; by default the width of `network.predict`'s scores.
+        The number of classes C; by default the width of `network.predict`'s scores. One
+        score (a binary classifier's logit) is two classes, 0 and 1.
 
     Raises
     ------
@@ -189,9 +194,17 @@ def check_labels(network, x, t, classes=None):
 
         low, high = dask.compute(low, high)
     low, high = int(low), int(high)
-    if low < 0 or high >= classes:
-        raise ValueError(f"class-index labels must lie in [0, {classes}) for a network with "
-                         f"{classes} outputs, got values from {low} to {high}")
+    limit = _label_limit(classes)
+    if low < 0 or high >= limit:
+        outputs = "1 output (a binary classifier)" if classes == 1 else f"{classes} outputs"
+        raise ValueError(f"class-index labels must lie in [0, {limit}) for a network with "
+                         f"{outputs}, got values from {low} to {high}")
+
+
+def _label_limit(classes):
+    """The labels' bound for a network of `classes` outputs: one output is a binary
+    classifier's logit, for classes 0 and 1 (`functions.predicted_classes`)."""
+    return 2 if classes == 1 else classes
 
 
 def check_data(network, sets, classes=None, labels=True):
@@ -270,7 +283,8 @@ def data_flags(sets, classes=None):
     sets : dict
         Name -> (x, t).
     classes : int, optional
-        The number of classes; without it labels are not checked.
+        The number of classes (1, a binary classifier's one output, is 2); without it
+        labels are not checked.
 
     Returns
     -------
@@ -295,8 +309,9 @@ def data_flags(sets, classes=None):
             flags.append(xp.any(~xp.isfinite(x)))
         if classes is not None and _is_class_indices(t):
             # Comparisons only with values the label dtype holds (uint8 labels, 300 classes)
-            if xp.iinfo(t.dtype).max >= classes:
-                flags.append(xp.any(t >= classes))
+            limit = _label_limit(classes)
+            if xp.iinfo(t.dtype).max >= limit:
+                flags.append(xp.any(t >= limit))
             if xp.isdtype(t.dtype, "signed integer"):
                 flags.append(xp.any(t < 0))
     return xp.stack(flags) if flags else None
@@ -497,8 +512,9 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         if kept:
             why = (f"{type(optimizer).__name__} keeps {kept} in Python attributes, which "
                    "one compiled step cannot hand to the next")
-            if compile is True:
-                raise ValueError(f"compile=True: {why}; use an optimizer of "
+            if compile is True or options:
+                asked = "compile=True" if compile is True else "compiler_options given"
+                raise ValueError(f"{asked}: {why}; use an optimizer of "
                                  "portablelayers.optim (its state is arrays, "
                                  "optimizer.state) or compile=False")
             warnings.warn(f"{why}: steps run eagerly (an optimizer of portablelayers.optim "
@@ -698,8 +714,6 @@ def _interrupt_held():
     costs). Only the main thread receives
     signals, so elsewhere (and where another handler than Python's own is installed, as
     the Trainer's stop-after-this-step handler) nothing is changed."""
-    # _signal is the C core of the signal module, whose enum conversions cost 10 us a
-    # step, a few percent of a small network's compiled step.
     if (threading.current_thread() is not threading.main_thread()
             or _signal.getsignal(_signal.SIGINT) is not signal.default_int_handler):
         yield
@@ -898,7 +912,7 @@ class _JaxStep(_Step):
         """As `network.accuracy`, computed with the mean loss in one compiled pass over
         the whole set (in batches of `batch_size`) and read once."""
         n = static_shape(x)[0]
-        if not n or static_shape(class_indices(t)) != (n,):
+        if not n or t.ndim not in (1, 2) or static_shape(t)[0] != n:  # labels (N,), (N, C)
             return super().accuracy(x, t, batch_size)  # its errors for what does not fit
         return self._evaluated_on(x, t, batch_size)[1]
 

@@ -247,9 +247,9 @@ def one_hot_targets(t, scores, what: str = "t"):
 def class_indices(t):
     """Labels `t` as class indices of shape (N,).
 
-    One-hot rows (N, C) become their argmax, a column (N, 1) its only column (rounded to
-    integers where it is floating: a binary classifier's 0.0 / 1.0 targets), and indices
-    (N,) stay as they are.
+    One-hot rows (N, C) become their argmax, a column (N, 1) its only column, and indices
+    (N,) stay as they are; floating and bool labels of either layout (a binary
+    classifier's 0.0 / 1.0 targets) are rounded to integers.
 
     Parameters
     ----------
@@ -271,25 +271,26 @@ def class_indices(t):
     array([1, 0])
     """
     xp = namespace(t)
-    if t.ndim == 2 and static_shape(t)[1] == 1:
-        column = t[:, 0]
-        if xp.isdtype(t.dtype, "integral"):
-            return column
-        if xp.isdtype(t.dtype, "real floating"):
-            column = xp.round(column)
-        return xp.astype(column, default_int(xp, device(t)))
-    return xp.argmax(t, axis=1) if t.ndim == 2 else t
+    if t.ndim == 2 and static_shape(t)[1] != 1:
+        return xp.argmax(t, axis=1)
+    labels = t[:, 0] if t.ndim == 2 else t
+    if xp.isdtype(t.dtype, "integral"):
+        return labels
+    if xp.isdtype(t.dtype, "real floating"):
+        labels = xp.round(labels)
+    return xp.astype(labels, default_int(xp, device(t)))
 
 
 def predicted_classes(scores):
     """The class each row of scores (N, C) predicts: the index of its highest score, or,
-    for one score per row (a binary classifier's logit, as `SigmoidWithLoss` takes it),
-    1 where the score is above 0 (a probability above 0.5), else 0.
+    for one score per row ((N, 1) or (N,): a binary classifier's logit, as
+    `SigmoidWithLoss` takes it), 1 where the score is above 0 (a probability above 0.5),
+    else 0.
 
     Parameters
     ----------
     scores : array
-        Scores of shape (N, C), a network's `predict`.
+        Scores of shape (N, C), (N, 1) or (N,): a network's `predict`.
 
     Returns
     -------
@@ -306,9 +307,13 @@ def predicted_classes(scores):
     array([1, 0])
     """
     xp = namespace(scores)
-    if scores.ndim == 2 and static_shape(scores)[1] == 1:
-        return xp.astype(scores[:, 0] > 0, default_int(xp, device(scores)))
-    return xp.argmax(scores, axis=-1)
+    if scores.ndim == 2 and static_shape(scores)[1] != 1:
+        return xp.argmax(scores, axis=1)
+    if scores.ndim not in (1, 2):
+        raise ValueError(f"predicted_classes needs scores of shape (N, C), (N, 1) or (N,), "
+                         f"got {static_shape(scores)}")
+    logits = scores[:, 0] if scores.ndim == 2 else scores
+    return xp.astype(logits > 0, default_int(xp, device(scores)))
 
 
 def cross_entropy_error(y, t):

@@ -144,7 +144,9 @@ def _deep_gray(image):
 def predict_proba(network, x, batch_size=100) -> np.ndarray:
     """Softmax probabilities (N, classes) of `network` for the inputs `x`, on the host.
 
-    The network predicts in inference mode, `batch_size` samples at a time.
+    The network predicts in inference mode, `batch_size` samples at a time. A network with
+    one score per sample (a binary classifier's logit, as `SigmoidWithLoss` takes it) gives
+    the sigmoid's probabilities of classes 0 and 1, (N, 2).
 
     Parameters
     ----------
@@ -177,6 +179,9 @@ def predict_proba(network, x, batch_size=100) -> np.ndarray:
         stop = min(start + batch_size, n)
         scores.append(to_host(network.predict(x[start:stop, ...], train_flg=False)))
     s = np.concatenate(scores).astype(np.float64)
+    if s.ndim == 1 or s.shape[1] == 1:  # one logit a sample: the sigmoid's P(0) and P(1)
+        s = s.reshape(-1, 1)
+        return np.exp(-np.logaddexp(0.0, np.concatenate([s, -s], axis=1)))
     s -= s.max(axis=1, keepdims=True)
     p = np.exp(s)
     return p / p.sum(axis=1, keepdims=True)

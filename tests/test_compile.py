@@ -290,8 +290,19 @@ def test_compiler_options_reach_every_program_of_a_jax_step(xp):
         arrays = step._arrays()
         texts.append(step._jitted.lower(*arrays, x, t).compile().as_text())
         step._bind(*arrays)
+    sets = held_sets(xp, False, {"train": 30, "test": 12})
+    for step in (plain, tuned):  # the evaluation program too
+        step.hold_sets(sets)
+        arrays = step._arrays()
+        held_x, held_t, number, layout = step._held_range(*sets["train"])
+        texts.append(step._evaluate_held.lower(arrays[0], arrays[1], held_x, held_t, number,
+                                               layout=layout, batch_size=10)
+                     .compile().as_text())
+        step._bind(*arrays)
     if "ynn_fusion" in texts[0]:
         assert "ynn_fusion" not in texts[1]
+    if "ynn_fusion" in texts[2]:
+        assert "ynn_fusion" not in texts[3]
     unknown = compile_step(nets[2], optim.SGD(), compiler_options={"no_such_option": "1"})
     before = {name: to_numpy(v) for name, v in nets[2].params.items()}
     with pytest.raises(jax.errors.JaxRuntimeError, match="no_such_option"):
@@ -571,6 +582,8 @@ def test_an_optimizer_with_python_side_state_is_not_compiled(xp):
             compile_step(net, optimizer, True)
         with pytest.raises(ValueError, match="BookAdamCount keeps iter"):
             compile_step(net, BookAdamCount(), True)
+        with pytest.raises(ValueError, match="compiler_options given: BookMomentum keeps v"):
+            compile_step(net, optimizer, compiler_options={"xla_cpu_enable_fast_math": False})
         with pytest.warns(RuntimeWarning, match="keeps v in Python attributes.*run eagerly"):
             step = compile_step(net, optimizer)
         assert compile_step(net, PlainSGD()).kind == "jax.jit"
@@ -656,6 +669,28 @@ def test_a_binary_classifiers_accuracy_is_its_logits_sign_on_every_step(xp):
         for name, (x, t) in sets.items():
             for batch_size in (None, 5):
                 assert step.accuracy(x, t, batch_size) == expected[name], (name, hold)
+
+
+def test_a_binary_classifiers_integer_labels_are_0_and_1(xp):
+    # One output is a binary classifier's logit: integer labels 0 and 1 are in range (the
+    # width, 1, would refuse the 1s); a 2 is not, and the message says why.
+    rng = np.random.default_rng(6)
+    x = make(xp, rng.standard_normal((20, 4)), "float32")
+    t = make(xp, (np.arange(20) % 2)[:, None], "int64")
+
+    def trainer(labels):
+        net = Sequential(Affine(make(xp, rng.standard_normal((4, 1)), "float32"),
+                                make(xp, np.zeros(1), "float32")), SigmoidWithLoss())
+        return Trainer(net, x, labels, x, labels, epochs=2, mini_batch_size=8,
+                       verbose=False, seed=0)
+
+    run = trainer(t)
+    run.train()
+    assert run.test_acc_list and 0.0 <= run.final_test_acc <= 1.0
+    bad = make(xp, np.minimum(np.arange(20) % 3, 2)[:, None], "int64")
+    with pytest.raises(ValueError, match=r"lie in \[0, 2\) for a network with 1 output "
+                                         r"\(a binary classifier\), got values from 0 to 2"):
+        trainer(bad)
 
 
 def test_trainer_refuses_labels_out_of_range_before_training(xp):

@@ -82,6 +82,10 @@ def test_predicted_classes_is_the_argmax_or_a_single_logits_sign(xp, rng):
     # One score per row: a binary classifier's logit, class 1 where sigmoid > 0.5.
     logits = np.array([[0.3], [-2.0], [0.0], [1e-30], [-1e-30]])
     assert to_numpy(predicted_classes(make(xp, logits))).tolist() == [1, 0, 0, 1, 0]
+    # Logits without the column axis (SigmoidWithLoss takes any shape): the same.
+    assert to_numpy(predicted_classes(make(xp, logits[:, 0]))).tolist() == [1, 0, 0, 1, 0]
+    with pytest.raises(ValueError, match=r"scores of shape \(N, C\), \(N, 1\) or \(N,\)"):
+        predicted_classes(make(xp, np.zeros((2, 3, 4))))
 
 
 def test_class_indices_of_every_label_layout(xp):
@@ -96,3 +100,5 @@ def test_class_indices_of_every_label_layout(xp):
     assert xp.isdtype(floats.dtype, "integral")
     bools = class_indices(xp.asarray(np.array([[True], [False]])))
     assert to_numpy(bools).tolist() == [1, 0]
+    flat = class_indices(make(xp, np.array([1.0, 0.0, 0.9, 2.0]), "float32"))
+    assert to_numpy(flat).tolist() == [1, 0, 1, 2] and xp.isdtype(flat.dtype, "integral")

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from portablelayers import cli, load_model
+from portablelayers import Affine, SigmoidWithLoss, cli, load_model
 from portablelayers.datasets import load_digits
-from portablelayers.inference import confusion_matrix, evaluate, load_input
-from portablelayers.nets import TwoLayerNet
+from portablelayers.inference import confusion_matrix, evaluate, load_input, predict_proba
+from portablelayers.nets import Sequential, TwoLayerNet
 
 BACKEND = os.environ.get("PORTABLELAYERS_BACKEND", "numpy")
 pytestmark = pytest.mark.skipif(BACKEND != "numpy",
@@ -87,6 +87,29 @@ def test_evaluate_takes_labels_as_indices_a_column_or_one_hot_rows():
         other = evaluate(net, x, labels, batch_size=25)
         assert other[0] == pytest.approx(loss, rel=1e-6) and other[1] == accuracy
         np.testing.assert_array_equal(other[2], matrix)
+
+
+def test_evaluate_a_binary_classifier_by_its_logits_sign():
+    # One output (SigmoidWithLoss): the probabilities are the sigmoid's P(0) and P(1), the
+    # prediction 1 where the logit is above 0, and the matrix 2 x 2.
+    rng = np.random.default_rng(4)
+    W, b = rng.standard_normal((4, 1)), np.array([0.1])
+    net = Sequential(Affine(W, b), SigmoidWithLoss())
+    x = rng.standard_normal((30, 4))
+    t = (rng.random((30, 1)) < 0.5).astype(np.float64)
+    logits = (x @ W + b)[:, 0]
+    p = predict_proba(net, x, batch_size=7)
+    np.testing.assert_allclose(p[:, 1], 1 / (1 + np.exp(-logits)), rtol=1e-12)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    loss, accuracy, matrix = evaluate(net, x, t, batch_size=7)
+    predicted, truth = (logits > 0).astype(int), t[:, 0].astype(int)
+    assert 0.0 < accuracy == float(np.mean(predicted == truth)) < 1.0
+    assert accuracy == net.accuracy(x, t)
+    expected = np.zeros((2, 2), dtype=int)
+    np.add.at(expected, (truth, predicted), 1)
+    np.testing.assert_array_equal(matrix, expected)
+    bce = -np.mean(truth * np.log(p[:, 1]) + (1 - truth) * np.log(p[:, 0]))
+    assert loss == pytest.approx(bce, rel=1e-6)
 
 
 def test_predict_a_png_the_test_writes(trained):
