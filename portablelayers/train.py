@@ -113,6 +113,74 @@ def _json_floats(values):
     return [v if not isinstance(v, float) or math.isfinite(v) else str(v) for v in values]
 
 
+_STATE_KEYS = {  # training_state()'s entries and their types
+    "iter": numbers.Integral, "epoch": numbers.Integral, "batch_size": numbers.Integral,
+    "train_size": numbers.Integral, "iter_per_epoch": numbers.Integral, "rng_epoch": dict,
+    "rng": dict, "history": dict, "stopped_early": bool, "diverged": bool,
+    "elapsed": numbers.Real}
+_STEP_HISTORY = ("train_loss",)
+_EPOCH_HISTORY = ("epoch_train_loss", "train_acc", "lr", "epoch_time")
+
+
+def _check_training_state(trainer, state):
+    """ValueError naming the first thing in `state` that `training_state()` would not have
+    written for a run like `trainer`'s, so that loading it changes nothing or everything."""
+    def refuse(why):
+        raise ValueError(f"not a training state this Trainer can go on from: {why}")
+
+    if not isinstance(state, dict):
+        refuse(f"a dict was expected, got {type(state).__name__}")
+    for key, kind in _STATE_KEYS.items():
+        if key not in state:
+            refuse(f"{key!r} is missing")
+        value = state[key]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            refuse(f"{key!r} is {type(value).__name__} {value!r}")
+    for key, mine in (("train_size", trainer.train_size), ("batch_size", trainer.batch_size),
+                      ("iter_per_epoch", trainer.iter_per_epoch)):
+        if state[key] != mine:
+            raise ValueError(f"the saved run has {key} {state[key]}, this Trainer {mine}")
+    step, epoch = state["iter"], state["epoch"]
+    if not 0 <= step <= trainer.max_iter:
+        raise ValueError(f"the saved run is at step {step}, outside this Trainer's 0 to "
+                         f"{trainer.max_iter} ({trainer.epochs} epochs)")
+    if epoch != step // trainer.iter_per_epoch:
+        refuse(f"epoch {epoch} does not follow from step {step} at "
+               f"{trainer.iter_per_epoch} steps an epoch")
+    history = state["history"]
+    measured = ("val_loss", "val_acc") if trainer.x_val is not None else (
+        "test_loss", "test_acc")
+    unmeasured = ("test_loss", "test_acc") if trainer.x_val is not None else (
+        "val_loss", "val_acc")
+    lengths = {**{key: step for key in _STEP_HISTORY},
+               **{key: epoch for key in (*_EPOCH_HISTORY, *measured)},
+               **{key: 0 for key in unmeasured}}
+    for key, length in lengths.items():
+        values = history.get(key)
+        if not isinstance(values, list) or len(values) != length or not all(
+                isinstance(v, numbers.Real) or v in ("nan", "inf", "-inf") for v in values):
+            refuse(f"history {key!r} should be {length} numbers, got "
+                   f"{_described(values)}")
+    best_epoch, best_loss = state.get("best_epoch"), state.get("best_val_loss")
+    if best_epoch is not None and (not isinstance(best_epoch, numbers.Integral)
+                                   or not 1 <= best_epoch <= epoch):
+        refuse(f"best_epoch {best_epoch!r} is not an epoch from 1 to {epoch}")
+    if best_loss is not None and not isinstance(best_loss, numbers.Real):
+        refuse(f"best_val_loss is {type(best_loss).__name__} {best_loss!r}")
+    for key in ("rng_epoch", "rng"):
+        try:  # on a scratch generator: NumPy checks the state
+            np.random.default_rng().bit_generator.state = state[key]
+        except (TypeError, ValueError, KeyError) as exc:
+            refuse(f"{key!r} is not a generator state NumPy takes ({exc})")
+
+
+def _described(values):
+    """A short description of a history entry, for an error."""
+    if isinstance(values, list):
+        return f"a list of {len(values)}"
+    return "nothing" if values is None else type(values).__name__
+
+
 def _floats(values):
     """`_json_floats` undone."""
     return [float(v) if isinstance(v, str) else v for v in values]
@@ -478,16 +546,17 @@ class Trainer:
         """Go on from `training_state()`'s dict, and `training_arrays()`'s arrays (without
         them, a run that stops early after resuming cannot go back to a best epoch from
         before): the next step is the one after the saved one. The training set and batch
-        size must be those of the saved run (ValueError)."""
-        for key, mine in (("train_size", self.train_size), ("batch_size", self.batch_size)):
-            if state[key] != mine:
-                raise ValueError(f"the saved run has {key} {state[key]}, this Trainer {mine}")
-        if state["iter"] > self.max_iter:
-            raise ValueError(f"the saved run is at step {state['iter']}, past this Trainer's "
-                             f"{self.max_iter} ({self.epochs} epochs)")
+        size must be those of the saved run.
+
+        Raises ValueError, before anything changes, for a state or best-epoch arrays that
+        do not fit this Trainer (a missing key, a value of the wrong type, a history of
+        other lengths, a generator state NumPy refuses, weights of other names or shapes).
+        """
+        _check_training_state(self, state)
         best = {name[len(_BEST):]: value for name, value in (arrays or {}).items()
                 if name.startswith(_BEST)}
-        self.best_params = best or None  # checked by restore_best, as a checkpoint is
+        self._check_best_arrays(best)
+        self.best_params = best or None
         self.current_iter, self.current_epoch = state["iter"], state["epoch"]
         self._rng_epoch = state["rng_epoch"]
         self._rng.bit_generator.state = state["rng"]
@@ -506,10 +575,36 @@ class Trainer:
         self.best_epoch = state["best_epoch"]
         self.best_val_loss = (math.inf if state["best_val_loss"] is None
                               else state["best_val_loss"])
+        if self.best_epoch is not None and self.best_params is None:
+            # An older run file, or no arrays given: that epoch's weights cannot be put back,
+            # so an early stop would keep the last ones while saying otherwise.
+            warnings.warn(f"the saved run's best epoch ({self.best_epoch}) came without its "
+                          "weights (training_arrays()); the best epoch is tracked anew "
+                          "from here", RuntimeWarning, stacklevel=2)
+            self.best_epoch, self.best_val_loss = None, math.inf
         self.stopped_early, self.diverged = state["stopped_early"], state["diverged"]
         self._elapsed_before = state["elapsed"]
         if self.lr_schedule is not None and self.current_iter % self.iter_per_epoch:
             self._set_lr(self.lr_schedule(self.current_epoch))  # as it was this epoch
+
+    def _check_best_arrays(self, best):
+        """ValueError unless the best epoch's arrays are the network's, name for name and
+        shape for shape (they are put back only when the run stops early, maybe hours
+        later)."""
+        if not best:
+            return
+        live = {**self.network.params, **{name: value for name, value in getattr(
+            self.network, "state", {}).items() if value is not None}}
+        problems = [f"missing {name}" for name in self.network.params if name not in best]
+        for name, value in best.items():
+            if name not in live:
+                problems.append(f"unexpected {name}")
+            elif tuple(np.shape(value)) != static_shape(live[name]):
+                problems.append(f"{name} has shape {tuple(np.shape(value))}, the network's "
+                                f"has {static_shape(live[name])}")
+        if problems:
+            raise ValueError(f"the saved best-epoch weights do not match the network: "
+                             f"{'; '.join(problems)}")
 
     # --- results -------------------------------------------------------------------------
 

@@ -76,16 +76,18 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(xp, tmp_path, k):
         first.train()
     assert (info.value.iteration, info.value.epoch) == (k, k // 5)
     path = tmp_path / "run.npz"
-    save_checkpoint(path, first.network, first.optimizer, training=first.training_state())
+    save_checkpoint(path, first.network, first.optimizer, training=first.training_state(),
+                    training_arrays=first.training_arrays())
 
     # A new process would do this: everything from the file.
     net, ckpt = load_model(path, xp=xp, with_checkpoint=True)
     optimizer = build_optimizer(ckpt.meta["optimizer"])
     restore_optimizer(optimizer, net.params, ckpt.optimizer_arrays)
     second = make_run(xp, network=net, optimizer=optimizer)
-    second.load_training_state(ckpt.training)
+    second.load_training_state(ckpt.training, ckpt.training_arrays)
     second.train()
     assert_same(arrays(net), expected)
+    assert second.best_epoch == reference.best_epoch
     np.testing.assert_allclose(second.history["train_loss"], reference.history["train_loss"],
                                rtol=1e-9)
     assert len(second.history["train_loss"]) == EPOCHS * 5
@@ -176,3 +178,67 @@ def test_training_state_is_json_and_checked(xp):
     other.batch_size = 4
     with pytest.raises(ValueError, match="the saved run has batch_size 5, this Trainer 4"):
         other.load_training_state(state)
+
+
+def test_a_state_that_does_not_fit_changes_nothing(xp):
+    # Each damaged state is refused with a ValueError that says what is wrong, and the
+    # Trainer is left as it was (no half-loaded run).
+    import copy
+    import json
+
+    trainer = make_run(xp)
+    stop_after(trainer, 7)
+    with pytest.raises(TrainingInterrupted):
+        trainer.train()
+    state = json.loads(json.dumps(trainer.training_state()))
+    best = trainer.training_arrays()
+    assert best  # epoch 1 was measured: its weights are the best so far
+
+    def damaged(change):
+        bad = copy.deepcopy(state)
+        change(bad)
+        return bad
+
+    cases = [
+        (damaged(lambda s: s["history"].pop("val_loss")), "history 'val_loss' should be 1"),
+        (damaged(lambda s: s["history"]["train_loss"].pop()), "'train_loss' should be 7"),
+        (damaged(lambda s: s.update(iter=-2)), "at step -2, outside"),
+        (damaged(lambda s: s.update(epoch=0)), "epoch 0 does not follow from step 7"),
+        (damaged(lambda s: s.update(rng={"bit_generator": "MT19937"})), "'rng' is not a "
+                                                                         "generator state"),
+        (damaged(lambda s: s.pop("elapsed")), "'elapsed' is missing"),
+        (damaged(lambda s: s.update(stopped_early="no")), "'stopped_early' is str"),
+        (damaged(lambda s: s.update(best_epoch=5)), "best_epoch 5 is not an epoch from 1"),
+        ([state], "a dict was expected, got list"),
+    ]
+    other = make_run(xp)
+    before = (other.current_iter, other.current_epoch, other.history,
+              other._rng.bit_generator.state)
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            other.load_training_state(bad, best)
+    wrong_best = {name: value[..., :1] if value.ndim else value
+                  for name, value in best.items()}
+    with pytest.raises(ValueError, match="best-epoch weights do not match the network: "
+                                         ".*W1 has shape"):
+        other.load_training_state(state, wrong_best)
+    assert (other.current_iter, other.current_epoch, other.history,
+            other._rng.bit_generator.state) == before
+    other.load_training_state(state, best)  # the undamaged state goes in
+    assert (other.current_iter, other.best_epoch) == (7, trainer.best_epoch)
+
+
+def test_a_best_epoch_without_its_weights_is_tracked_anew(xp):
+    # An older run file has the best epoch's number but not its weights: an early stop
+    # could not go back to them, so the best epoch starts again from the resumed step.
+    trainer = make_run(xp)
+    stop_after(trainer, 7)
+    with pytest.raises(TrainingInterrupted):
+        trainer.train()
+    assert trainer.best_epoch == 1
+    other = make_run(xp)
+    with pytest.warns(RuntimeWarning, match="best epoch \\(1\\) came without its weights"):
+        other.load_training_state(trainer.training_state())
+    assert other.best_epoch is None and other.best_params is None
+    other.train()
+    assert other.best_epoch in (2, 3) and other.best_params is not None
