@@ -475,11 +475,14 @@ def _check_outputs(args):
 RESUME_MAY_CHANGE = {"epochs", "save", "plot", "history", "quiet", "threads", "compile",
                      "compile_cache", "backend", "device", "resume", "patience", "best",
                      "data_dir", "download", "scheduler"}
+# Switches of this command, not of the run: a resume takes them from its own command line.
+THIS_COMMAND_ONLY = {"quiet", "download"}
 DEFAULT_RUN_FILE = "portablelayers-run.npz"  # where Ctrl-C saves a run without --save
 
 
-def _resumed_args(args, given):
-    """The saved run's options, with the ones a resume may change taken from `args`."""
+def _resumed_args(args, given, defaults):
+    """The saved run's options, with the ones a resume may change taken from `args`; an
+    option the saved run's version did not have yet is its default (`defaults`)."""
     from .checkpoint import load_meta
 
     path = args.resume
@@ -493,6 +496,8 @@ def _resumed_args(args, given):
     if not saved or not meta.get("training"):
         raise UsageError(f"--resume {path}: not a run saved by portablelayers train --save "
                          "(it holds no training state)")
+    saved = {**{dest: value for dest, value in defaults.items() if dest not in saved},
+             **saved}
     for dest in sorted(given - RESUME_MAY_CHANGE):
         mine, theirs = getattr(args, dest), saved.get(dest)
         if dest == "hidden_size" and theirs is None:  # the network's default, as it ran
@@ -503,7 +508,7 @@ def _resumed_args(args, given):
                              f"{theirs!r}); start a new run to change it")
     merged = dict(saved)
     for dest in RESUME_MAY_CHANGE:
-        if dest in given or dest not in merged:
+        if dest in given or dest in THIS_COMMAND_ONLY:
             merged[dest] = getattr(args, dest)
     if "save" not in given:
         merged["save"] = path
@@ -541,7 +546,7 @@ def train_command(args) -> int:
 
     meta = None
     if args.resume:
-        args, meta = _resumed_args(args, args._given)
+        args, meta = _resumed_args(args, args._given, args._defaults)
     _check_outputs(args)
     if args.lr is None:
         args.lr = 0.001 if args.net == "deep-conv" else 0.01
@@ -583,10 +588,16 @@ def train_command(args) -> int:
 
     optimizer = args.optimizer
     if meta is not None:
-        network, ckpt = load_model(args.resume, xp=xp, device=dev, dtype=dtype,
-                                   with_checkpoint=True)
-        optimizer = build_optimizer(ckpt.meta["optimizer"])
-        restore_optimizer(optimizer, network.params, ckpt.optimizer_arrays)
+        try:
+            network, ckpt = load_model(args.resume, xp=xp, device=dev, dtype=dtype,
+                                       with_checkpoint=True)
+            described = ckpt.meta.get("optimizer")
+            if not isinstance(described, dict):
+                raise ValueError("the run holds no optimizer description")
+            optimizer = build_optimizer(described)
+            restore_optimizer(optimizer, network.params, ckpt.optimizer_arrays)
+        except ValueError as exc:
+            raise UsageError(f"--resume {args.resume}: {exc}") from None
     else:
         network = _build_net(args, input_dim, xp, dev, dtype)
     try:
@@ -597,7 +608,10 @@ def train_command(args) -> int:
                           x_val=x_val, t_val=t_val, lr_schedule=_schedule(args),
                           patience=args.patience, client=client, precision=args.precision)
         if meta is not None:
-            trainer.load_training_state(meta["training"], ckpt.training_arrays)
+            try:
+                trainer.load_training_state(meta["training"], ckpt.training_arrays)
+            except ValueError as exc:
+                raise ValueError(f"--resume {args.resume}: {exc}") from None
     except ValueError as exc:
         # The library names its switch as Python does; here it is the command's option.
         message = str(exc).replace("compile=True", "--compile on").replace(
@@ -639,6 +653,15 @@ def train_command(args) -> int:
         print(f"portablelayers train: interrupted after step {exc.iteration} of "
               f"{exc.max_iter} ({where}); saved to {path}; resume with: portablelayers "
               f"train --resume {path}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        if trainer.current_iter < trainer.max_iter and not trainer.stopped_early:
+            raise
+        # Every step was done (a second Ctrl-C stopped the final measure): keep the run.
+        path = args.save or DEFAULT_RUN_FILE
+        _save(args, network, trainer, input_dim, path)
+        print(f"portablelayers train: interrupted in the final test measure, after all "
+              f"{trainer.current_iter} steps; saved to {path}", file=sys.stderr)
         return 130
     seconds = time.perf_counter() - start
     failures = []
@@ -722,7 +745,8 @@ def _save(args, network, trainer, input_dim, path=None, arrays=None):
     evaluate and predict). `arrays` saves those instead of the network's (--best)."""
     from .models import save_checkpoint
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "_given")}
+    options = {k: v for k, v in vars(args).items()
+               if k != "command" and not k.startswith("_")}  # not _given, _defaults
     scale = 16.0 if args.dataset == "digits" else 255.0
     extra = {"options": options, "dataset": args.dataset,
              "input": {"shape": list(input_dim), "flatten": args.net in ("two-layer",
@@ -855,6 +879,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in parser._subparsers._group_actions[0].choices:
         sub = parser._subparsers._group_actions[0].choices[args.command]
         args._given = _given(sub, argv[argv.index(args.command) + 1:])
+        args._defaults = {action.dest: action.default for action in sub._actions
+                          if action.dest != "help"}
     if args.command == "demo":
         from .demo import main as demo_main
 

@@ -237,7 +237,7 @@ def restore_optimizer(optimizer, params, arrays):
     """Set `optimizer`'s state from host arrays ("m/W1", "iter", ...).
 
     Each array is cast to the dtype and device of the state array `init_state(params)`
-    makes.
+    makes; the saved learning rate becomes `optimizer.lr`.
 
     Parameters
     ----------
@@ -285,6 +285,8 @@ def restore_optimizer(optimizer, params, arrays):
         # A copy: the checkpoint's array must not become the state updated in place.
         new[key] = xp.asarray(value, dtype=like.dtype, device=device(like), copy=True)
     optimizer.state = new
+    if "lr" in arrays:  # the Python rate too: the one logged, compared and saved next
+        optimizer.lr = float(arrays["lr"])
 
 
 # --- files ---------------------------------------------------------------------------------

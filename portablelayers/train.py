@@ -461,7 +461,8 @@ class Trainer:
 
         With `stop_on_interrupt`, Ctrl-C (SIGINT) ends the step in progress and raises
         TrainingInterrupted, with the network and optimizer those of a whole step (so the
-        run can be saved and resumed); a second Ctrl-C interrupts at once."""
+        run can be saved and resumed); a second Ctrl-C interrupts at once. Once every step
+        is done, a Ctrl-C lets the final measure finish."""
         self._bar = self._progress_bar()
         previous = None
         if stop_on_interrupt and threading.current_thread() is threading.main_thread():
@@ -475,16 +476,22 @@ class Trainer:
                     raise TrainingInterrupted(self.current_epoch, self.current_iter,
                                               self.max_iter)
                 self.train_step()
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            if self.stopped_early and self.best_params is not None:
+                self.restore_best()
+            # Still under the stop handler: a Ctrl-C now, with every step done, lets the
+            # measure finish (a second one interrupts it).
+            self.final_test_loss, self.final_test_acc = self._evaluate(
+                self.x_test, self.t_test, self._test_size)
         finally:
+            self._stop_requested = False  # a request after the last step has nothing left
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
-        if self.stopped_early and self.best_params is not None:
-            self.restore_best()
-        self.final_test_loss, self.final_test_acc = self._evaluate(
-            self.x_test, self.t_test, self._test_size)
         self._print(f"test loss {_fmt(self.final_test_loss)}, test acc "
                     f"{self.final_test_acc:.4f}")
         return self.final_test_acc

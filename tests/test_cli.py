@@ -448,6 +448,68 @@ def test_a_ctrl_c_before_the_first_step_saves_without_a_plot(tmp_path, monkeypat
 
 
 @ONCE
+def test_ctrl_c_in_the_final_measure_keeps_the_trained_run(tmp_path, monkeypatch, capsys):
+    # Every step done: one Ctrl-C lets the final test measure finish (the run is saved as
+    # usual); a second one stops the measure, and the run is still saved.
+    import signal
+
+    from portablelayers.checkpoint import load_meta
+    from portablelayers.train import Trainer
+
+    evaluate = Trainer._evaluate
+
+    def final_measure_with_ctrl_c(presses):
+        def measured(self, x, *args):
+            if self.current_iter == self.max_iter and x is self.x_test:  # the final one
+                for _ in range(presses):
+                    signal.raise_signal(signal.SIGINT)
+            return evaluate(self, x, *args)
+        return measured
+
+    for presses, code in ((1, 0), (2, 130)):
+        monkeypatch.setattr(Trainer, "_evaluate", final_measure_with_ctrl_c(presses))
+        run = tmp_path / f"run{presses}.npz"
+        assert cli.main(["train", "--epochs", "1", "--hidden-size", "8", "--quiet", "--save",
+                         str(run)]) == code
+        err = capsys.readouterr().err
+        assert run.is_file() and load_meta(run)["training"]["iter"] == 14
+        if presses == 2:
+            assert "interrupted in the final test measure, after all 14 steps" in err
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@ONCE
+def test_a_run_file_from_before_an_option_existed_resumes_with_its_default(tmp_path,
+                                                                          capsys):
+    # A file written before --precision (or --quiet was turned off) existed lacks it: the
+    # option's default fills in, and the switches of the command are this command's.
+    from portablelayers.checkpoint import load_arrays, load_meta, save_arrays
+
+    run, old = str(tmp_path / "run.npz"), str(tmp_path / "old.npz")
+    assert cli.main(["train", "--epochs", "1", "--hidden-size", "8", "--quiet", "--save",
+                     run]) == 0
+    meta = load_meta(run)
+    del meta["extra"]["options"]["precision"]
+    save_arrays(old, load_arrays(run), meta=meta)
+    straight = str(tmp_path / "straight.npz")
+    assert cli.main(["train", "--epochs", "2", "--hidden-size", "8", "--quiet", "--save",
+                     straight]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", old, "--epochs", "2"]) == 0  # not --quiet now
+    out = capsys.readouterr().out
+    assert "epoch 2/2: train loss" in out
+    for name in ("W1", "b1", "W2", "b2"):
+        np.testing.assert_array_equal(load_arrays(old)[name], load_arrays(straight)[name])
+    assert load_meta(old)["extra"]["options"]["precision"] == "highest"
+    # A run file without its optimizer's description: one line naming the file.
+    meta["optimizer"] = None
+    save_arrays(old, load_arrays(run), meta=meta)
+    assert cli.main(["train", "--resume", old, "--epochs", "2", "--quiet"]) == 2
+    assert f"--resume {old}: the run holds no optimizer description" in (
+        capsys.readouterr().err)
+
+
+@ONCE
 def test_plot_title_and_validation_loss(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure

@@ -115,6 +115,21 @@ def test_an_optimizer_saved_before_its_first_update_restores(xp, rng, tmp_path, 
         np.testing.assert_array_equal(to_numpy(loaded.params[key]), to_numpy(net.params[key]))
 
 
+def test_a_restored_learning_rate_is_the_optimizers_lr_too(xp):
+    # The rate a schedule had set when the run was saved: the steps use it, and so do the
+    # Trainer's log, its comparison with the next epoch's rate, and the next save.
+    params = {"W": make(xp, np.ones(3), "float32")}
+    saved = optim.Adam(lr=0.05)
+    saved.init_state(params)
+    saved.lr = 0.001
+    arrays = {key: to_numpy(value) for key, value in saved.state.items()}
+    other = optim.Adam(lr=0.05)
+    restore_optimizer(other, params, arrays)
+    assert other.lr == pytest.approx(0.001) and float(other.state["lr"]) == pytest.approx(
+        0.001)
+    assert optimizer_description(other)["hyper"]["lr"] == pytest.approx(0.001)
+
+
 def test_what_is_loaded_is_a_copy_that_training_does_not_write_back(xp, rng, tmp_path):
     # One read checkpoint restored twice must give the same run: loading copies (NumPy
     # and torch would share memory, and in-place updates rewrite the checkpoint's arrays).
