@@ -193,9 +193,9 @@ def one_hot_targets(t, scores, what: str = "t"):
     Raises
     ------
     ValueError
-        For float labels, a wrong length, or labels outside [0, C) (the last check runs
-        only where values can be read without forcing a lazy computation: not on Dask, not
-        under jax.jit).
+        For scores of one class, float labels, a wrong length, or labels outside [0, C)
+        (the last check runs only where values can be read without forcing a lazy
+        computation: not on Dask, not under jax.jit).
 
     Examples
     --------
@@ -208,6 +208,11 @@ def one_hot_targets(t, scores, what: str = "t"):
     xp = guards.arrays("one_hot_targets", t=t, scores=scores)
     _scores(xp, scores, "scores")
     s_shape, t_shape = static_shape(scores), static_shape(t)
+    if s_shape[-1:] == (1,):
+        raise ValueError(f"scores of shape {s_shape} hold one class: a softmax over it is 1 "
+                         f"whatever the {what}, so the loss and its gradient are 0. A "
+                         "network with one output is a binary classifier: use "
+                         "SigmoidWithLoss")
     if t.ndim == scores.ndim and t_shape[-1:] == (1,) and s_shape[-1] != 1:
         # A column of class indices, (N, 1): the book's size rule makes it indices too.
         if not xp.isdtype(t.dtype, "integral"):
@@ -231,7 +236,7 @@ def one_hot_targets(t, scores, what: str = "t"):
         raise ValueError(f"{what} has {t_shape} labels for scores of shape {s_shape}: "
                          "one label per sample expected")
     num_classes = s_shape[-1]
-    if xp.iinfo(t.dtype).max < num_classes - 1:
+    if xp.iinfo(t.dtype).max < num_classes:
         # uint8 labels of 300 classes: the comparisons below need a dtype that holds every
         # class index (in uint8, 300 would wrap to 44).
         t = xp.astype(t, xp.int32)

@@ -21,7 +21,7 @@ import os
 import numpy as np  # noqa: TID251 (host-side: files, images, reports)
 
 from ._backend import device, namespace, takes_argument
-from .functions import class_indices
+from .functions import class_indices, predicted_classes
 
 __all__ = ["confusion_matrix", "evaluate", "load_input", "predict_proba"]
 
@@ -171,6 +171,11 @@ def predict_proba(network, x, batch_size=100) -> np.ndarray:
     >>> p.shape, p.sum(axis=1).round(6)
     ((2, 3), array([1., 1.]))
     """
+    return _probabilities(_host_scores(network, x, batch_size))
+
+
+def _host_scores(network, x, batch_size):
+    """The network's scores for `x` in inference mode, as one float64 NumPy array."""
     from .checkpoint import to_host
 
     n = x.shape[0]
@@ -178,11 +183,15 @@ def predict_proba(network, x, batch_size=100) -> np.ndarray:
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         scores.append(to_host(network.predict(x[start:stop, ...], train_flg=False)))
-    s = np.concatenate(scores).astype(np.float64)
-    if s.ndim == 1 or s.shape[1] == 1:  # one logit a sample: the sigmoid's P(0) and P(1)
+    return np.concatenate(scores).astype(np.float64)
+
+
+def _probabilities(s):
+    """Softmax rows of scores `s`; for one logit a sample, the sigmoid's P(0) and P(1)."""
+    if s.ndim == 1 or s.shape[1] == 1:
         s = s.reshape(-1, 1)
         return np.exp(-np.logaddexp(0.0, np.concatenate([s, -s], axis=1)))
-    s -= s.max(axis=1, keepdims=True)
+    s = s - s.max(axis=1, keepdims=True)
     p = np.exp(s)
     return p / p.sum(axis=1, keepdims=True)
 
@@ -245,6 +254,12 @@ def evaluate(network, x, t, batch_size=100):
     matrix : numpy.ndarray
         The confusion matrix (see `confusion_matrix`).
 
+    Raises
+    ------
+    ValueError
+        For labels of another length than `x`, or outside [0, classes) (a network of one
+        output has classes 0 and 1).
+
     Examples
     --------
     >>> import numpy as np
@@ -258,9 +273,16 @@ def evaluate(network, x, t, batch_size=100):
     """
     from .checkpoint import to_host
 
-    p = predict_proba(network, x, batch_size)
+    scores = _host_scores(network, x, batch_size)
+    p = _probabilities(scores)
     t_host = to_host(t)
     t = np.asarray(class_indices(t_host)).astype(np.int64)  # one-hot rows, a column
+    if t.shape != (p.shape[0],):
+        raise ValueError(f"evaluate needs one label per sample: {p.shape[0]} samples, "
+                         f"labels of shape {t_host.shape}")
+    if t.size and (t.min() < 0 or t.max() >= p.shape[1]):
+        raise ValueError(f"class-index labels must lie in [0, {p.shape[1]}) for this "
+                         f"network, got values from {t.min()} to {t.max()}")
     if takes_argument(getattr(network, "loss", None), "train_flg"):
         xp, n = namespace(x), x.shape[0]
         total = 0.0
@@ -272,5 +294,5 @@ def evaluate(network, x, t, batch_size=100):
         loss = total / n
     else:
         loss = float(-np.mean(np.log(np.maximum(p[np.arange(t.shape[0]), t], 1e-300))))
-    predicted = p.argmax(axis=1)
+    predicted = np.asarray(predicted_classes(scores))  # as accuracy() predicts
     return loss, float(np.mean(predicted == t)), confusion_matrix(t, predicted, p.shape[1])

@@ -112,6 +112,24 @@ def test_evaluate_a_binary_classifier_by_its_logits_sign():
     assert loss == pytest.approx(bce, rel=1e-6)
 
 
+def test_evaluate_refuses_labels_out_of_range_and_predicts_as_accuracy():
+    # A label -1 would land in the last row of the matrix and out of the loss; C would be
+    # an IndexError: both are refused, naming the range.
+    net = TwoLayerNet(64, 10, 3, weight_init_std=0.5, seed=0)
+    _, (x, _) = load_digits()
+    x = x[:4]
+    for labels in ([0, 1, 2, -1], [0, 1, 2, 3]):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 3\) for this network"):
+            evaluate(net, x, np.array(labels))
+    with pytest.raises(ValueError, match="one label per sample"):
+        evaluate(net, x, np.array([0, 1]))
+    # A logit just above 0 is class 1 for evaluate as for accuracy (its probabilities
+    # round to 0.5 and 0.5).
+    binary = Sequential(Affine(np.ones((1, 1)), np.zeros(1)), SigmoidWithLoss())
+    x1, t1 = np.array([[1e-17]]), np.array([[1.0]])
+    assert evaluate(binary, x1, t1)[1] == binary.accuracy(x1, t1) == 1.0
+
+
 def test_predict_a_png_the_test_writes(trained):
     Image = pytest.importorskip("PIL.Image")
     folder, _ = trained

@@ -159,3 +159,22 @@ def test_one_hot_of_the_wrong_shape_raises(xp, rng):
 def test_backward_before_forward_is_a_runtime_error():
     with pytest.raises(RuntimeError, match="before SoftmaxWithLoss.forward"):
         SoftmaxWithLoss().backward()
+
+
+def test_uint8_labels_of_256_classes(xp, rng):
+    # The largest uint8 label, 255, is a class of a 256-class network: the range check
+    # must compare in a dtype that holds 256 (in uint8, t >= 256 would wrap).
+    scores = rng.standard_normal((4, 256))
+    t = np.array([0, 255, 17, 255], dtype=np.uint8)
+    log_y = scores - scores.max(axis=1, keepdims=True)
+    log_y -= np.log(np.exp(log_y).sum(axis=1, keepdims=True))
+    expected = -log_y[np.arange(4), t.astype(int)].mean()
+    loss = SoftmaxWithLoss().forward(make(xp, scores), xp.asarray(t))
+    assert_close(loss, expected, rtol=1e-10)
+
+
+def test_softmax_over_one_output_is_refused(xp):
+    # A softmax over one score is 1: loss and gradient 0, nothing would train.
+    with pytest.raises(ValueError, match="hold one class.*use SigmoidWithLoss"):
+        SoftmaxWithLoss().forward(make(xp, np.ones((3, 1))), xp.asarray(np.array([[0], [1],
+                                                                                 [0]])))
