@@ -208,7 +208,9 @@ def _label_limit(classes):
 
 
 def check_data(network, sets, classes=None, labels=True):
-    """Check data sets where they enter training: finite inputs, labels in [0, C).
+    """Check data sets where they enter training: finite inputs, labels in [0, C), and
+    floating targets in the loss layer's range where it has one (`network.target_range`:
+    SigmoidWithLoss's [0, 1]).
 
     C is the width of the network's scores.
     Every check of every set is one array of flags, read once (one host synchronisation;
@@ -231,8 +233,9 @@ def check_data(network, sets, classes=None, labels=True):
     Raises
     ------
     ValueError
-        When a class index lies outside [0, C) (`check_labels`'s message), or an input
-        holds NaN or inf (naming the set and counting them).
+        When a class index lies outside [0, C) (`check_labels`'s message), a floating
+        target outside the loss's range (or NaN), or an input holds NaN or inf (naming the
+        set and counting them).
 
     Examples
     --------
@@ -256,7 +259,15 @@ def check_data(network, sets, classes=None, labels=True):
     elif classes is None:
         x = next(iter(sets.values()))[0]
         classes = static_shape(network.predict(x[:1, ...], train_flg=False))[-1]
-    _check_flags(network, sets, classes, data_flags(sets, classes))
+    targets = _target_range(network) if labels else None
+    _check_flags(network, sets, classes, data_flags(sets, classes, targets), targets)
+
+
+def _target_range(network):
+    """The (low, high) the network's floating targets must lie in (its loss layer's, as
+    `Sequential.target_range` gives it), as floats, or None."""
+    given = getattr(network, "target_range", None)
+    return None if given is None else (float(given[0]), float(given[1]))
 
 
 def _is_class_indices(t):
@@ -272,7 +283,7 @@ def _has_class_indices(sets):
     return any(_is_class_indices(t) for _, t in sets.values())
 
 
-def data_flags(sets, classes=None):
+def data_flags(sets, classes=None, targets=None):
     """The flags `check_data` reads: True where a check of a data set fails.
 
     Pure array code (no value is read), so jax.jit traces it whole and Dask computes it in
@@ -285,14 +296,18 @@ def data_flags(sets, classes=None):
     classes : int, optional
         The number of classes (1, a binary classifier's one output, is 2); without it
         labels are not checked.
+    targets : (float, float), optional
+        The range floating targets must lie in (a loss layer's `target_range`); without
+        it they are not checked.
 
     Returns
     -------
     array or None
         A 1-D bool array. Per set: for a floating `x`, whether it holds NaN or inf; for
         integer class indices `t` (one axis), whether any is >= classes (where its dtype
-        can hold `classes`) and whether any is < 0 (signed dtypes). None when there is
-        nothing to check.
+        can hold `classes`) and whether any is < 0 (signed dtypes); for floating `t` and
+        `targets`, whether any lies outside them or is NaN. None when there is nothing to
+        check.
 
     Examples
     --------
@@ -314,10 +329,18 @@ def data_flags(sets, classes=None):
                 flags.append(xp.any(t >= limit))
             if xp.isdtype(t.dtype, "signed integer"):
                 flags.append(xp.any(t < 0))
+        if targets is not None and xp.isdtype(t.dtype, "real floating"):
+            flags.append(xp.any(_outside(xp, t, targets)))
     return xp.stack(flags) if flags else None
 
 
-def _check_flags(network, sets, classes, flags):
+def _outside(xp, t, targets):
+    """Where targets `t` lie outside [low, high] or are NaN."""
+    low, high = targets
+    return (t < low) | (t > high) | xp.isnan(t)
+
+
+def _check_flags(network, sets, classes, flags, targets=None):
     """Read `flags` (from `data_flags`) once; when one is up, raise the detailed error."""
     if flags is None:
         return
@@ -331,7 +354,27 @@ def _check_flags(network, sets, classes, flags):
     if classes is not None:
         for x, t in sets.values():
             check_labels(network, x, t, classes=classes)
+    if targets is not None:
+        _check_targets(sets, targets)
     guards.finite_data(xp, **{f"x_{name}": x for name, (x, _) in sets.items()})
+
+
+def _check_targets(sets, targets):
+    """ValueError naming the first set whose floating targets lie outside `targets` (or
+    are NaN), with how many and their range: the message behind a raised flag."""
+    from .checkpoint import to_host
+
+    for name, (_, t) in sets.items():
+        xp = namespace(t)
+        if not xp.isdtype(t.dtype, "real floating"):
+            continue
+        outside = xp.sum(xp.astype(_outside(xp, t, targets), xp.int32))
+        count, low, high = (float(to_host(a)) for a in (outside, xp.min(t), xp.max(t)))
+        if count:
+            raise ValueError(f"t_{name} holds {int(count)} targets outside "
+                             f"[{targets[0]:g}, {targets[1]:g}] (the loss layer's "
+                             f"target_range) or NaN; its values run from {low:g} to "
+                             f"{high:g}")
 
 
 def keep_compiled(directory):
@@ -611,9 +654,13 @@ class _Step:
             self._checked = True
 
     def check_labels(self, x, t):
-        """`check_labels` for this network: class indices in [0, outputs)."""
+        """`check_labels` for this network: class indices in [0, outputs), floating
+        targets in the loss layer's range (`Sequential.target_range`)."""
         if _is_class_indices(t):  # one-hot rows: nothing to check or predict
             check_labels(self.network, x, t, classes=self.classes(x))
+        targets = _target_range(self.network)
+        if targets is not None:
+            _check_targets({"batch": (x, t)}, targets)
 
     def classes(self, x):
         """The width of the network's scores for inputs like `x` (one sample predicted)."""
@@ -626,10 +673,12 @@ class _Step:
         classes = None
         if labels and _has_class_indices(sets):
             classes = self.classes(next(iter(sets.values()))[0])
-        _check_flags(self.network, sets, classes, self._data_flags(sets, classes))
+        targets = _target_range(self.network) if labels else None
+        _check_flags(self.network, sets, classes, self._data_flags(sets, classes, targets),
+                     targets)
 
-    def _data_flags(self, sets, classes):
-        return data_flags(sets, classes)
+    def _data_flags(self, sets, classes, targets):
+        return data_flags(sets, classes, targets)
 
     def hold_sets(self, sets):
         """The data sets {name: (x, t)} the caller will evaluate again and again; a
@@ -847,7 +896,7 @@ class _JaxStep(_Step):
         self._held = None  # (pairs, x, t, their numbers, layout) of `hold_sets`
         self._evaluated = None  # (arguments, (mean loss, accuracy)) of the last evaluation
         self._take = jit(take, static_argnames="size")
-        self._flags = jit(data_flags, static_argnames="classes")
+        self._flags = jit(data_flags, static_argnames=("classes", "targets"))
         self._starts = {}  # batch start -> the same as a device scalar, made once
 
     def __call__(self, x, t):
@@ -898,10 +947,10 @@ class _JaxStep(_Step):
         finally:
             self._bind(*before)
 
-    def _data_flags(self, sets, classes):
+    def _data_flags(self, sets, classes, targets):
         # One compiled program for every check of every set: eagerly, each reduction of
         # each set's shape would be compiled on its own (about 0.07 s each on a CPU).
-        return self._flags(sets, classes)
+        return self._flags(sets, classes, targets)
 
     def batch(self, x, t, order, start, stop):
         """order[start:stop] gathered in one compiled call (slicing a JAX array eagerly

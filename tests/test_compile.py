@@ -693,6 +693,41 @@ def test_a_binary_classifiers_integer_labels_are_0_and_1(xp):
         trainer(bad)
 
 
+def test_targets_outside_the_loss_layers_range_are_refused_where_data_enter(xp):
+    # SigmoidWithLoss's targets are probabilities. Its own check cannot read values in a
+    # compiled step or on Dask, so the Trainer's data check reads the loss layer's
+    # target_range: 7.0 or NaN is refused before training, on every backend.
+    rng = np.random.default_rng(8)
+    x = make(xp, rng.standard_normal((12, 4)), "float32")
+
+    def binary():
+        return Sequential(Affine(make(xp, rng.standard_normal((4, 1)), "float32"),
+                                 make(xp, np.zeros(1), "float32")), SigmoidWithLoss())
+
+    good = (np.arange(12) % 2).astype(np.float32)[:, None]
+    for value, shown in ((7.0, "from 0 to 7"), (np.nan, "from nan to nan")):
+        bad = good.copy()
+        bad[3, 0] = value
+        with pytest.raises(ValueError, match=r"t_test holds 1 targets outside \[0, 1\] "
+                                             r"\(the loss layer's target_range\) or NaN"
+                                             rf".*{shown}"):
+            Trainer(binary(), x, make(xp, good, "float32"), x, make(xp, bad, "float32"),
+                    epochs=1, mini_batch_size=4, verbose=False)
+    soft = make(xp, np.full((12, 1), 0.3), "float32")  # probabilities: in range
+    Trainer(binary(), x, soft, x, soft, epochs=1, mini_batch_size=4, verbose=False).train()
+    # A loss without a range (mean squared error): any real target.
+    regression = Sequential(Affine(make(xp, rng.standard_normal((4, 1)), "float32"),
+                                   make(xp, np.zeros(1), "float32")), MeanSquaredError())
+    far = make(xp, np.full((12, 1), 7.0), "float32")
+    Trainer(regression, x, far, x, far, epochs=1, mini_batch_size=4, verbose=False)
+    # A step made alone checks its first batch the same way.
+    step = compile_step(binary(), optim.SGD())
+    with pytest.raises(ValueError, match="t_batch holds 1 targets outside"):
+        bad = good.copy()
+        bad[0, 0] = 7.0
+        step(x, make(xp, bad, "float32"))
+
+
 def test_trainer_refuses_labels_out_of_range_before_training(xp):
     x = make(xp, np.ones((4, 64)), "float32")
     good, bad = make(xp, [0, 1, 2, 3], "int64"), make(xp, [0, 1, 2, 9], "int64")

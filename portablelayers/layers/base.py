@@ -61,7 +61,11 @@ class LossLayer(Protocol):
     """The contract of a loss layer, the last layer of a network.
 
     `forward(x, t)` returns the loss as a 0-D array and `backward(dout=1)` the gradient of
-    the scores `x`.
+    the scores `x`. A loss whose floating targets must lie in a range may say so in a
+    class attribute `target_range = (low, high)` (SigmoidWithLoss: (0, 1)): its forward
+    cannot read values inside a compiled step or on Dask, so the data checks where data
+    enter (`compiled.check_data`, the Trainer) read it from the network (`Sequential`'s
+    `target_range`).
 
     `isinstance(obj, LossLayer)` checks the members' names only, not their signatures.
 

@@ -102,7 +102,8 @@ class SigmoidWithLoss(BaseLayer):
     Raises
     ------
     ValueError
-        From `forward`, when `t` does not have x's shape.
+        From `forward`, when `t` does not have x's shape, or (where values can be read)
+        holds a value outside [0, 1] (`target_range`).
     RuntimeError
         From `backward`, when no `forward` came before it.
 
@@ -116,6 +117,9 @@ class SigmoidWithLoss(BaseLayer):
     >>> layer.backward()
     array([-0.25,  0.25])
     """
+
+    #: Floating targets are probabilities (`LossLayer`): checked where data enter too.
+    target_range = (0.0, 1.0)
 
     def __init__(self):
         super().__init__()

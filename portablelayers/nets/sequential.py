@@ -230,6 +230,14 @@ class Sequential:
             named.append((name, layer))
         return named
 
+    @property
+    def target_range(self):
+        """(low, high) that floating targets must lie in, where the loss layer says
+        (SigmoidWithLoss: (0.0, 1.0)), else None: read by the data checks where data enter
+        (`compiled.check_data`), since the layer's own check cannot run in a compiled step
+        or on Dask."""
+        return getattr(self.last_layer, "target_range", None)
+
     # --- the book's network interface ------------------------------------------------
 
     def predict(self, x, train_flg=False):
