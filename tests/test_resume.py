@@ -64,6 +64,15 @@ def stop_after(trainer, k, how="request"):
     trainer.train_step = step
 
 
+def interrupted_run(xp, k):
+    """make_run's Trainer, stopped after step k."""
+    trainer = make_run(xp)
+    stop_after(trainer, k)
+    with pytest.raises(TrainingInterrupted):
+        trainer.train()
+    return trainer
+
+
 @pytest.mark.parametrize("k", [7, 10])  # mid-epoch; at an epoch's end
 def test_resumed_run_ends_with_the_uninterrupted_weights(xp, tmp_path, k):
     reference = make_run(xp)
@@ -169,10 +178,7 @@ def test_sigint_stops_after_a_whole_step(xp):
 def test_training_state_is_json_and_checked(xp):
     import json
 
-    trainer = make_run(xp)
-    stop_after(trainer, 2)
-    with pytest.raises(TrainingInterrupted):
-        trainer.train()
+    trainer = interrupted_run(xp, 2)
     state = json.loads(json.dumps(trainer.training_state()))
     other = make_run(xp)
     other.batch_size = 4
@@ -186,10 +192,7 @@ def test_a_state_that_does_not_fit_changes_nothing(xp):
     import copy
     import json
 
-    trainer = make_run(xp)
-    stop_after(trainer, 7)
-    with pytest.raises(TrainingInterrupted):
-        trainer.train()
+    trainer = interrupted_run(xp, 7)
     state = json.loads(json.dumps(trainer.training_state()))
     best = trainer.training_arrays()
     assert best  # epoch 1 was measured: its weights are the best so far
@@ -231,10 +234,7 @@ def test_a_state_that_does_not_fit_changes_nothing(xp):
 def test_a_best_epoch_without_its_weights_is_tracked_anew(xp):
     # An older run file has the best epoch's number but not its weights: an early stop
     # could not go back to them, so the best epoch starts again from the resumed step.
-    trainer = make_run(xp)
-    stop_after(trainer, 7)
-    with pytest.raises(TrainingInterrupted):
-        trainer.train()
+    trainer = interrupted_run(xp, 7)
     assert trainer.best_epoch == 1
     other = make_run(xp)
     with pytest.warns(RuntimeWarning, match="best epoch \\(1\\) came without its weights"):
