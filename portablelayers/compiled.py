@@ -50,6 +50,7 @@ from ._backend import (
     no_value_checks,
     persist,
     read_bool,
+    read_scalars,
     static_shape,
     takes_argument,
 )
@@ -362,14 +363,14 @@ def _check_flags(network, sets, classes, flags, targets=None):
 def _check_targets(sets, targets):
     """ValueError naming the first set whose floating targets lie outside `targets` (or
     are NaN), with how many and their range: the message behind a raised flag."""
-    from .checkpoint import to_host
-
     for name, (_, t) in sets.items():
         xp = namespace(t)
         if not xp.isdtype(t.dtype, "real floating"):
             continue
-        outside = xp.sum(xp.astype(_outside(xp, t, targets), xp.int32))
-        count, low, high = (float(to_host(a)) for a in (outside, xp.min(t), xp.max(t)))
+        wide = xp.result_type(t.dtype, xp.float32)  # a count that float16 could not hold
+        outside = xp.sum(xp.astype(_outside(xp, t, targets), wide))
+        count, low, high = read_scalars(  # one read
+            [outside, xp.astype(xp.min(t), wide), xp.astype(xp.max(t), wide)])
         if count:
             raise ValueError(f"t_{name} holds {int(count)} targets outside "
                              f"[{targets[0]:g}, {targets[1]:g}] (the loss layer's "
