@@ -287,10 +287,11 @@ def class_indices(t):
 
 
 def predicted_classes(scores):
-    """The class each row of scores (N, C) predicts: the index of its highest score, or,
-    for one score per row ((N, 1) or (N,): a binary classifier's logit, as
-    `SigmoidWithLoss` takes it), 1 where the score is above 0 (a probability above 0.5),
-    else 0.
+    """The class each row of scores predicts, as accuracy counts it.
+
+    For scores (N, C), the index of the row's highest score. For one score per row ((N, 1)
+    or (N,): a binary classifier's logit, as `SigmoidWithLoss` takes it), 1 where the
+    score is above 0 (a probability above 0.5), else 0.
 
     Parameters
     ----------

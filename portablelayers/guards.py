@@ -222,9 +222,10 @@ def index(name: str, value, low: int) -> int:
 
 
 def compiler_options(where: str, options) -> dict:
-    """XLA compiler options as a dict: None (none), or a mapping of option names (str) to
-    str, bool, int or float values. Whether XLA knows a name is XLA's to say, when it
-    compiles."""
+    """XLA compiler options as a dict, from None or a mapping of names to values.
+
+    The names are str, the values str, bool, int or float (TypeError otherwise); whether
+    XLA knows a name is XLA's to say, when it compiles."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):

@@ -232,10 +232,11 @@ class Sequential:
 
     @property
     def target_range(self):
-        """(low, high) that floating targets must lie in, where the loss layer says
-        (SigmoidWithLoss: (0.0, 1.0)), else None: read by the data checks where data enter
-        (`compiled.check_data`), since the layer's own check cannot run in a compiled step
-        or on Dask."""
+        """The (low, high) range of floating targets that the loss layer declares.
+
+        SigmoidWithLoss declares (0.0, 1.0); None where the loss layer declares none. The
+        data checks where data enter (`compiled.check_data`) read it, since the layer's own
+        check cannot run in a compiled step or on Dask."""
         return getattr(self.last_layer, "target_range", None)
 
     # --- the book's network interface ------------------------------------------------
