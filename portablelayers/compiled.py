@@ -209,11 +209,11 @@ def _label_limit(classes):
 
 
 def check_data(network, sets, classes=None, labels=True):
-    """Check data sets where they enter training: finite inputs, labels in [0, C), and
-    floating targets in the loss layer's range where it has one (`network.target_range`:
-    SigmoidWithLoss's [0, 1]).
+    """Check data sets where they enter training: finite inputs, labels in [0, C).
 
-    C is the width of the network's scores.
+    C is the width of the network's scores. Floating targets must also lie in the loss
+    layer's range where it declares one (`network.target_range`: SigmoidWithLoss's
+    [0, 1]).
     Every check of every set is one array of flags, read once (one host synchronisation;
     one Dask computation); only when a flag is up do the detailed checks run, to say which
     set and which values. The Trainer calls this through its step (`step.check_data`),
