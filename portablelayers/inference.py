@@ -49,7 +49,8 @@ def load_input(path, shape) -> np.ndarray:
     Raises
     ------
     ValueError
-        For a file that cannot be used (wrong shape, unreadable).
+        For a file that cannot be used: unreadable, NaN or inf, a `.npy` array of another
+        shape than (H, W), (C, H, W) or (C*H*W,), or with values outside [0, 1].
     ImportError
         When an image needs Pillow and it is not installed.
 
@@ -68,23 +69,30 @@ def load_input(path, shape) -> np.ndarray:
     if path.lower().endswith(".npy"):
         try:
             array = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not a .npy array of numbers ({exc})") from None
+        except (ValueError, EOFError, OSError):  # NumPy's own words suggest pickle.load()
+            raise ValueError(f"{path}: not a .npy array of numbers") from None
         if array.dtype.kind not in "biuf":
             raise ValueError(f"{path}: holds {array.dtype}, not numbers")
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"{path}: holds NaN or inf")
-        if array.size != math.prod(shape):
+        channels, height, width = shape
+        accepted = [(height, width), (channels, height, width), (channels * height * width,)]
+        if array.shape not in accepted or (channels != 1 and array.ndim == 2):
             raise ValueError(f"{path}: an array of shape {array.shape}; the model takes "
-                             f"{'x'.join(map(str, shape))} inputs ({math.prod(shape)} "
-                             "values)")
-        return np.reshape(array.astype(np.float32), shape)
+                             f"{'x'.join(map(str, shape))} inputs: shape "
+                             f"{' or '.join(map(str, accepted[channels != 1:]))}")
+        with np.errstate(over="ignore"):  # refused just below
+            array = array.astype(np.float32)
+        if not np.all(np.isfinite(array)):  # after the cast: 1e39 is inf in float32
+            raise ValueError(f"{path}: holds NaN or inf (in float32)")
+        if array.min() < 0.0 or array.max() > 1.0:
+            raise ValueError(f"{path}: values from {array.min():g} to {array.max():g}; "
+                             "prepared inputs lie in [0, 1] (8-bit pixels: divide by 255)")
+        return np.reshape(array, shape)
     return _load_image(path, shape)
 
 
 def _load_image(path, shape):
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise ImportError(f"{path}: reading images needs Pillow: pip install "
                           "'portablelayers[images]'") from None
@@ -95,6 +103,7 @@ def _load_image(path, shape):
     try:
         with Image.open(path) as image:
             image.load()
+            image = ImageOps.exif_transpose(image)  # a camera's rotation, as viewers show it
             if image.mode in ("RGBA", "LA", "P"):  # transparent: composite onto a ground
                 rgba = image.convert("RGBA")
                 # that the opaque strokes stand out from: white, or black for light strokes
@@ -110,6 +119,8 @@ def _load_image(path, shape):
                 gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: not an image Pillow can read ({exc})") from None
+    if not np.all(np.isfinite(gray)):  # float images: one inf would make every pixel NaN
+        raise ValueError(f"{path}: holds NaN or inf")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     h, w = gray.shape
     middle = gray[h // 4: h - h // 4 or None, w // 4: w - w // 4 or None]
@@ -138,7 +149,8 @@ def _deep_gray(image):
         scale = 1.0
     else:
         scale = next((s for s in (255.0, 65535.0) if top <= s), top)
-    return (values / scale).astype(np.float32)
+    with np.errstate(invalid="ignore"):  # inf / inf: the caller refuses what is not finite
+        return (values / scale).astype(np.float32)
 
 
 def predict_proba(network, x, batch_size=100) -> np.ndarray:
@@ -222,8 +234,13 @@ def confusion_matrix(t, predicted, classes) -> np.ndarray:
            [0, 1, 1],
            [0, 0, 1]])
     """
+    t, predicted = np.asarray(t), np.asarray(predicted)
+    for name, values in (("t", t), ("predicted", predicted)):
+        if values.size and (values.min() < 0 or values.max() >= classes):
+            raise ValueError(f"confusion_matrix: {name} must lie in [0, {classes}), got "
+                             f"values from {values.min()} to {values.max()}")
     matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(t), np.asarray(predicted)), 1)
+    np.add.at(matrix, (t, predicted), 1)
     return matrix
 
 

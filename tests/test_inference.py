@@ -213,6 +213,49 @@ def test_16_bit_and_float_images_keep_their_gray_levels(tmp_path):
 def test_confusion_matrix():
     m = confusion_matrix([0, 1, 1, 2], [0, 2, 1, 2], 3)
     np.testing.assert_array_equal(m, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    # -1 would be counted as the last class (NumPy's negative index), 3 an IndexError.
+    for t in ([0, 1, 1, -1], [0, 1, 1, 3]):
+        with pytest.raises(ValueError, match=r"t must lie in \[0, 3\)"):
+            confusion_matrix(t, [0, 2, 1, 2], 3)
+
+
+def test_a_npy_input_must_be_prepared(tmp_path):
+    # (H, W), (C, H, W) or (C*H*W,), finite in float32, values in [0, 1]: raw pixels, a
+    # 4x16 array or 1e39 (inf in float32) would give a confident wrong answer.
+    cases = {"raw255.npy": (np.full((8, 8), 200.0), r"values from 200 to 200; prepared "
+                                                    r"inputs lie in \[0, 1\]"),
+             "wide.npy": (np.zeros((4, 16)), r"shape \(4, 16\); the model takes 1x8x8"),
+             "huge.npy": (np.full(64, 1e39), "NaN or inf \\(in float32\\)")}
+    for name, (array, message) in cases.items():
+        np.save(tmp_path / name, array)
+        with pytest.raises(ValueError, match=message):
+            load_input(tmp_path / name, (1, 8, 8))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "text.npy").write_text("not an array")
+    for name in ("empty.npy", "text.npy"):
+        with pytest.raises(ValueError, match=f"{name}: not a .npy array of numbers$"):
+            load_input(tmp_path / name, (1, 8, 8))
+    np.save(tmp_path / "ok.npy", np.full((1, 8, 8), 0.5))
+    assert load_input(tmp_path / "ok.npy", (1, 8, 8)).shape == (1, 8, 8)
+
+
+def test_an_image_is_read_as_a_viewer_shows_it(tmp_path):
+    # A camera stores pixels rotated and says so in EXIF (Orientation 6: turn 90 degrees
+    # clockwise); a float image with NaN or inf is refused.
+    Image = pytest.importorskip("PIL.Image")
+    _, (x_test, _) = load_digits(flatten=False)
+    ink = np.kron(x_test[5, 0], np.ones((5, 5)))
+    upright = Image.fromarray(np.round(255 * (1.0 - ink)).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "phone.png", exif=exif)
+    np.testing.assert_allclose(load_input(tmp_path / "phone.png", (1, 8, 8)), x_test[5],
+                               atol=1 / 255)
+    bad = ink.astype(np.float32)
+    bad[3, 3] = np.inf
+    Image.fromarray(bad, mode="F").save(tmp_path / "inf.tiff")
+    with pytest.raises(ValueError, match="inf.tiff: holds NaN or inf"):
+        load_input(tmp_path / "inf.tiff", (1, 8, 8))
 
 
 @pytest.mark.parametrize("args, code, message", [
@@ -221,7 +264,7 @@ def test_confusion_matrix():
                                     "architecture"),
     (["predict", "m.npz", "missing.png"], 2, "FILE missing.png: no such file"),
     (["predict", "m.npz", "bad.npy"], 1, "bad.npy: an array of shape (3,); the model takes "
-                                         "1x8x8 inputs (64 values)"),
+                                         "1x8x8 inputs: shape (8, 8) or (1, 8, 8) or (64,)"),
     (["predict", "m.npz", "junk.png"], 1, "junk.png: not an image Pillow can read"),
     (["evaluate", "junk.png"], 2, "MODEL junk.png: not a .npz model (portablelayers train "
                                   "--save writes one)"),
