@@ -682,9 +682,10 @@ def _dask_rows(path, gz, offset, dtype, shape, chunk_rows, scale, out_dtype, out
     stat = os.stat(path)
     out_dtype = np.dtype(out_dtype)
     needed = offset + math.prod(shape) * np.dtype(dtype).itemsize
-    if not gz and stat.st_size < needed:  # found here, not as a failing chunk later
-        raise DataFileError(f"{path} is truncated: its header promises {needed:,} bytes, the "
-                            f"file has {stat.st_size:,}")
+    if not gz and stat.st_size != needed:  # found here, not as a failing chunk later
+        what = "truncated" if stat.st_size < needed else "longer than its header says"
+        raise DataFileError(f"{path} is {what}: its header promises {needed:,} bytes, the "
+                            f"file has {stat.st_size:,} (load_idx refuses it too)")
     if shape[0] == 0:
         return da.from_array(np.empty((0, *out_shape), out_dtype))
     parts = []

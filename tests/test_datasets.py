@@ -188,6 +188,9 @@ def test_dask_from_idx_finds_a_truncated_raw_file_and_reads_an_empty_one(tmp_pat
     (tmp_path / "short-idx2-ubyte").write_bytes(data[:-5])
     with pytest.raises(DataFileError, match="truncated"):
         datasets.dask_from_idx(tmp_path / "short-idx2-ubyte")
+    (tmp_path / "long-idx2-ubyte").write_bytes(data + b"\0\0")  # as load_idx refuses it
+    with pytest.raises(DataFileError, match="longer than its header says"):
+        datasets.dask_from_idx(tmp_path / "long-idx2-ubyte")
     (tmp_path / "empty-idx1-ubyte").write_bytes(idx_bytes(np.zeros(0, dtype=np.uint8)))
     assert datasets.dask_from_idx(tmp_path / "empty-idx1-ubyte").compute().shape == (0,)
 
