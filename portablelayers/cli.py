@@ -324,25 +324,40 @@ def _resolve_device(backend, name):
         raise UsageError(str(exc)) from None
 
 
-def _load_data(args, flatten):
-    """((x_train, t_train), (x_test, t_test)) as NumPy arrays, and a description."""
+def _load_data(args, flatten, split=None):
+    """((x_train, t_train), (x_test, t_test)) as NumPy arrays, a description, and MNIST's
+    split: "official" (the train files train, the test files test) or "test-holdout" (only
+    the test files there: their first images train, the rest test); None for the digits.
+    `split` asks for one (evaluate: the model's own, so that it is never scored on images
+    it trained on); by default the folder's files decide."""
     from . import datasets
 
     if args.dataset == "digits":
-        return datasets.load_digits(flatten=flatten), "bundled 8x8 digits"
+        return datasets.load_digits(flatten=flatten), "bundled 8x8 digits", None
     directory = datasets.mnist_dir(args.data_dir)
-    try:
-        return datasets.load_mnist(flatten=flatten, path=directory,
-                                   download=args.download), f"MNIST from {directory}"
-    except FileNotFoundError:
-        if datasets._locate(directory, "test_img") is None or args.download:
-            raise
-    # Only the test set is there: train on its first images, test on the rest.
+    if split == "official":  # the test files, whole: the model saw none of them
+        x, t = datasets.load_mnist_test(flatten=flatten, path=directory)
+        return ((x[:0], t[:0]), (x, t)), f"the MNIST test set in {directory}", split
+    if split is None:
+        try:
+            return (datasets.load_mnist(flatten=flatten, path=directory,
+                                        download=args.download),
+                    f"MNIST from {directory}", "official")
+        except FileNotFoundError:
+            if datasets.mnist_file(directory, "test_img") is None or args.download:
+                raise
+    # Train on the test set's first images, test on the rest.
     x, t = datasets.load_mnist_test(flatten=flatten, path=directory)
     n, rest = MNIST_HOLDOUT_TRAIN, x.shape[0] - MNIST_HOLDOUT_TRAIN
-    print(f"note: {directory} holds only MNIST's test set (no train-*.gz files); training "
-          f"on its first {n:,} images and testing on the last {rest:,}", file=sys.stderr)
-    return datasets.holdout_split(x, t, n), f"the MNIST test set in {directory}"
+    if split is None:
+        print(f"note: {directory} holds only MNIST's test set (no train-*.gz files); "
+              f"training on its first {n:,} images and testing on the last {rest:,}",
+              file=sys.stderr)
+    else:
+        print(f"note: the model trained on the first {n:,} images of MNIST's test set; "
+              f"evaluating on the last {rest:,}", file=sys.stderr)
+    return (datasets.holdout_split(x, t, n), f"the MNIST test set in {directory}",
+            "test-holdout")
 
 
 def _architecture(args, input_dim):
@@ -567,7 +582,8 @@ def train_command(args) -> int:
         keep_compiled(args.compile_cache or _default_cache())
     flatten = args.net in ("two-layer", "multi-layer")
     try:
-        ((x_train, t_train), (x_test, t_test)), source = _load_data(args, flatten)
+        ((x_train, t_train), (x_test, t_test)), source, args._split = _load_data(args,
+                                                                                  flatten)
     except FileNotFoundError as exc:
         raise UsageError(f"{exc} (On the command line: --data-dir DIR, --download.)") from None
     except (ConnectionError, datasets.DataFileError) as exc:
@@ -749,6 +765,7 @@ def _save(args, network, trainer, input_dim, path=None, arrays=None):
                if k != "command" and not k.startswith("_")}  # not _given, _defaults
     scale = 16.0 if args.dataset == "digits" else 255.0
     extra = {"options": options, "dataset": args.dataset,
+             "split": getattr(args, "_split", None),  # which MNIST images trained
              "input": {"shape": list(input_dim), "flatten": args.net in ("two-layer",
                                                                            "multi-layer"),
                        "pixel_max": scale, "ink": "bright"}}
@@ -806,7 +823,7 @@ def evaluate_command(args) -> int:
     args.dataset = args.dataset or extra.get("dataset") or "digits"
     args.download = False
     try:
-        (_, (x_test, t_test)), source = _load_data(args, flatten)
+        (_, (x_test, t_test)), source, _ = _load_data(args, flatten, extra.get("split"))
     except FileNotFoundError as exc:
         raise UsageError(f"{exc} (On the command line: --data-dir DIR.)") from None
     except datasets.DataFileError as exc:

@@ -37,6 +37,7 @@ __all__ = [
     "load_mnist",
     "load_mnist_test",
     "mnist_dir",
+    "mnist_file",
     "to_backend",
     "validation_split",
 ]
@@ -174,8 +175,18 @@ def mnist_dir(path=None) -> Path:
     return Path(cache) / "portablelayers" / "mnist"
 
 
-def _locate(directory: Path, key: str) -> Path | None:
-    """The file for `key` in `directory`: the official .gz name, or the same name unpacked."""
+def mnist_file(directory, key: str) -> Path | None:
+    """The MNIST file for `key` ("train_img", "train_label", "test_img", "test_label") in
+    `directory`: the official .gz name, or the same name unpacked; None where neither is.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from portablelayers.datasets import mnist_file
+    >>> mnist_file(tempfile.mkdtemp(), "test_img") is None
+    True
+    """
+    directory = Path(directory)
     name = MNIST_FILES[key][0]
     for candidate in (directory / name, directory / name.removesuffix(".gz")):
         if candidate.is_file():
@@ -185,7 +196,7 @@ def _locate(directory: Path, key: str) -> Path | None:
 
 def _require(directory: Path, keys, fetch="pass download=True (needs network)",
              test_set_hint=True) -> dict[str, Path]:
-    found = {key: _locate(directory, key) for key in keys}
+    found = {key: mnist_file(directory, key) for key in keys}
     missing = [MNIST_FILES[key][0] for key, p in found.items() if p is None]
     if missing:
         raise FileNotFoundError(
@@ -193,7 +204,7 @@ def _require(directory: Path, keys, fetch="pass download=True (needs network)",
             f"files there (gzipped or unpacked), point path= or ${MNIST_ENV} at the folder that "
             f"holds them, or {fetch}."
             + ("" if not test_set_hint or "train_img" not in keys
-               or _locate(directory, "test_img") is None else
+               or mnist_file(directory, "test_img") is None else
                " This folder holds the test set: load_mnist_test() reads it alone."))
     return found
 

@@ -334,6 +334,43 @@ def test_mnist_test_set_only_is_split(tmp_path, monkeypatch, capsys):
     assert out.splitlines()[-1].startswith("test accuracy:")
 
 
+@ONCE
+def test_evaluate_scores_a_model_on_the_mnist_images_it_did_not_train_on(tmp_path,
+                                                                          monkeypatch, capsys):
+    # A model trained with only the test files there (their first 9 images trained) is
+    # scored on the other 3 even once the training files are there too; one trained on the
+    # training files is scored on every test image, also where only those are there.
+    table = dict(datasets.MNIST_FILES)
+    only_test, full = tmp_path / "only-test", tmp_path / "full"
+    for folder, keys in ((only_test, ("test",)), (full, ("test", "train"))):
+        folder.mkdir()
+        for split in keys:
+            n = 12 if split == "test" else 20
+            gen = np.random.default_rng(1 if split == "test" else 2)
+            for key, array in (
+                    (f"{split}_img", gen.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
+                    (f"{split}_label", (np.arange(n) % 10).astype(np.uint8))):
+                name = table[key][0]
+                write_idx(folder / name, array)
+                table[key] = (name, datasets._md5(folder / name))
+    monkeypatch.setattr(datasets, "MNIST_FILES", table)
+    monkeypatch.setattr(cli, "MNIST_HOLDOUT_TRAIN", 9)
+    common = ["--dataset", "mnist", "--epochs", "1", "--hidden-size", "4", "--quiet"]
+    for trained_in, model in ((only_test, "holdout.npz"), (full, "official.npz")):
+        assert cli.main(["train", *common, "--data-dir", str(trained_in), "--save",
+                         str(tmp_path / model)]) == 0
+    capsys.readouterr()
+    for model, folder, images in (("holdout.npz", full, "3 test images"),
+                                  ("holdout.npz", only_test, "3 test images"),
+                                  ("official.npz", only_test, "12 test images"),
+                                  ("official.npz", full, "12 test images")):
+        assert cli.main(["evaluate", str(tmp_path / model), "--data-dir", str(folder)]) == 0
+        out, err = capsys.readouterr()
+        assert images in out.splitlines()[0], (model, folder.name, out)
+        if model == "holdout.npz":
+            assert "the model trained on the first 9 images of MNIST's test set" in err
+
+
 # --- the network and optimizer options, the plot's title ------------------------------------
 
 @ONCE
