@@ -836,7 +836,10 @@ def evaluate_command(args) -> int:
     dev = _resolve_device(args.backend, args.device)
     dtype = ckpt.meta.get("dtype") or "float32"
     x = datasets.to_backend(x_test.astype(dtype), xp, dev)
-    loss, accuracy, matrix = evaluate(net, x, t_test, args.batch_size)
+    try:
+        loss, accuracy, matrix = evaluate(net, x, t_test, args.batch_size)
+    except ValueError as exc:  # labels the model cannot have been trained for
+        raise UsageError(f"{args.model} on --dataset {args.dataset}: {exc}") from None
     print(f"{type(net).__name__} from {args.model} on {source}: {x_test.shape[0]:,} test "
           f"images; backend {args.backend}")
     print(f"loss {loss:.4f}, accuracy {accuracy:.4f}")

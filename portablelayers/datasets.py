@@ -583,6 +583,9 @@ def _book_layout(images, labels, scale, normalize, flatten, one_hot_label):
 def to_backend(arrays, xp=None, device=None):
     """Arrays moved to backend `xp` and `device`, keeping their dtypes.
 
+    Except on JAX without 64-bit mode: there, as in all of JAX, float64 and int64 become
+    float32 and int32 (`backends.allow_float64("jax")` keeps them).
+
     Parameters
     ----------
     arrays : array or nested tuple or list of array

@@ -130,6 +130,17 @@ def test_evaluate_refuses_labels_out_of_range_and_predicts_as_accuracy():
     assert evaluate(binary, x1, t1)[1] == binary.accuracy(x1, t1) == 1.0
 
 
+def test_evaluate_a_model_of_other_classes_is_one_line(tmp_path, capsys):
+    from portablelayers.models import save_checkpoint
+
+    save_checkpoint(tmp_path / "five.npz", TwoLayerNet(64, 8, 5, seed=0))
+    assert cli.main(["evaluate", str(tmp_path / "five.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith("five.npz on --dataset digits: class-index labels must lie "
+                                "in [0, 5) for this network, got values from 0 to 9")
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_predict_a_png_the_test_writes(trained):
     Image = pytest.importorskip("PIL.Image")
     folder, _ = trained
