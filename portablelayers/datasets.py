@@ -176,8 +176,20 @@ def mnist_dir(path=None) -> Path:
 
 
 def mnist_file(directory, key: str) -> Path | None:
-    """The MNIST file for `key` ("train_img", "train_label", "test_img", "test_label") in
-    `directory`: the official .gz name, or the same name unpacked; None where neither is.
+    """The file of one of MNIST's four arrays in a folder, gzipped or unpacked.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The folder.
+    key : {"train_img", "train_label", "test_img", "test_label"}
+        Which array.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The file under its official .gz name, or the same name unpacked; None where
+        neither is there.
 
     Examples
     --------
