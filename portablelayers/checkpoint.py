@@ -22,11 +22,11 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_dask_array
 
-from ._backend import device, namespace
+from ._backend import device, namespace, static_shape
 
-__all__ = ["META_KEY", "clean_stale_temporaries", "load_arrays", "load_meta", "load_params",
-           "load_params_from_arrays", "network_arrays", "save_arrays", "save_params",
-           "to_host"]
+__all__ = ["META_KEY", "check_network_arrays", "clean_stale_temporaries", "load_arrays",
+           "load_meta", "load_params", "load_params_from_arrays", "network_arrays",
+           "save_arrays", "save_params", "to_host"]
 
 META_KEY = "__portablelayers__.json"  # the checkpoint's description, JSON as uint8
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip (.npz), possibly empty
@@ -390,6 +390,60 @@ def load_params(net, path, allow_pickle: bool = False) -> None:
     load_params_from_arrays(net, load_arrays(path, allow_pickle=allow_pickle), path)
 
 
+def check_network_arrays(net, arrays, what="the arrays") -> None:
+    """Check that host arrays are the network's, before anything is assigned from them.
+
+    Every parameter must be there, every name must be a parameter or a state entry of the
+    network, and each array must have its shape and hold numbers.
+
+    Parameters
+    ----------
+    net : object
+        A network with `params` (and optionally `state`).
+    arrays : dict of str to numpy.ndarray
+        Name -> array, as `network_arrays` gives them.
+    what : str, default "the arrays"
+        What names the arrays in errors.
+
+    Raises
+    ------
+    ValueError
+        Naming every missing or unexpected name and every wrong shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.checkpoint import check_network_arrays, network_arrays
+    >>> from portablelayers.nets import TwoLayerNet
+    >>> net = TwoLayerNet(4, 5, 3, seed=0)
+    >>> check_network_arrays(net, network_arrays(net))
+    >>> check_network_arrays(net, {"W1": np.zeros((4, 5))})
+    Traceback (most recent call last):
+        ...
+    ValueError: the arrays and the network do not match: missing b1, W2, b2
+    """
+    params, state = net.params, getattr(net, "state", {})
+    missing = [name for name in params if name not in arrays]
+    unexpected = [name for name in arrays if name not in params and name not in state]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected)}")
+    for name, value in arrays.items():
+        view = params if name in params else state if name in state else None
+        if view is None or view[name] is None:  # a state entry not made yet takes any
+            continue
+        expected = static_shape(view[name])
+        if tuple(np.shape(value)) != expected:
+            problems.append(f"{name} has shape {tuple(np.shape(value))}, the network's has "
+                            f"{expected}")
+        elif np.asarray(value).dtype.kind not in "biuf":
+            problems.append(f"{name} has dtype {np.asarray(value).dtype}, not numbers")
+    if problems:
+        raise ValueError(f"{what} and the network do not match: {'; '.join(problems)}")
+
+
 def load_params_from_arrays(net, arrays, path="the arrays") -> None:
     """`load_params` from name -> NumPy array.
 
@@ -422,25 +476,8 @@ def load_params_from_arrays(net, arrays, path="the arrays") -> None:
     """
     # A full checkpoint also holds the optimizer's state ("optimizer/m/W1"): not the net's.
     arrays = {name: value for name, value in arrays.items() if "/" not in name}
+    check_network_arrays(net, arrays, path)
     params, state = net.params, net.state
-    missing = [name for name in params if name not in arrays]
-    unexpected = [name for name in arrays if name not in params and name not in state]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected)}")
-    for name, value in arrays.items():
-        view = params if name in params else state if name in state else None
-        if view is None:
-            continue
-        expected = view.expected_shape(name)
-        if value.shape != expected:
-            problems.append(f"{name} has shape {value.shape}, the network's has {expected}")
-        elif value.dtype.kind not in "biuf":
-            problems.append(f"{name} has dtype {value.dtype}, not numbers")
-    if problems:
-        raise ValueError(f"{path} does not match the network: {'; '.join(problems)}")
 
     # Convert everything first: a failure here must not leave the network half loaded.
     # Copies: NumPy and torch would otherwise share memory with the arrays given (a read

@@ -559,10 +559,13 @@ class Trainer:
         do not fit this Trainer (a missing key, a value of the wrong type, a history of
         other lengths, a generator state NumPy refuses, weights of other names or shapes).
         """
+        from .checkpoint import check_network_arrays
+
         _check_training_state(self, state)
         best = {name[len(_BEST):]: value for name, value in (arrays or {}).items()
                 if name.startswith(_BEST)}
-        self._check_best_arrays(best)
+        if best:  # put back only when the run stops early, maybe hours later: check now
+            check_network_arrays(self.network, best, "the saved best-epoch weights")
         self.best_params = best or None
         self.current_iter, self.current_epoch = state["iter"], state["epoch"]
         self._rng_epoch = state["rng_epoch"]
@@ -593,25 +596,6 @@ class Trainer:
         self._elapsed_before = state["elapsed"]
         if self.lr_schedule is not None and self.current_iter % self.iter_per_epoch:
             self._set_lr(self.lr_schedule(self.current_epoch))  # as it was this epoch
-
-    def _check_best_arrays(self, best):
-        """ValueError unless the best epoch's arrays are the network's, name for name and
-        shape for shape (they are put back only when the run stops early, maybe hours
-        later)."""
-        if not best:
-            return
-        live = {**self.network.params, **{name: value for name, value in getattr(
-            self.network, "state", {}).items() if value is not None}}
-        problems = [f"missing {name}" for name in self.network.params if name not in best]
-        for name, value in best.items():
-            if name not in live:
-                problems.append(f"unexpected {name}")
-            elif tuple(np.shape(value)) != static_shape(live[name]):
-                problems.append(f"{name} has shape {tuple(np.shape(value))}, the network's "
-                                f"has {static_shape(live[name])}")
-        if problems:
-            raise ValueError(f"the saved best-epoch weights do not match the network: "
-                             f"{'; '.join(problems)}")
 
     # --- results -------------------------------------------------------------------------
 

@@ -222,7 +222,7 @@ def test_a_state_that_does_not_fit_changes_nothing(xp):
             other.load_training_state(bad, best)
     wrong_best = {name: value[..., :1] if value.ndim else value
                   for name, value in best.items()}
-    with pytest.raises(ValueError, match="best-epoch weights do not match the network: "
+    with pytest.raises(ValueError, match="best-epoch weights and the network do not match: "
                                          ".*W1 has shape"):
         other.load_training_state(state, wrong_best)
     assert (other.current_iter, other.current_epoch, other.history,
