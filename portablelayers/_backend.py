@@ -18,8 +18,10 @@ from array_api_compat import device, is_array_api_obj, is_dask_array, size
 from .backends import BACKENDS
 
 __all__ = [
+    "as_array_like",
     "as_dtype",
     "as_float",
+    "clip_below",
     "default_float",
     "device",
     "from_host",
@@ -154,6 +156,31 @@ def from_host(xp, a, dev=None, copy=None):
     return xp.asarray(a, device=dev, copy=copy)
 
 
+def as_array_like(value, like):
+    """`value` (an array of any library, or NumPy's) as a new array of `like`'s namespace,
+    dtype and device, sharing no memory with `value`: for arrays loaded into a network or
+    an optimizer (a checkpoint's, the Trainer's best weights)."""
+    xp = namespace(like)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        # torch refuses to copy a 0-D NumPy array to a GPU ("can't alias tensor from
+        # device 'cpu' to 'cuda:0'"); its Python value converts everywhere.
+        value = value.item()
+    return xp.asarray(value, dtype=like.dtype, device=device(like), copy=True)
+
+
+def clip_below(xp, x, low):
+    """max(x, low) elementwise for a Python number `low` (ReLU's max(x, 0)), NaN kept.
+
+    array-api-compat's torch `maximum` makes `low` a tensor on x's device at every call: a
+    host-to-device copy each time, a host synchronisation, and an error inside a CUDA graph
+    capture. torch's own `clamp` (the standard's `clip`) takes the number as it is. NumPy's
+    `maximum` is the faster of the two there (2 us against 10 us through array-api-compat).
+    """
+    if array_api_compat.is_torch_namespace(xp):
+        return xp.clip(x, min=low)
+    return xp.maximum(x, low)
+
+
 def read_scalars(arrays) -> list:
     """The values of 0-D arrays of one library as Python numbers, read in one go (each
     `float()` of a device array would be a synchronisation of its own)."""
@@ -241,14 +268,15 @@ def value_checks() -> bool:
     return _VALUE_CHECKS.get()
 
 
-def read_bool(condition) -> bool | None:
+def read_bool(condition, asked: bool = False) -> bool | None:
     """The value of a 0-D boolean array when it can be read without forcing lazy work.
 
     Returns None on Dask (reading would compute the whole graph), under jax.jit (a tracer
-    has no value) and inside `no_value_checks()`; validation that needs data values is
-    skipped then.
+    has no value) and inside `no_value_checks()` unless `asked` (a read the caller opted
+    into, such as a step's `check_finite`); validation that needs data values is skipped
+    then.
     """
-    if not _VALUE_CHECKS.get() or is_dask_array(condition):
+    if not (asked or _VALUE_CHECKS.get()) or is_dask_array(condition):
         return None
     try:
         return bool(condition)

@@ -139,7 +139,7 @@ def training_step(network, optimizer, x, t, check_finite=False):
     loss, grads = loss_and_gradient(network, x, t)
     if check_finite:
         xp = namespace(loss)
-        if read_bool(xp.all(xp.isfinite(loss))) is False:
+        if read_bool(xp.all(xp.isfinite(loss)), asked=True) is False:
             for name, value in state_before.items():
                 if state[name] is not value:
                     state[name] = value
@@ -745,7 +745,10 @@ class _EagerStep(_Step):
 
     def __call__(self, x, t):
         self._check_first(x, t)
-        loss = training_step(self.network, self.optimizer, x, t, self.check_finite)
+        # Like a compiled step, no layer reads data values (each read would be a host
+        # synchronisation on a GPU): the data were checked where they entered.
+        with no_value_checks():
+            loss = training_step(self.network, self.optimizer, x, t, self.check_finite)
         params, state, opt_state = self._arrays()
         names = [list(params), list(state), list(opt_state)]
         values = persist(loss, *params.values(), *state.values(), *opt_state.values())
@@ -1102,7 +1105,7 @@ class _CudaGraphStep(_Step):
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         if runs < self.warmup:
-            with torch.cuda.stream(side):
+            with torch.cuda.stream(side), no_value_checks():
                 loss = training_step(self.network, self.optimizer, x, t)
             torch.cuda.current_stream().wait_stream(side)
             self._eager_runs[key] = runs + 1

@@ -14,7 +14,15 @@ import array_api_extra as xpx
 from array_api_compat import is_writeable_array
 
 from . import guards
-from ._backend import default_int, device, namespace, read_bool, static_shape, value_checks
+from ._backend import (
+    clip_below,
+    default_int,
+    device,
+    namespace,
+    read_bool,
+    static_shape,
+    value_checks,
+)
 
 __all__ = [
     "class_indices",
@@ -89,7 +97,7 @@ def relu(x):
     array([0., 0., 2.])
     """
     xp = guards.arrays("relu", x=x)
-    return xp.maximum(guards.numeric(xp, x, "relu input"), 0)
+    return clip_below(xp, guards.numeric(xp, x, "relu input"), 0)
 
 
 def log_softmax(x):

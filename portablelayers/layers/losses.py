@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import guards
-from .._backend import namespace, read_bool, size, static_shape, value_checks
+from .._backend import clip_below, namespace, read_bool, size, static_shape, value_checks
 from ..functions import log_softmax, one_hot_targets, sigmoid
 from .base import BaseLayer
 
@@ -139,7 +139,7 @@ class SigmoidWithLoss(BaseLayer):
         count = size(x)
         if count is None:  # unknown Dask shape: count lazily
             count = xp.sum(xp.ones_like(x))
-        per_element = xp.maximum(x, 0.0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
+        per_element = clip_below(xp, x, 0.0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
         self.t, self._count = t, count
         self.y = sigmoid(x)
         self.loss = xp.sum(per_element) / count
