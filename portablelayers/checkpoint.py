@@ -22,7 +22,7 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_dask_array
 
-from ._backend import device, namespace, static_shape
+from ._backend import as_array_like, static_shape
 
 __all__ = ["META_KEY", "check_network_arrays", "clean_stale_temporaries", "load_arrays",
            "load_meta", "load_params", "load_params_from_arrays", "network_arrays",
@@ -485,9 +485,6 @@ def load_params_from_arrays(net, arrays, path="the arrays") -> None:
     converted = {}
     for name, value in arrays.items():
         view = params if name in params else state
-        like = view.like(name)
-        xp = namespace(like)
-        converted[name] = (view, xp.asarray(value, dtype=like.dtype, device=device(like),
-                                            copy=True))
+        converted[name] = (view, as_array_like(value, view.like(name)))
     for name, (view, value) in converted.items():
         view.rebind(name, value)

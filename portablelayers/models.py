@@ -21,7 +21,7 @@ import inspect
 import numbers
 
 from . import checkpoint
-from ._backend import device, namespace, resolve_namespace
+from ._backend import as_array_like, resolve_namespace
 
 __all__ = ["FORMAT", "Checkpoint", "architecture", "build", "build_optimizer",
            "load_model", "optimizer_description", "read_checkpoint", "restore_optimizer",
@@ -278,12 +278,11 @@ def restore_optimizer(optimizer, params, arrays):
     new = {}
     for key, value in arrays.items():
         like = current[key]
-        xp = namespace(like)
         if tuple(getattr(value, "shape", ())) != tuple(like.shape):
             raise ValueError(f"optimizer state {key} has shape {value.shape}, the network's "
                              f"needs {tuple(like.shape)}")
         # A copy: the checkpoint's array must not become the state updated in place.
-        new[key] = xp.asarray(value, dtype=like.dtype, device=device(like), copy=True)
+        new[key] = as_array_like(value, like)
     optimizer.state = new
     if "lr" in arrays:  # the Python rate too: the one logged, compared and saved next
         optimizer.lr = float(arrays["lr"])
