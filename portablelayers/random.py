@@ -24,6 +24,7 @@ import importlib
 
 import numpy as np  # the host generator (a runtime dependency); never used on layer data
 from array_api_compat import (
+    device,
     is_cupy_namespace,
     is_dask_namespace,
     is_jax_namespace,
@@ -86,8 +87,8 @@ class Generator:
     def _cupy_draw(self, kind, shape, dtype):
         cupy = importlib.import_module("cupy")
         with cupy.cuda.Device(getattr(self.device, "id", self.device)):
-            if kind == "uniform":
-                return self._impl.random(shape, dtype=dtype)
+            if kind == "uniform":  # CuPy's float16 draws round up to 1 too
+                return self._below_one(self._impl.random(shape, dtype=dtype), dtype)
             return self._impl.standard_normal(shape, dtype=dtype)
 
     def _dask_draw(self, kind, shape, dtype):
@@ -101,10 +102,15 @@ class Generator:
         values = self._impl.random(shape) if kind == "uniform" else (
             self._impl.standard_normal(shape))
         out = self.xp.asarray(values, dtype=dtype, device=self.device)
-        if kind == "uniform":  # float64 draws just below 1 round up to 1 in float32/16
-            below_one = 1.0 - self.xp.finfo(dtype).eps / 2
-            out = self.xp.where(out < 1.0, out, self.xp.asarray(below_one, dtype=dtype))
-        return out
+        # float64 draws just below 1 round up to 1 in float32/16
+        return self._below_one(out, dtype) if kind == "uniform" else out
+
+    def _below_one(self, out, dtype):
+        """Uniform draws `out` with any 1.0 (a draw rounded up) replaced by the largest
+        number of `dtype` below 1."""
+        below_one = 1.0 - self.xp.finfo(dtype).eps / 2
+        return self.xp.where(out < 1.0, out, self.xp.asarray(below_one, dtype=dtype,
+                                                            device=device(out)))
 
 
 def host_normal(xp, shape, seed, dtype, device=None):
