@@ -12,6 +12,7 @@ of step.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -71,6 +72,16 @@ OPTIMIZERS = {"SGD": lambda: optim.SGD(lr=0.1), "Momentum": lambda: optim.Moment
               "Adam": lambda: optim.Adam(lr=0.001)}
 
 
+def auto_kind(xp):
+    """The step compile="auto" gives arrays of `xp` on the tests' device (conftest's
+    PORTABLELAYERS_DEVICE): jax.jit on JAX, a CUDA graph for torch on a GPU, else eager."""
+    if is_jax_namespace(xp):
+        return "jax.jit"
+    if is_torch_namespace(xp) and make(xp, [0.0], "float32").is_cuda:
+        return "cuda-graph"
+    return "eager"
+
+
 def batch(xp, images, n=12, seed=0):
     gen = np.random.default_rng(seed)
     x = gen.standard_normal((n, *IMAGE) if images else (n, 64))
@@ -99,7 +110,7 @@ def test_compiled_step_is_the_books_step(xp, net_name, opt_name):
     net, twin = build(xp, 3), build(xp, 3)
     optimizer, twin_optimizer = OPTIMIZERS[opt_name](), OPTIMIZERS[opt_name]()
     step = compile_step(net, optimizer)
-    assert step.kind == ("jax.jit" if is_jax_namespace(xp) else "eager")
+    assert step.kind == auto_kind(xp)
     losses, twin_losses = [], []
     for i in range(5):
         x, t = batch(xp, images, seed=i)
@@ -206,7 +217,8 @@ def test_a_new_learning_rate_needs_no_new_compilation(xp):
         x, t = batch(xp, False, seed=i)
         step(x, t)
         optimizer.update(nets[1].params, nets[1].gradient(x, t))
-    assert step.traces == (1 if is_jax_namespace(xp) else 0)
+    # JAX traces at the first step; a CUDA graph is captured after its 3 eager warm-ups
+    assert step.traces == (0 if auto_kind(xp) == "eager" else 1)
     for name in nets[1].params:
         assert rel(nets[0].params[name], nets[1].params[name]) <= 1e-5
 
@@ -215,13 +227,13 @@ def test_a_step_traces_once_per_batch_shape(xp):
     net = TwoLayerNet(64, 10, 5, xp=xp, seed=0)
     step = compile_step(net, optim.Adam())
     x, t = batch(xp, False, n=12)
-    for _ in range(4):
+    for _ in range(4):  # JAX traces at the first; a CUDA graph is captured at the fourth
         step(x, t)
-    jax = is_jax_namespace(xp)
-    assert step.traces == (1 if jax else 0)
-    step(*batch(xp, False, n=5))  # a last, smaller batch
-    step(*batch(xp, False, n=5))
-    assert step.traces == (2 if jax else 0)
+    compiled = auto_kind(xp) != "eager"
+    assert step.traces == (1 if compiled else 0)
+    for _ in range(4):  # a last, smaller batch
+        step(*batch(xp, False, n=5))
+    assert step.traces == (2 if compiled else 0)
 
 
 @pytest.mark.parametrize("compile", ["auto", False])
@@ -243,7 +255,10 @@ def test_train_on_a_shuffled_data_set_equals_steps_on_its_batches(xp, compile):
             assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     for name in nets[1].params:
         assert rel(nets[0].params[name], nets[1].params[name]) <= 1e-5
-    assert steps[0].traces == (2 if is_jax_namespace(xp) and compile else 0)  # 10 and 3
+    # JAX: one trace for batches of 10 and one for 3; CUDA graphs: the 4th batch of 10 is
+    # captured (3 eager warm-ups first), the two of 3 stay eager
+    kind = auto_kind(xp) if compile else "eager"
+    assert steps[0].traces == {"jax.jit": 2, "cuda-graph": 1, "eager": 0}[kind]
 
 
 def test_jax_step_makes_no_host_transfer(xp):
@@ -529,8 +544,8 @@ def test_step_checks_the_first_batchs_labels_before_anything_changes(xp):
 def test_compile_modes(xp):
     x = make(xp, np.ones(3), "float32")
     assert compiled_kind(x, False) == "eager"
-    if is_jax_namespace(xp):
-        assert compiled_kind(x, True) == compiled_kind(x, "auto") == "jax.jit"
+    if auto_kind(xp) != "eager":
+        assert compiled_kind(x, True) == compiled_kind(x, "auto") == auto_kind(xp)
     else:
         assert compiled_kind(x, "auto") == "eager"
         with pytest.raises(ValueError, match="compile=True: no compiled step"):
@@ -609,7 +624,7 @@ def test_trainer_compiled_and_eager_runs_agree(xp):
         trainer.train()
         runs.append((trainer, net))
     (compiled, net_c), (eager, net_e) = runs
-    assert compiled.step.kind == ("jax.jit" if is_jax_namespace(xp) else "eager")
+    assert compiled.step.kind == auto_kind(xp)
     assert eager.step.kind == "eager"
     np.testing.assert_allclose(compiled.train_loss_list, eager.train_loss_list, rtol=1e-5)
     assert compiled.test_acc_list == eager.test_acc_list
@@ -814,8 +829,8 @@ def test_check_data_reads_class_indices_given_as_a_column_too(xp, column):
 
 
 def test_compile_true_where_no_compiler_applies_is_refused(xp):
-    if is_jax_namespace(xp):
-        pytest.skip("JAX compiles")
+    if auto_kind(xp) != "eager":
+        pytest.skip(f"{auto_kind(xp)} applies")
     x = make(xp, np.ones((4, 64)), "float32")
     t = make(xp, [0, 1, 2, 3], "int64")
     with pytest.raises(ValueError, match="compile=True"):
@@ -838,6 +853,98 @@ def test_torch_cuda_graph_step_matches_eager(xp):
     eager_step = compile_step(nets[1], optim.Adam(lr=0.01), compile=False)
     assert graph_step.kind == "cuda-graph"
     _steps_agree_over_two_batch_shapes(xp, nets, graph_step, eager_step, cuda)
+
+
+@pytest.mark.skipif(not (sys.modules.get("torch") or __import__("importlib").util.find_spec(
+    "torch")), reason="needs torch")
+@pytest.mark.parametrize("net_name", list(NETWORKS))
+def test_torch_cuda_step_never_waits_for_the_gpu(xp, net_name):
+    # The contract: no host synchronisation inside a step. torch's sync debug mode makes
+    # every operation that waits for the GPU (a value read, a nonzero, a blocking copy)
+    # an error. After the first steps (the first checks the labels where data enter; the
+    # CUDA-graph step warms up and captures), eager steps and graph replays with every
+    # optimizer must run without one.
+    if not is_torch_namespace(xp):
+        pytest.skip("torch's sync debug mode")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    build, images = NETWORKS[net_name]
+    x, t = (a.to("cuda") for a in batch(xp, images))
+    for (opt_name, make_optimizer), compile in itertools.product(OPTIMIZERS.items(),
+                                                                 [False, "auto"]):
+        step = compile_step(build(xp, 0), make_optimizer(), compile=compile)
+        for _ in range(1 if compile is False else step.warmup + 2):
+            step(x, t)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            losses = [step(x, t) for _ in range(2)]
+        except RuntimeError as exc:
+            pytest.fail(f"{net_name} with {opt_name}, {step.kind}: a step waited for the "
+                        f"GPU: {exc}")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert all(loss.is_cuda and loss.shape == () for loss in losses)
+
+
+def _other_layers(xp, loss_layer, outputs):
+    """A network of the layers NETWORKS lack: Tanh, Sigmoid, LeakyReLU, Identity and
+    `loss_layer` (outputs scores per sample)."""
+    rng = np.random.default_rng(4)
+
+    def affine(n_in, n_out):
+        return Affine(make(xp, 0.3 * rng.standard_normal((n_in, n_out)), "float32"),
+                      make(xp, np.zeros(n_out), "float32"))
+
+    return Sequential(affine(64, 8), Tanh(), affine(8, 8), Sigmoid(), affine(8, 8),
+                      LeakyReLU(), Identity(), affine(8, outputs), loss_layer)
+
+
+@pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
+def test_a_torch_step_makes_no_tensor_from_host_data_and_reads_no_value(xp, opt_name):
+    # What fails a CUDA graph capture ("Cannot copy between CPU and CUDA tensors") or syncs
+    # an eager GPU step, caught on any device: a tensor made from Python or NumPy data (a
+    # host-to-device copy on a GPU; array-api-compat's torch `maximum(x, 0)` made one) or a
+    # value read on the host. Every torch function a step calls is watched.
+    if not is_torch_namespace(xp):
+        pytest.skip("watches torch's functions")
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    from_host = {torch.asarray, torch.as_tensor, torch.tensor, torch.Tensor.new_tensor}
+    reads = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__,
+             torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.tolist,
+             torch.Tensor.numpy, torch.Tensor.cpu, torch.Tensor.nonzero, torch.nonzero}
+
+    class Watch(TorchFunctionMode):
+        seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if (func in from_host and args and not isinstance(args[0], torch.Tensor)
+                    or func in reads):
+                self.seen.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    t5 = make(xp, np.arange(12) % 5, "int64")
+    cases = {name: (build(xp, 0), batch(xp, images)) for name, (build, images)
+             in NETWORKS.items()}
+    cases["Tanh, Sigmoid, LeakyReLU, Identity"] = (_other_layers(xp, SoftmaxWithLoss(), 5),
+                                                    (batch(xp, False)[0], t5))
+    binary = make(xp, (np.arange(12) % 2)[:, None], "float32")
+    cases["SigmoidWithLoss"] = (_other_layers(xp, SigmoidWithLoss(), 1),
+                                (batch(xp, False)[0], binary))
+    cases["MeanSquaredError"] = (_other_layers(xp, MeanSquaredError(), 1),
+                                 (batch(xp, False)[0], binary))
+    for name, (net, (x, t)) in cases.items():
+        step = compile_step(net, OPTIMIZERS[opt_name]())
+        step(x, t)  # the first batch's labels are checked: a read, where data enter
+        with Watch() as watch:
+            watch.seen.clear()
+            step(x, t)
+            step(x, t)
+        assert watch.seen == [], f"{name}: {watch.seen}"
 
 
 def _steps_agree_over_two_batch_shapes(xp, nets, graph_step, eager_step, dev):
@@ -906,7 +1013,7 @@ def test_cuda_graph_steps_bookkeeping_on_an_emulated_graph(xp, monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_stream", Stream)
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     nets = [MultiLayerNetExtend(64, [30], 5, use_batchnorm=True, use_dropout=True, xp=xp,
-                                seed=2) for _ in range(2)]
+                                device=torch.device("cpu"), seed=2) for _ in range(2)]
     optimizers = [optim.Adam(lr=0.01), optim.Adam(lr=0.01)]
     graph_step = compiled._CudaGraphStep(nets[0], optimizers[0])  # what CUDA tensors get
     optimizers[0].init_state(nets[0].params)
@@ -966,7 +1073,7 @@ def test_an_eager_step_refuses_a_non_finite_loss_before_its_update(xp):
     # running statistics NaN); a refused step leaves it as it was, with the parameters.
     net = MultiLayerNetExtend(64, [12], 5, use_batchnorm=True, use_dropout=True, xp=xp,
                               seed=0)
-    step = compile_step(net, optim.Adam(), check_finite=True)
+    step = compile_step(net, optim.Adam(), compile=False, check_finite=True)
     x, t = batch(xp, False)
     step(x, t)
     before = {k: to_numpy(v).copy() for k, v in {**net.params, **net.state}.items()}
