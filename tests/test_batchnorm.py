@@ -139,18 +139,18 @@ def test_agrees_with_torch_batch_norm(xp, rng, shape):
     layer = BatchNormalization(make(xp, gamma_np, "float32"), make(xp, beta_np, "float32"),
                                momentum, make(xp, mean0, "float32"), make(xp, var0, "float32"),
                                eps=eps)
-    t_mean = torch.tensor(mean0, dtype=torch.float32)
-    t_var = torch.tensor(var0, dtype=torch.float32)
+    t_mean = torch.tensor(mean0, dtype=torch.float32, device="cpu")
+    t_var = torch.tensor(var0, dtype=torch.float32, device="cpu")
     for step in range(1, 4):
         x_np = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
         dout_np = rng.standard_normal(shape).astype(np.float32)
-        x_t = torch.tensor(x_np, requires_grad=True)
-        g_t = torch.tensor(gamma_np, requires_grad=True)
-        b_t = torch.tensor(beta_np, requires_grad=True)
+        x_t = torch.tensor(x_np, requires_grad=True, device="cpu")
+        g_t = torch.tensor(gamma_np, requires_grad=True, device="cpu")
+        b_t = torch.tensor(beta_np, requires_grad=True, device="cpu")
         # torch's momentum is the weight of the new batch: 1 - ours.
         ref = F.batch_norm(x_t, t_mean, t_var, g_t, b_t, training=True,
                            momentum=1 - momentum, eps=eps)
-        ref.backward(torch.tensor(dout_np))
+        ref.backward(torch.tensor(dout_np, device="cpu"))
         out = layer.forward(make(xp, x_np, "float32"))
         dx = layer.backward(make(xp, dout_np, "float32"))
         assert rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5
@@ -166,12 +166,13 @@ def test_agrees_with_torch_batch_norm(xp, rng, shape):
     # Eval mode against torch's eval mode with the same running statistics.
     x_np = rng.standard_normal(shape).astype(np.float32)
     dout_np = rng.standard_normal(shape).astype(np.float32)
-    x_t = torch.tensor(x_np, requires_grad=True)
-    g_t = torch.tensor(gamma_np, requires_grad=True)
-    ours_var = torch.tensor(to_numpy(layer.running_var))
-    ref = F.batch_norm(x_t, torch.tensor(to_numpy(layer.running_mean)), ours_var, g_t,
-                       torch.tensor(beta_np), training=False, eps=eps)
-    ref.backward(torch.tensor(dout_np))
+    x_t = torch.tensor(x_np, requires_grad=True, device="cpu")
+    g_t = torch.tensor(gamma_np, requires_grad=True, device="cpu")
+    ours_var = torch.tensor(to_numpy(layer.running_var), device="cpu")
+    ours_mean = torch.tensor(to_numpy(layer.running_mean), device="cpu")
+    ref = F.batch_norm(x_t, ours_mean, ours_var, g_t, torch.tensor(beta_np, device="cpu"),
+                       training=False, eps=eps)
+    ref.backward(torch.tensor(dout_np, device="cpu"))
     out = layer.forward(make(xp, x_np, "float32"), train_flg=False)
     dx = layer.backward(make(xp, dout_np, "float32"))
     assert rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5

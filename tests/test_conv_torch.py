@@ -48,10 +48,10 @@ def test_convolution_matches_torch(xp, rng, kernel, stride, pad):
     x_np = rng.standard_normal(X_SHAPE).astype(np.float32)
     W_np = rng.standard_normal((5, 3, *kernel)).astype(np.float32)
     b_np = rng.standard_normal(5).astype(np.float32)
-    x, W, b = (torch.tensor(a, requires_grad=True) for a in (x_np, W_np, b_np))
+    x, W, b = (torch.tensor(a, requires_grad=True, device="cpu") for a in (x_np, W_np, b_np))
     ref = F.conv2d(x, W, b, stride=stride, padding=pad)
     dout_np = rng.standard_normal(tuple(ref.shape)).astype(np.float32)
-    ref.backward(torch.tensor(dout_np))
+    ref.backward(torch.tensor(dout_np, device="cpu"))
 
     conv = Convolution(make(xp, W_np, "float32"), make(xp, b_np, "float32"), stride, pad)
     out, dx = run_ours(xp, conv, x_np, dout_np)
@@ -68,10 +68,10 @@ POOLS = [((2, 2), 2, 0), ((3, 2), 2, 1), ((2, 3), 1, 1)]
 @pytest.mark.parametrize("kernel, stride, pad", POOLS)
 def test_pooling_matches_torch(xp, rng, ours, theirs, kernel, stride, pad):
     x_np = rng.standard_normal(X_SHAPE).astype(np.float32)
-    x = torch.tensor(x_np, requires_grad=True)
+    x = torch.tensor(x_np, requires_grad=True, device="cpu")
     ref = theirs(x, kernel, stride=stride, padding=pad)  # avg: count_include_pad=True
     dout_np = rng.standard_normal(tuple(ref.shape)).astype(np.float32)
-    ref.backward(torch.tensor(dout_np))
+    ref.backward(torch.tensor(dout_np, device="cpu"))
 
     out, dx = run_ours(xp, ours(*kernel, stride=stride, pad=pad), x_np, dout_np)
     assert_matches({"out": (out, ref), "dx": (dx, x.grad)})
@@ -80,9 +80,9 @@ def test_pooling_matches_torch(xp, rng, ours, theirs, kernel, stride, pad):
 def test_max_pooling_of_all_negative_input_with_padding_matches_torch(xp, rng):
     # torch pads max pooling with -inf; a zero padding would win every border window here.
     x_np = -1.0 - rng.random((2, 2, 6, 6)).astype(np.float32)
-    x = torch.tensor(x_np, requires_grad=True)
+    x = torch.tensor(x_np, requires_grad=True, device="cpu")
     ref = F.max_pool2d(x, 3, stride=2, padding=1)
     dout_np = rng.standard_normal(tuple(ref.shape)).astype(np.float32)
-    ref.backward(torch.tensor(dout_np))
+    ref.backward(torch.tensor(dout_np, device="cpu"))
     out, dx = run_ours(xp, Pooling(3, 3, stride=2, pad=1), x_np, dout_np)
     assert_matches({"out": (out, ref), "dx": (dx, x.grad)})

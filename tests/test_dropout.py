@@ -120,11 +120,12 @@ def test_agrees_with_torch_dropout(xp, rng):
     torch = pytest.importorskip("torch")
     x_np = rng.standard_normal((4, 50)).astype(np.float32)
     # Test time: both are the identity.
-    ref = torch.nn.functional.dropout(torch.tensor(x_np), p=0.3, training=False)
+    ref = torch.nn.functional.dropout(torch.tensor(x_np, device="cpu"), p=0.3, training=False)
     out = Dropout(0.3, seed=0).forward(make(xp, x_np, "float32"), train_flg=False)
     np.testing.assert_array_equal(to_numpy(out), ref.numpy())
     # Training: torch's dropout is inverted too; kept values are x / (1 - p) in both.
-    ref = torch.nn.functional.dropout(torch.tensor(x_np), p=0.3, training=True).numpy()
+    ref = torch.nn.functional.dropout(torch.tensor(x_np, device="cpu"), p=0.3,
+                                      training=True).numpy()
     out = to_numpy(Dropout(0.3, seed=0).forward(make(xp, x_np, "float32")))
     np.testing.assert_allclose(ref[ref != 0], (x_np / 0.7)[ref != 0], rtol=1e-6)
     np.testing.assert_allclose(out[out != 0], (x_np / 0.7)[out != 0], rtol=1e-6)

@@ -72,12 +72,12 @@ def test_activations_agree_with_torch(xp, rng, name):
     torch = pytest.importorskip("torch")
     x_np = rng.standard_normal((4, 5)).astype(np.float32) * 3
     dout_np = rng.standard_normal((4, 5)).astype(np.float32)
-    x_t = torch.tensor(x_np, requires_grad=True)
+    x_t = torch.tensor(x_np, requires_grad=True, device="cpu")
     if name == "tanh":
         layer, ref = Tanh(), torch.tanh(x_t)
     else:
         layer, ref = LeakyReLU(0.2), torch.nn.functional.leaky_relu(x_t, 0.2)
-    ref.backward(torch.tensor(dout_np))
+    ref.backward(torch.tensor(dout_np, device="cpu"))
     out = layer.forward(make(xp, x_np, "float32"))
     dx = layer.backward(make(xp, dout_np, "float32"))
     assert rel_err(to_numpy(out), ref.detach().numpy()) <= 1e-5
@@ -86,7 +86,7 @@ def test_activations_agree_with_torch(xp, rng, name):
 
 def test_leaky_relu_gradient_at_zero_is_the_slope_like_torch(xp):
     torch = pytest.importorskip("torch")
-    x_t = torch.zeros(3, requires_grad=True)
+    x_t = torch.zeros(3, requires_grad=True, device="cpu")
     torch.nn.functional.leaky_relu(x_t, 0.2).sum().backward()
     layer = LeakyReLU(0.2)
     layer.forward(make(xp, np.zeros(3), "float32"))
@@ -172,8 +172,9 @@ def test_sigmoid_with_loss_agrees_with_torch(xp, rng):
     torch = pytest.importorskip("torch")
     x_np = (rng.standard_normal((5, 3)) * 3).astype(np.float32)
     t_np = rng.uniform(0, 1, (5, 3)).astype(np.float32)
-    x_t = torch.tensor(x_np, requires_grad=True)
-    ref = torch.nn.functional.binary_cross_entropy_with_logits(x_t, torch.tensor(t_np))
+    x_t = torch.tensor(x_np, requires_grad=True, device="cpu")
+    t_t = torch.tensor(t_np, device="cpu")
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(x_t, t_t)
     ref.backward()
     layer = SigmoidWithLoss()
     loss = layer.forward(make(xp, x_np, "float32"), make(xp, t_np, "float32"))
@@ -233,8 +234,9 @@ def test_mean_squared_error_agrees_with_torch(xp, rng):
     torch = pytest.importorskip("torch")
     y_np = rng.standard_normal((5, 3)).astype(np.float32)
     t_np = rng.standard_normal((5, 3)).astype(np.float32)
-    y_t = torch.tensor(y_np, requires_grad=True)
-    ref = 0.5 * torch.nn.functional.mse_loss(y_t, torch.tensor(t_np), reduction="sum") / 5
+    y_t = torch.tensor(y_np, requires_grad=True, device="cpu")
+    t_t = torch.tensor(t_np, device="cpu")
+    ref = 0.5 * torch.nn.functional.mse_loss(y_t, t_t, reduction="sum") / 5
     ref.backward()
     layer = MeanSquaredError()
     loss = layer.forward(make(xp, y_np, "float32"), make(xp, t_np, "float32"))

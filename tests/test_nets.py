@@ -537,10 +537,12 @@ def test_simple_conv_net_matches_torch_autograd(xp, rng):
     net = SimpleConvNet(**SMALL_CONV, weight_init_std=0.4, xp=xp, seed=6, **F64)
     _random_biases(net, xp, rng)
     x_np, t_np = rng.standard_normal((2, 1, 5, 5)), np.array([1, 0])
-    p = {k: torch.tensor(to_numpy(v), requires_grad=True) for k, v in net.params.items()}
-    h = F.max_pool2d(F.relu(F.conv2d(torch.tensor(x_np), p["W1"], p["b1"], padding=1)), 2, 2)
+    p = {k: torch.tensor(to_numpy(v), requires_grad=True, device="cpu")
+         for k, v in net.params.items()}
+    x_t = torch.tensor(x_np, device="cpu")
+    h = F.max_pool2d(F.relu(F.conv2d(x_t, p["W1"], p["b1"], padding=1)), 2, 2)
     h = F.relu(h.flatten(1) @ p["W2"] + p["b2"])
-    loss = F.cross_entropy(h @ p["W3"] + p["b3"], torch.tensor(t_np))
+    loss = F.cross_entropy(h @ p["W3"] + p["b3"], torch.tensor(t_np, device="cpu"))
     loss.backward()
     x = make(xp, x_np)
     assert_close(net.loss(x, xp.asarray(t_np)), loss.item(), rtol=1e-12)

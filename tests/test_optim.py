@@ -197,14 +197,18 @@ def test_adamw_without_decay_is_adam_and_decays_with_zero_grads(xp, rng):
 
 def torch_run(torch_cls, p0, grads, **kwargs):
     torch = pytest.importorskip("torch")
-    tensors = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in p0.items()}
-    optimizer = torch_cls(list(tensors.values()), **kwargs)
-    history = []
-    for g in grads:
-        for k, t in tensors.items():
-            t.grad = torch.tensor(g[k], dtype=torch.float64)
-        optimizer.step()
-        history.append({k: t.detach().numpy().copy() for k, t in tensors.items()})
+    # On the CPU whatever torch's default device, with the state the optimizer makes itself
+    # (AdaGrad's step count goes to the default device).
+    with torch.device("cpu"):
+        tensors = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+                   for k, v in p0.items()}
+        optimizer = torch_cls(list(tensors.values()), **kwargs)
+        history = []
+        for g in grads:
+            for k, t in tensors.items():
+                t.grad = torch.tensor(g[k], dtype=torch.float64)
+            optimizer.step()
+            history.append({k: t.detach().numpy().copy() for k, t in tensors.items()})
     return history
 
 
@@ -379,9 +383,9 @@ def test_global_norm_extreme_float32_values(xp):
 def test_clip_grad_norm_matches_torch(xp, rng):
     torch = pytest.importorskip("torch")
     values = {"W": 3.0 * rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
-    tensors = [torch.tensor(v, requires_grad=True) for v in values.values()]
+    tensors = [torch.tensor(v, requires_grad=True, device="cpu") for v in values.values()]
     for t, v in zip(tensors, values.values(), strict=True):
-        t.grad = torch.tensor(v)
+        t.grad = torch.tensor(v, device="cpu")
     torch_norm = torch.nn.utils.clip_grad_norm_(tensors, max_norm=1.5)
     grads = {k: make(xp, v) for k, v in values.items()}
     clipped, norm = clip_grad_norm(grads, 1.5)

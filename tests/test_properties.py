@@ -165,15 +165,15 @@ def test_batchnorm_matches_numpy_and_gradients(xp, shape, train, seed):
     # Backward against torch's autograd of the same formula (central differences lose
     # too many digits on batches of two or three, whose training dx is a projection).
     torch = pytest.importorskip("torch")
-    tx, tg, tb = (torch.tensor(v, requires_grad=True) for v in (x, gamma, beta))
+    tx, tg, tb = (torch.tensor(v, requires_grad=True, device="cpu") for v in (x, gamma, beta))
     if train:
         tm = tx.mean(dim=axes, keepdim=True)
         tv = ((tx - tm) ** 2).mean(dim=axes, keepdim=True)
     else:
-        tm, tv = torch.tensor(rm).reshape(bshape), torch.tensor(rv).reshape(bshape)
+        tm, tv = (torch.tensor(v, device="cpu").reshape(bshape) for v in (rm, rv))
     ref = tg.reshape(bshape) * (tx - tm) / torch.sqrt(tv + 10e-7) + tb.reshape(bshape)
     dout = host(seed + 5, shape)
-    (ref * torch.tensor(dout)).sum().backward()
+    (ref * torch.tensor(dout, device="cpu")).sum().backward()
     dx = layer.backward(dev(xp, dout))
     for got, want in ((dx, tx.grad), (layer.dgamma, tg.grad), (layer.dbeta, tb.grad)):
         np.testing.assert_allclose(to_numpy(got), want.numpy(), rtol=1e-9, atol=1e-12)

@@ -51,8 +51,8 @@ def test_labels_and_one_hot_give_the_same_result(xp, rng):
 def test_agrees_with_torch_cross_entropy(xp, rng):
     torch = pytest.importorskip("torch")
     x_np, t_np = rng.standard_normal((6, 5)).astype(np.float32), rng.integers(0, 5, 6)
-    x_t = torch.tensor(x_np, requires_grad=True)
-    ref = torch.nn.functional.cross_entropy(x_t, torch.tensor(t_np))
+    x_t = torch.tensor(x_np, requires_grad=True, device="cpu")
+    ref = torch.nn.functional.cross_entropy(x_t, torch.tensor(t_np, device="cpu"))
     ref.backward()
     layer = SoftmaxWithLoss()
     loss = layer.forward(make(xp, x_np, "float32"), _labels(xp, t_np))
