@@ -1,25 +1,30 @@
 """Everything to check on a machine with an NVIDIA GPU, in one command and one table.
 
-Runs the test suite on CuPy, on torch CUDA tensors (PORTABLELAYERS_DEVICE=cuda) and on JAX's
-GPU (PORTABLELAYERS_DEVICE=gpu), each at full float32 precision (tests/conftest.py sets
-the policy), then `benchmarks/step.py --device cuda` (our eager and compiled steps beside
-PyTorch eager and PyTorch's CUDA graph), and prints one summary table.
+Runs `benchmarks/step.py --device cuda` first, alone (our eager and compiled steps on
+torch, JAX and CuPy beside PyTorch eager and PyTorch's CUDA graph), then the test suite on
+CuPy, on torch CUDA tensors (PORTABLELAYERS_DEVICE=cuda) and on JAX's GPU
+(PORTABLELAYERS_DEVICE=gpu) side by side, each at full float32 precision
+(tests/conftest.py sets the policy) with pytest-xdist's workers where installed, and
+prints one summary table that names every failing test.
 
     python benchmarks/gpu_check.py                 # on the GPU machine
     python benchmarks/gpu_check.py --smoke         # the same code paths on CPU backends
-    python benchmarks/gpu_check.py --json out.json --budget 420
+    python benchmarks/gpu_check.py --json out.json --logs DIR --budget 420
 
-A GPU machine is often lent for minutes only, so the step benchmark (the figures nothing
-else can give) runs first, every part is written to the JSON file as soon as it is done (a
-run killed at its time limit leaves what it finished), and `--budget SECONDS` (default 480)
-bounds the whole run: each suite gets at most what is left, and a suite with under 30 s left
-is reported as skipped.
+A GPU machine is often lent for minutes only: the summary is written to the JSON file as
+soon as each part is done, `--logs DIR` keeps every part's whole output (the benchmark's,
+each suite's pytest log: tracebacks to read once the machine is gone), and `--budget
+SECONDS` (default 480) bounds the whole run: a suite still running when it is spent is
+stopped and reported with what it printed. A test that hangs fails alone after 300 s
+where pytest-timeout is installed. JAX is kept from taking 75% of the GPU's memory at its
+start (XLA_PYTHON_CLIENT_PREALLOCATE=false), so the suites and their workers share it.
 
 It needs no package registry: the package is taken from this checkout, and the pure-Python
 dependencies (array-api-compat, array-api-extra) from PYTHONPATH or from a `.deps/` folder
 beside this checkout's pyproject.toml (e.g. `pip download --no-deps -d .deps ...` then
-unzip the wheels there, on a machine that has a registry). `--smoke` runs each suite on the
-CPU with a small selection of tests, so CI proves the script itself works.
+unzip the wheels there, on a machine that has a registry; git ignores it). `--smoke` runs
+each suite on the CPU with a small selection of tests, so CI proves the script itself
+works.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 from step import print_table  # benchmarks/step.py, beside this file
@@ -39,6 +45,7 @@ from step import print_table  # benchmarks/step.py, beside this file
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # backend -> (PORTABLELAYERS_DEVICE on the GPU, module that must be importable)
 SUITES = {"cupy": (None, "cupy"), "torch": ("cuda", "torch"), "jax": ("gpu", "jax")}
+WORKERS = 4  # pytest-xdist processes per suite; the three suites run side by side
 SMOKE_TESTS = ["tests/test_backends.py", "tests/test_affine.py",
                "tests/test_compile.py::test_a_step_traces_once_per_batch_shape"]
 
@@ -52,45 +59,67 @@ def environment():
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
+    # JAX takes 75% of the GPU's memory at its start by default: with several processes on
+    # one GPU (the suites side by side, pytest's workers) the second one would run out.
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     return env
 
 
-def run_suite(backend, smoke, timeout):
-    """The pytest counts of one backend's suite, its seconds and its status."""
+def start_suite(backend, smoke, logs):
+    """Start one backend's pytest run, its output into a log file; None if it cannot run."""
     device, module = SUITES[backend]
-    if timeout < 30:
-        return {"suite": backend, "status": "skipped: out of time (--budget)"}
     if smoke and backend == "cupy":
         backend, device = "numpy", None  # CuPy's code paths are NumPy's on a CPU
     elif smoke:
         device = "cpu"
+    name = backend + (f" on {device}" if device else "")
     if importlib.util.find_spec(module if not smoke or module != "cupy" else "numpy") is None:
-        return {"suite": backend, "status": f"skipped: {module} not installed"}
+        return {"suite": name, "status": f"skipped: {module} not installed"}
     env = environment()
     env["PORTABLELAYERS_BACKEND"] = backend
     if backend == "jax":
         env["JAX_ENABLE_X64"] = "1"
     if device:
         env["PORTABLELAYERS_DEVICE"] = device
-    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+    # -rfE lists every failure and error by name at the end; no -x: a GPU run is rare and
+    # should show all of them
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
             *(SMOKE_TESTS if smoke else ["tests"])]
     if not smoke and importlib.util.find_spec("xdist"):
-        args += ["-n", "4"]
-    start = time.perf_counter()
+        args += ["-n", str(WORKERS)]
+    if importlib.util.find_spec("pytest_timeout"):
+        args += ["--timeout", "300"]  # a hung test fails alone, not the whole suite
+    log_path = logs / f"{backend}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return {"suite": name, "proc": proc, "log": log, "log_path": log_path,
+            "start": time.perf_counter()}
+
+
+def finish_suite(run, timeout):
+    """Wait for a started suite (at most `timeout` s) and read its counts from its log."""
+    if "proc" not in run:
+        return run
+    proc = run.pop("proc")
     try:
-        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        out = done.stdout + done.stderr
-    except subprocess.TimeoutExpired as exc:
-        out, done = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (
-            exc.stdout or ""), None
-    seconds = time.perf_counter() - start
-    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error)", out)}
-    row = {"suite": f"{backend}" + (f" on {device}" if device else ""), **counts,
-           "seconds": round(seconds, 1),
-           "status": "timed out" if done is None else ("ok" if done.returncode == 0 else
-                                                        "FAILED")}
-    if done is not None and done.returncode not in (0, 5):
+        proc.wait(timeout=max(timeout, 0))
+        status = "ok" if proc.returncode in (0, 5) else "FAILED"
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        status = "timed out (--budget)"
+    run.pop("log").close()
+    out = pathlib.Path(run.pop("log_path")).read_text(errors="replace")
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b",
+                                               out)}
+    if "error" in counts or "errors" in counts:
+        counts["error"] = counts.pop("errors", 0) + counts.pop("error", 0)
+    row = {"suite": run["suite"], **counts,
+           "seconds": round(time.perf_counter() - run.pop("start"), 1), "status": status}
+    failures = [line for line in out.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    if failures:
+        row["failures"] = failures[:60]
+    if status != "ok":
         row["tail"] = out[-1500:]
     return row
 
@@ -101,13 +130,15 @@ def run_benchmark(smoke, timeout):
         args += ["--device", "cpu", "--nets", "two-layer", "--steps", "2", "--repeats", "2",
                  "--backends", *[b for b in ("numpy", "torch", "jax")
                                  if importlib.util.find_spec(b)]]
-    else:
-        args += ["--device", "cuda", "--nets", "two-layer", "simple-conv", "simple-conv-b1000"]
+    else:  # no NumPy process: its CPU step says nothing about the GPU
+        args += ["--device", "cuda", "--nets", "two-layer", "simple-conv", "simple-conv-b1000",
+                 "--backends", *[b for b in ("torch", "jax", "cupy")
+                                 if importlib.util.find_spec(b)]]
     done = subprocess.run(args, cwd=ROOT, env=environment(), capture_output=True, text=True,
                           timeout=timeout)
     if done.returncode != 0:
-        return [], done.stdout + done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])["rows"], done.stdout
+        return {}, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout + done.stderr
 
 
 def main(argv=None):
@@ -118,16 +149,17 @@ def main(argv=None):
     parser.add_argument("--no-bench", action="store_true", help="skip the benchmarks")
     parser.add_argument("--json", metavar="FILE",
                         help="also write the summary as JSON (after every part)")
+    parser.add_argument("--logs", metavar="DIR",
+                        help="keep the benchmark's and each suite's whole output here")
     parser.add_argument("--budget", type=float, default=480, metavar="SECONDS",
                         help="the most the whole run may take (default 480)")
     args = parser.parse_args(argv)
-    limit = 100 if args.smoke else 240  # one part at most
     start = time.perf_counter()
 
-    def left():
+    def left(limit=240):  # one part at most `limit` s
         return min(limit, args.budget - (time.perf_counter() - start))
 
-    suites, bench, bench_text = [], [], ""
+    suites, bench, bench_text = [], {}, ""
 
     def save():
         if args.json:
@@ -135,32 +167,45 @@ def main(argv=None):
                 json.dump({"smoke": args.smoke, "suites": suites, "bench": bench,
                            "seconds": round(time.perf_counter() - start, 1)}, f, indent=1)
 
-    if not args.no_bench:
-        try:
-            bench, bench_text = run_benchmark(args.smoke, max(left(), 1))
-        except subprocess.TimeoutExpired:
-            bench_text = "timed out (--budget)"
-        save()
-    for backend in args.suites:
-        suites.append(run_suite(backend, args.smoke, left()))
-        save()
+    with tempfile.TemporaryDirectory() as scratch:
+        logs = pathlib.Path(args.logs or scratch)
+        logs.mkdir(parents=True, exist_ok=True)
+        if not args.no_bench:  # first and alone: the timings want a quiet machine
+            try:
+                bench, bench_text = run_benchmark(args.smoke, max(left(), 1))
+            except subprocess.TimeoutExpired as exc:
+                bench_text = f"timed out (--budget)\n{exc.stdout or ''}{exc.stderr or ''}"
+            (logs / "bench.log").write_text(str(bench_text))
+            save()
+        # the suites side by side: each has its own GPU context and WORKERS processes
+        runs = [start_suite(backend, args.smoke, logs) for backend in args.suites]
+        for run in runs:
+            suites.append(finish_suite(run, left(limit=args.budget)))
+            save()
 
     print(f"GPU check{' (smoke: CPU backends)' if args.smoke else ''}, "
           f"{time.perf_counter() - start:.0f} s")
-    print(f"{'suite':<16} {'passed':>7} {'failed':>7} {'skipped':>8} {'seconds':>8}  status")
+    print(f"{'suite':<16} {'passed':>7} {'failed':>7} {'errors':>7} {'skipped':>8} "
+          f"{'seconds':>8}  status")
     for row in suites:
         print(f"{row['suite']:<16} {row.get('passed', 0):>7} {row.get('failed', 0):>7} "
-              f"{row.get('skipped', 0):>8} {row.get('seconds', 0):>8}  {row['status']}")
+              f"{row.get('error', 0):>7} {row.get('skipped', 0):>8} {row.get('seconds', 0):>8}"
+              f"  {row['status']}")
+        for line in row.get("failures", []):
+            print("    " + line[:200])
         if "tail" in row:
             print(row["tail"])
-    if bench:
+    if bench.get("rows"):
         print()
-        print_table(bench)
+        print(bench.get("machine", ""), bench.get("precision", ""))
+        print_table(bench["rows"])
+        for what, error in bench.get("failed", {}).items():
+            print(f"not timed: {what}: {error}")
     elif not args.no_bench:
-        print("\nbenchmark failed:\n" + bench_text[-1500:])
+        print("\nbenchmark failed:\n" + str(bench_text)[-3000:])
     save()
     failed = any(r["status"] not in ("ok",) and not r["status"].startswith("skipped")
-                 for r in suites) or (not args.no_bench and not bench)
+                 for r in suites) or (not args.no_bench and not bench.get("rows"))
     return 1 if failed else 0
 
 

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import numpy as np
 
@@ -251,46 +252,85 @@ def torch_reference(net, device, kind, steps):
             graph.replay()
             return static_loss
 
+        # The graph reads and writes these at fixed addresses: freed, their memory would go
+        # to other tensors, and each replay would read and write those instead.
+        replay.captured = (model, opt, x, t)
+
         return block_timer(replay, _sync, steps, MIN_BLOCK[0])
     return block_timer(step, _sync, steps, MIN_BLOCK[0])
 
 
 def worker(args):
-    """Build and warm up every step this backend times, print their keys, then time one
-    block for each request on stdin ('[net, step]' -> ms per step) until stdin closes."""
+    """Build and warm up every step this backend times, print their keys (and the steps
+    that failed to build, with their errors), then time one block for each request on
+    stdin ('[net, step]' -> ms per step) until stdin closes."""
     set_threads(args.threads)
     MIN_BLOCK[0] = args.min_block
     if args.worker != "jax" and importlib.util.find_spec("torch"):  # JAX's process: no torch
         import torch
 
         torch.set_num_threads(args.threads)
-    timers = {}
+    timers, failed = {}, {}
+
+    def add(net, key, build, *build_args):
+        """One step's timer; a step that fails to build or warm up is reported, not fatal
+        (a GPU may be lent for minutes: one failing row must not lose the others)."""
+        try:
+            made = build(*build_args)
+        except Exception as exc:  # noqa: BLE001 - any failure is this row's result
+            what = f"{net}: {key.format(kind='compiled')}"
+            failed[what] = f"{type(exc).__name__}: {exc}"[:500]
+            traceback.print_exc()
+            return
+        if isinstance(made, tuple):  # ours(): (timer, the step's kind)
+            timer, kind = made
+            if kind == "eager" and key != "ours eager":
+                return  # no compiler for this backend and device: no second eager row
+            key = key.format(kind=kind)
+            made = timer
+        timers[net, key] = made
+
+    # PyTorch's own steps first and our compiled ones last: a failed CUDA-graph capture
+    # can leave the GPU unusable for whatever this process runs after it.
+    torch_here = args.worker != "jax" and bool(importlib.util.find_spec("torch")) and (
+        args.device == "cpu" or args.worker == "torch")  # on a GPU: torch's process only
+    dev = "cuda" if args.device == "cuda" else "cpu"
     for net in args.nets:
-        timers[net, "ours eager"], _ = ours(args.worker, net, args.device, False, args.steps)
-        if args.worker in ("numpy", "cupy") and net == "two-layer":
-            timers[net, "hand-written"] = hand_written(args.worker, args.steps)
-        if args.worker in ("jax", "torch"):
-            timer, kind = ours(args.worker, net, args.device, "auto", args.steps)
-            if kind != "eager":
-                timers[net, f"ours {kind}"] = timer
-        if args.worker == "jax" and args.device == "cpu":
-            try:
-                timer, kind = ours("jax", net, "cpu", "auto", args.steps, XLA_OWN_DOTS)
-                timers[net, f"ours {kind}, XLA dots"] = timer
-            except Exception as exc:  # a jaxlib without the option: the row is left out
-                print(f"no 'XLA dots' row: {exc}", file=sys.stderr)
-        if args.worker != "jax" and importlib.util.find_spec("torch"):
-            dev = "cuda" if args.device == "cuda" else "cpu"
-            timers[net, "torch eager"] = torch_reference(net, dev, "eager", args.steps)
+        if torch_here:
+            add(net, "torch eager", torch_reference, net, dev, "eager", args.steps)
             if args.torch_compile:
-                timers[net, "torch.compile"] = torch_reference(net, dev, "compile", args.steps)
+                add(net, "torch.compile", torch_reference, net, dev, "compile", args.steps)
             if dev == "cuda":
-                timers[net, "torch cuda-graph"] = torch_reference(net, dev, "cuda-graph",
-                                                                  args.steps)
-    print(ANSWER, json.dumps(list(timers)), flush=True)
+                add(net, "torch cuda-graph", torch_reference, net, dev, "cuda-graph",
+                    args.steps)
+        add(net, "ours eager", ours, args.worker, net, args.device, False, args.steps)
+        if args.worker in ("numpy", "cupy") and net == "two-layer":
+            add(net, "hand-written", hand_written, args.worker, args.steps)
+    for net in args.nets:
+        if args.worker in ("jax", "torch"):
+            add(net, "ours {kind}", ours, args.worker, net, args.device, "auto", args.steps)
+        if args.worker == "jax" and args.device == "cpu":
+            add(net, "ours {kind}, XLA dots", ours, "jax", net, "cpu", "auto", args.steps,
+                XLA_OWN_DOTS)
+    print(ANSWER, json.dumps({"steps": list(timers), "failed": failed}), flush=True)
     for line in sys.stdin:
         net, key = json.loads(line)
         print(ANSWER, json.dumps(timers[net, key]()), flush=True)
+
+
+def precision_settings():
+    """The float32 precision each library uses here (TF32 on NVIDIA GPUs or not)."""
+    settings = {}
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        settings["torch matmul allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        settings["torch cudnn allow_tf32"] = torch.backends.cudnn.allow_tf32
+    if importlib.util.find_spec("jax"):
+        import jax
+
+        settings["jax default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
+    return settings
 
 
 # --- the driver: one process per backend, one table -------------------------------------
@@ -395,8 +435,11 @@ def main(argv=None):
         del workers[backend]
         return None
 
-    steps_of = {backend: [tuple(key) for key in keys] for backend in list(workers)
-                if (keys := answer(backend)) is not None}
+    steps_of, failed = {}, {}
+    for backend in list(workers):
+        if (built := answer(backend)) is not None:
+            steps_of[backend] = [tuple(key) for key in built["steps"]]
+            failed.update({f"{backend}, {k}": v for k, v in built["failed"].items()})
     times = {}
     for _ in range(args.repeats):  # one turn: one block of every step of every process
         for backend in list(workers):
@@ -420,12 +463,15 @@ def main(argv=None):
           "of ms / PyTorch eager ms of the same net in the same turn"
           + (f"; XLA_FLAGS {xla_flags()}" if xla_flags() else ""))
     print_table(rows)
+    for what, error in failed.items():
+        print(f"not timed: {what}: {error}")
     record = {"machine": machine, "load": f"load average {load_at_start:.1f} at the start and "
                                           f"{os.getloadavg()[0]:.1f} at the end",
               "command": " ".join(["python benchmarks/step.py", *(argv or sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "backends": sorted(workers), "threads": args.threads, "device": args.device,
-              "xla_flags": xla_flags(), "rows": rows}
+              "xla_flags": xla_flags(), "precision": precision_settings(), "rows": rows,
+              "failed": failed}
     if args.json == "-":  # for benchmarks/gpu_check.py: the record as the last line
         print(json.dumps(record))
     elif args.json:
