@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 from conftest import BACKEND
-from support import assert_close, make
+from support import assert_close, make, to_numpy
 
 from portablelayers import Affine, MulLayer, SoftmaxWithLoss
-from portablelayers._backend import library_name, namespace, resolve_namespace
+from portablelayers._backend import device, library_name, namespace, resolve_namespace
 
 
 class ForeignArray:
@@ -96,3 +96,36 @@ def test_per_channel_reductions_equal_the_plain_ones(xp, rng, shape):
     if shape[0]:
         assert_close(mean_per_channel(xp, x, keepdims=True),
                      x_np.mean(axis=axes, keepdims=True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_clip_below_equals_the_portable_maximum(xp, dtype):
+    # The one dispatch point for max(x, number): torch's clamp, everywhere else the
+    # standard's maximum; the same values, NaN and infinities included.
+    from portablelayers._backend import clip_below
+
+    values = np.array([-np.inf, -2.5, -0.0, 0.0, 0.5, 3.0, np.inf, np.nan])
+    if dtype == "int32":
+        values = np.array([-7, -1, 0, 1, 5])
+    x = make(xp, values, dtype)
+    for low in (0, -1.0 if dtype != "int32" else -1, 2):
+        out = clip_below(xp, x, low)
+        assert out.dtype == x.dtype
+        np.testing.assert_array_equal(to_numpy(out), to_numpy(xp.maximum(x, low)))
+        np.testing.assert_array_equal(to_numpy(out), np.maximum(values, low).astype(dtype))
+
+
+def test_as_array_like_copies_into_the_likes_library_dtype_and_device(xp):
+    # A 0-D NumPy array too (torch refused one for a GPU); never sharing memory.
+    from portablelayers._backend import as_array_like
+
+    like = make(xp, np.zeros((2, 3)), "float32")
+    count = make(xp, 0, "int32")
+    host = np.arange(6.0).reshape(2, 3)
+    out = as_array_like(host, like)
+    assert out.dtype == like.dtype and device(out) == device(like)
+    host[0, 0] = 99.0
+    assert to_numpy(out)[0, 0] == 0.0  # a copy
+    step = as_array_like(np.array(7, dtype=np.int64), count)
+    assert step.dtype == count.dtype and step.shape == () and int(to_numpy(step)) == 7
+    assert device(step) == device(count)
