@@ -34,6 +34,7 @@ __all__ = [
     "persist",
     "read_bool",
     "read_scalars",
+    "reads_wait_for_a_device",
     "resolve_namespace",
     "same_shape",
     "size",
@@ -173,12 +174,31 @@ def clip_below(xp, x, low):
 
     array-api-compat's torch `maximum` makes `low` a tensor on x's device at every call: a
     host-to-device copy each time, a host synchronisation, and an error inside a CUDA graph
-    capture. torch's own `clamp` (the standard's `clip`) takes the number as it is. NumPy's
-    `maximum` is the faster of the two there (2 us against 10 us through array-api-compat).
+    capture. torch's own `clamp` takes the number as it is (called directly: array-api-compat
+    before 1.14 turns a number given to `clip` into a tensor too). Everywhere else the
+    standard's `maximum`, which on NumPy is also the faster (2 us against 10 us for `clip`
+    through array-api-compat).
     """
     if array_api_compat.is_torch_namespace(xp):
-        return xp.clip(x, min=low)
+        return x.clamp(min=low)
     return xp.maximum(x, low)
+
+
+def reads_wait_for_a_device(x) -> bool:
+    """Whether reading a value of `x` on the host waits for an accelerator: CuPy arrays,
+    torch tensors and JAX arrays on a GPU. Eager training steps skip the layers' value
+    checks there (each would be a synchronisation; the data were checked where they
+    entered) and keep them on a CPU, where a read costs microseconds."""
+    if array_api_compat.is_cupy_array(x):
+        return True
+    if array_api_compat.is_torch_array(x):
+        return x.device.type != "cpu"
+    if array_api_compat.is_jax_array(x):
+        try:
+            return any(d.platform != "cpu" for d in x.devices())
+        except Exception:  # a tracer has no devices: nothing is read under jax.jit anyway
+            return False
+    return False
 
 
 def read_scalars(arrays) -> list:

@@ -21,10 +21,10 @@ Every kind runs the same Python (`training_step`), so compiled and eager steps a
 Checks that must read data values (label ranges, finite inputs) run where data enter:
 `check_data`, called by the Trainer on whole data sets (one read for all), and
 `check_labels`, called by `compile_step` on its first batch (or, through `train_on`, its
-first data set); inside a compiled step they are switched off (`no_value_checks`), since a
-read would be a host synchronisation. Layer state that forward changes lives in `state`,
-never in Python attributes, so a compiled step carries it (Dropout's counter-based random
-stream too).
+first data set); inside a compiled step, and in an eager step on a GPU, they are switched
+off (`no_value_checks`), since a read would be a host synchronisation. Layer state that
+forward changes lives in `state`, never in Python attributes, so a compiled step carries it
+(Dropout's counter-based random stream too).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from ._backend import (
     persist,
     read_bool,
     read_scalars,
+    reads_wait_for_a_device,
     static_shape,
     takes_argument,
 )
@@ -94,7 +95,7 @@ def training_step(network, optimizer, x, t, check_finite=False):
     update, so the parameters stay as they were, and so does the state the forward pass
     rebinds (batch norm's running statistics, dropout's random stream). That reads the
     loss on the host (a sync on a GPU), and is skipped where a value cannot be read (under
-    jax.jit, inside a CUDA graph capture, on Dask).
+    jax.jit, on Dask); compiled steps never ask for it.
 
     Parameters
     ----------
@@ -745,9 +746,11 @@ class _EagerStep(_Step):
 
     def __call__(self, x, t):
         self._check_first(x, t)
-        # Like a compiled step, no layer reads data values (each read would be a host
-        # synchronisation on a GPU): the data were checked where they entered.
-        with no_value_checks():
+        # On a GPU, like a compiled step, no layer reads data values (each read would wait
+        # for the GPU): the data were checked where they entered. On a CPU a read costs
+        # microseconds, and every batch keeps the layers' own checks.
+        unchecked = reads_wait_for_a_device(x)
+        with no_value_checks() if unchecked else contextlib.nullcontext():
             loss = training_step(self.network, self.optimizer, x, t, self.check_finite)
         params, state, opt_state = self._arrays()
         names = [list(params), list(state), list(opt_state)]

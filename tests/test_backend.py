@@ -129,3 +129,14 @@ def test_as_array_like_copies_into_the_likes_library_dtype_and_device(xp):
     step = as_array_like(np.array(7, dtype=np.int64), count)
     assert step.dtype == count.dtype and step.shape == () and int(to_numpy(step)) == 7
     assert device(step) == device(count)
+
+
+def test_reads_wait_for_a_device_only_on_a_gpu(xp):
+    # Where an eager step skips the layers' value checks: CuPy, and torch or JAX on a GPU.
+    from conftest import DEVICE
+
+    from portablelayers._backend import reads_wait_for_a_device
+
+    on_gpu = BACKEND == "cupy" or DEVICE not in (None, "cpu")
+    assert reads_wait_for_a_device(make(xp, [1.0, 2.0])) == on_gpu
+    assert reads_wait_for_a_device(np.ones(2)) is False

@@ -42,6 +42,7 @@ from portablelayers import (
     Tanh,
     optim,
 )
+from portablelayers._backend import reads_wait_for_a_device
 from portablelayers.compiled import check_data, check_labels, compiled_kind, data_flags
 from portablelayers.nets import (
     DeepConvNet,
@@ -903,15 +904,22 @@ def _other_layers(xp, loss_layer, outputs):
 
 
 @pytest.mark.parametrize("opt_name", ["SGD", "Adam"])
-def test_a_torch_step_makes_no_tensor_from_host_data_and_reads_no_value(xp, opt_name):
+def test_a_torch_step_makes_no_tensor_from_host_data_and_reads_no_value(xp, opt_name,
+                                                                        monkeypatch):
     # What fails a CUDA graph capture ("Cannot copy between CPU and CUDA tensors") or syncs
     # an eager GPU step, caught on any device: a tensor made from Python or NumPy data (a
     # host-to-device copy on a GPU; array-api-compat's torch `maximum(x, 0)` made one) or a
-    # value read on the host. Every torch function a step calls is watched.
+    # value read on the host. The torch functions a step calls from Python are watched
+    # (copies and reads inside torch's C++, e.g. a boolean-mask index, are not seen); the
+    # eager step runs as it does on a GPU, without the layers' own value checks.
     if not is_torch_namespace(xp):
         pytest.skip("watches torch's functions")
     import torch
     from torch.overrides import TorchFunctionMode
+
+    from portablelayers import compiled
+
+    monkeypatch.setattr(compiled, "reads_wait_for_a_device", lambda x: True)
 
     from_host = {torch.asarray, torch.as_tensor, torch.tensor, torch.Tensor.new_tensor}
     reads = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__,
@@ -1086,3 +1094,18 @@ def test_an_eager_step_refuses_a_non_finite_loss_before_its_update(xp):
                                       err_msg=name)
     assert int(to_numpy(step.optimizer.iter)) == 1
     assert np.isfinite(float(step(x, t)))  # a good batch then trains as usual
+
+
+def test_an_eager_step_on_a_cpu_keeps_checking_every_batch(xp):
+    # A read costs microseconds on a CPU: a later batch's labels out of range are refused
+    # by the layers, as before the step existed (on a GPU the step skips them: each read
+    # would wait for the device, and the data were checked where they entered).
+    if is_jax_namespace(xp) or xp.__name__.endswith("dask.array"):
+        pytest.skip("compiled (JAX) and lazy (Dask) steps read no values")
+    x = make(xp, np.random.default_rng(0).standard_normal((6, 64)), "float32")
+    if reads_wait_for_a_device(x):
+        pytest.skip("on a GPU the eager step reads no values")
+    step = compile_step(TwoLayerNet(64, 10, 3, xp=xp, seed=0), optim.SGD(), compile=False)
+    step(x, make(xp, [0, 1, 2, 0, 1, 2], "int64"))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\), got values from -1 to 7"):
+        step(x, make(xp, [0, 1, 7, 0, -1, 2], "int64"))
