@@ -35,6 +35,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -91,31 +92,56 @@ def start_suite(backend, smoke, logs):
         args += ["--timeout", "300"]  # a hung test fails alone, not the whole suite
     log_path = logs / f"{backend}.log"
     log = open(log_path, "w")
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     return {"suite": name, "proc": proc, "log": log, "log_path": log_path,
             "start": time.perf_counter()}
 
 
-def finish_suite(run, timeout):
-    """Wait for a started suite (at most `timeout` s) and read its counts from its log."""
+def wait_for_suites(runs, timeout):
+    """Wait for every started suite, at most `timeout` s in all, noting when each ended;
+    stop those still running then (with their workers: each runs in a session of its own)."""
+    deadline = time.perf_counter() + max(timeout, 0)
+    while True:
+        running = [run for run in runs if "proc" in run and "end" not in run]
+        for run in running:
+            if run["proc"].poll() is not None:
+                run["end"] = time.perf_counter()
+        if not [run for run in running if "end" not in run]:
+            return
+        if time.perf_counter() >= deadline:
+            break
+        time.sleep(0.2)
+    for run in runs:
+        if "proc" in run and "end" not in run:
+            try:
+                os.killpg(run["proc"].pid, signal.SIGKILL)  # pytest and its xdist workers
+            except ProcessLookupError:
+                pass
+            run["proc"].wait()
+            run["end"], run["stopped"] = time.perf_counter(), True
+
+
+def finish_suite(run, timeout=None):
+    """A suite's row: its status, its counts (pytest's last summary line), the tests that
+    failed and how long it ran. With `timeout`, wait for it first (at most that long)."""
     if "proc" not in run:
         return run
+    if timeout is not None:
+        wait_for_suites([run], timeout)
     proc = run.pop("proc")
-    try:
-        proc.wait(timeout=max(timeout, 0))
-        status = "ok" if proc.returncode in (0, 5) else "FAILED"
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    if run.pop("stopped", False):
         status = "timed out (--budget)"
+    else:
+        status = "ok" if proc.returncode in (0, 5) else "FAILED"
     run.pop("log").close()
     out = pathlib.Path(run.pop("log_path")).read_text(errors="replace")
-    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b",
-                                               out)}
-    if "error" in counts or "errors" in counts:
-        counts["error"] = counts.pop("errors", 0) + counts.pop("error", 0)
+    summaries = [line for line in out.splitlines()
+                 if re.search(r"\d+ (passed|failed|errors?|skipped)\b.* in [\d.]+s", line)]
+    counts = {k.rstrip("s") if k.startswith("error") else k: int(v) for v, k in re.findall(
+        r"(\d+) (passed|failed|skipped|errors?)\b", summaries[-1] if summaries else "")}
     row = {"suite": run["suite"], **counts,
-           "seconds": round(time.perf_counter() - run.pop("start"), 1), "status": status}
+           "seconds": round(run.pop("end") - run.pop("start"), 1), "status": status}
     failures = [line for line in out.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     if failures:
         row["failures"] = failures[:60]
@@ -134,11 +160,18 @@ def run_benchmark(smoke, timeout):
         args += ["--device", "cuda", "--nets", "two-layer", "simple-conv", "simple-conv-b1000",
                  "--backends", *[b for b in ("torch", "jax", "cupy")
                                  if importlib.util.find_spec(b)]]
-    done = subprocess.run(args, cwd=ROOT, env=environment(), capture_output=True, text=True,
-                          timeout=timeout)
-    if done.returncode != 0:
-        return {}, done.stdout + done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout + done.stderr
+    # A session of its own: at the budget, step.py's per-backend workers stop with it.
+    proc = subprocess.Popen(args, cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise subprocess.TimeoutExpired(args, timeout, stdout, stderr) from None
+    if proc.returncode != 0:
+        return {}, stdout + stderr
+    return json.loads(stdout.strip().splitlines()[-1]), stdout + stderr
 
 
 def main(argv=None):
@@ -173,14 +206,17 @@ def main(argv=None):
         if not args.no_bench:  # first and alone: the timings want a quiet machine
             try:
                 bench, bench_text = run_benchmark(args.smoke, max(left(), 1))
-            except subprocess.TimeoutExpired as exc:
-                bench_text = f"timed out (--budget)\n{exc.stdout or ''}{exc.stderr or ''}"
+            except subprocess.TimeoutExpired as exc:  # its output comes as bytes
+                bench_text = "timed out (--budget)\n" + "".join(
+                    part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                    for part in (exc.stdout, exc.stderr))
             (logs / "bench.log").write_text(str(bench_text))
             save()
         # the suites side by side: each has its own GPU context and WORKERS processes
         runs = [start_suite(backend, args.smoke, logs) for backend in args.suites]
+        wait_for_suites(runs, left(limit=args.budget))
         for run in runs:
-            suites.append(finish_suite(run, left(limit=args.budget)))
+            suites.append(finish_suite(run))
             save()
 
     print(f"GPU check{' (smoke: CPU backends)' if args.smoke else ''}, "
@@ -205,7 +241,8 @@ def main(argv=None):
         print("\nbenchmark failed:\n" + str(bench_text)[-3000:])
     save()
     failed = any(r["status"] not in ("ok",) and not r["status"].startswith("skipped")
-                 for r in suites) or (not args.no_bench and not bench.get("rows"))
+                 for r in suites) or (not args.no_bench and (not bench.get("rows")
+                                                             or bench.get("failed")))
     return 1 if failed else 0
 
 

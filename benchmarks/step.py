@@ -290,8 +290,8 @@ def worker(args):
             made = timer
         timers[net, key] = made
 
-    # PyTorch's own steps first and our compiled ones last: a failed CUDA-graph capture
-    # can leave the GPU unusable for whatever this process runs after it.
+    # Our compiled steps last, after every net's eager and reference steps: should a
+    # capture of ours fail, it cannot spoil what this process built before it.
     torch_here = args.worker != "jax" and bool(importlib.util.find_spec("torch")) and (
         args.device == "cpu" or args.worker == "torch")  # on a GPU: torch's process only
     dev = "cuda" if args.device == "cuda" else "cpu"
@@ -315,7 +315,12 @@ def worker(args):
     print(ANSWER, json.dumps({"steps": list(timers), "failed": failed}), flush=True)
     for line in sys.stdin:
         net, key = json.loads(line)
-        print(ANSWER, json.dumps(timers[net, key]()), flush=True)
+        try:
+            print(ANSWER, json.dumps(timers[net, key]()), flush=True)
+        except Exception as exc:  # noqa: BLE001 - reported; the driver drops this step
+            traceback.print_exc()
+            print(ANSWER, json.dumps({"error": f"{type(exc).__name__}: {exc}"[:500]}),
+                  flush=True)
 
 
 def precision_settings():
@@ -443,12 +448,17 @@ def main(argv=None):
     times = {}
     for _ in range(args.repeats):  # one turn: one block of every step of every process
         for backend in list(workers):
-            for net, key in steps_of[backend]:
+            for net, key in list(steps_of[backend]):
                 workers[backend].stdin.write(json.dumps([net, key]) + "\n")
                 workers[backend].stdin.flush()
                 ms = answer(backend)
                 if ms is None:
                     break
+                if isinstance(ms, dict):  # the step failed while timed: not timed again
+                    failed[f"{backend}, {net}: {key}"] = ms["error"]
+                    steps_of[backend].remove((net, key))
+                    times.pop((backend, net, key), None)
+                    continue
                 times.setdefault((backend, net, key), []).append(ms)
     for proc in workers.values():
         proc.stdin.close()

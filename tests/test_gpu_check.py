@@ -81,3 +81,26 @@ def test_gpu_check_names_every_failing_test(tmp_path):
     assert (row["passed"], row["failed"], row["skipped"], row["error"]) == (40, 1, 3, 1)
     assert row["failures"] == ["FAILED tests/test_a.py::test_one - AssertionError: x",
                                "ERROR tests/test_b.py::test_two - RuntimeError: y"]
+
+
+@pytest.mark.skipif(BACKEND != "numpy", reason="backend-independent; runs under numpy")
+def test_gpu_check_times_each_suite_on_its_own(tmp_path):
+    # The suites run side by side: each one's seconds are its own, not the time until it
+    # was waited on.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    runs = []
+    for name, seconds in (("slow", 2.0), ("fast", 0.0)):
+        log_path = tmp_path / f"{name}.log"
+        code = f"import time; time.sleep({seconds}); print('1 passed in {seconds}s')"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=log)
+        runs.append({"suite": name, "proc": proc, "log": open(log_path, "a"),
+                     "log_path": log_path, "start": gpu_check.time.perf_counter()})
+    gpu_check.wait_for_suites(runs, timeout=60)
+    slow, fast = (gpu_check.finish_suite(run) for run in runs)
+    assert slow["status"] == fast["status"] == "ok" and slow["passed"] == fast["passed"] == 1
+    assert slow["seconds"] >= 1.9 and fast["seconds"] < 1.5
