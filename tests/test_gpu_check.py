@@ -104,3 +104,21 @@ def test_gpu_check_times_each_suite_on_its_own(tmp_path):
     slow, fast = (gpu_check.finish_suite(run) for run in runs)
     assert slow["status"] == fast["status"] == "ok" and slow["passed"] == fast["passed"] == 1
     assert slow["seconds"] >= 1.9 and fast["seconds"] < 1.5
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="counts torch's operations; in the torch session")
+def test_step_ops_counts_each_steps_operations():
+    # benchmarks/step_ops.py: the operations one step dispatches, ours (eager, as on a GPU:
+    # no label check) and PyTorch's. Its figures explain the CUDA-graph gap in the docs.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import step_ops
+    finally:
+        sys.path.pop(0)
+    rows = {row["step"]: row for row in step_ops.main(["--nets", "two-layer"])}
+    ours, theirs = rows["ours"]["by_operation"], rows["PyTorch"]["by_operation"]
+    # PyTorch: 2 forward products (addmm, the bias fused) and 3 backward (no input gradient
+    # for the first layer); ours: 2 forward and 4 backward (the book's Affine computes it)
+    assert ours["mm"] == 6 and theirs["mm"] + theirs["addmm"] == 5
+    assert "_local_scalar_dense" not in ours  # no value read back: the check is off
+    assert rows["ours"]["operations"] == sum(ours.values())
