@@ -206,21 +206,26 @@ def hand_written(backend, steps):
     return block_timer(step, _sync, steps, MIN_BLOCK[0])
 
 
+def torch_model(net):
+    """The network as torch.nn modules (seeded): TwoLayerNet or SimpleConvNet."""
+    import torch
+
+    torch.manual_seed(0)
+    if net == "two-layer":
+        return torch.nn.Sequential(torch.nn.Linear(784, 50), torch.nn.ReLU(),
+                                   torch.nn.Linear(50, 10))
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 30, 5), torch.nn.ReLU(),
+                               torch.nn.MaxPool2d(2, 2), torch.nn.Flatten(),
+                               torch.nn.Linear(30 * 12 * 12, 100), torch.nn.ReLU(),
+                               torch.nn.Linear(100, 10))
+
+
 def torch_reference(net, device, kind, steps):
     """PyTorch's own step: 'eager', 'compile' (torch.compile) or 'cuda-graph'."""
     import torch
     import torch.nn.functional as F
 
-    torch.manual_seed(0)
-    if net == "two-layer":
-        model = torch.nn.Sequential(torch.nn.Linear(784, 50), torch.nn.ReLU(),
-                                    torch.nn.Linear(50, 10))
-    else:
-        model = torch.nn.Sequential(torch.nn.Conv2d(1, 30, 5), torch.nn.ReLU(),
-                                    torch.nn.MaxPool2d(2, 2), torch.nn.Flatten(),
-                                    torch.nn.Linear(30 * 12 * 12, 100), torch.nn.ReLU(),
-                                    torch.nn.Linear(100, 10))
-    model = model.to(device)
+    model = torch_model(net).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     x_np, t_np = host_batch(net)
     x = torch.as_tensor(x_np, device=device)

@@ -18,6 +18,7 @@ import json
 import sys
 
 import numpy as np
+from step import torch_model  # benchmarks/step.py, beside this file: PyTorch's networks
 
 # aten operations that only describe memory (no kernel) or mark the profiler
 NO_KERNEL = {"view", "_unsafe_view", "transpose", "t", "unsqueeze", "squeeze", "slice",
@@ -68,15 +69,7 @@ def pytorch(net, x, t):
     import torch
     import torch.nn.functional as F
 
-    torch.manual_seed(0)
-    if net == "two-layer":
-        model = torch.nn.Sequential(torch.nn.Linear(784, 50), torch.nn.ReLU(),
-                                    torch.nn.Linear(50, 10))
-    else:
-        model = torch.nn.Sequential(torch.nn.Conv2d(1, 30, 5), torch.nn.ReLU(),
-                                    torch.nn.MaxPool2d(2, 2), torch.nn.Flatten(),
-                                    torch.nn.Linear(30 * 12 * 12, 100), torch.nn.ReLU(),
-                                    torch.nn.Linear(100, 10))
+    model = torch_model(net)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def step():

@@ -4,6 +4,7 @@ a GPU machine will run. Once, in the numpy session: it starts its own pytest run
 
 from __future__ import annotations
 
+import importlib
 import json
 import pathlib
 import subprocess
@@ -13,6 +14,15 @@ import pytest
 from conftest import BACKEND
 
 ROOT = pathlib.Path(__file__).parents[1]
+
+
+def benchmark(name):
+    """The module benchmarks/<name>.py (they import each other by name)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 @pytest.mark.skipif(BACKEND != "numpy", reason="runs its own suites; once, in the numpy "
@@ -62,11 +72,7 @@ def test_gpu_check_keeps_within_its_budget_and_says_what_it_stopped(tmp_path):
 def test_gpu_check_names_every_failing_test(tmp_path):
     # A GPU run is rare: every failure is listed by name (no stop at the first), from
     # pytest's -rfE summary in the suite's log.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.pop(0)
+    gpu_check = benchmark("gpu_check")
     log_path = tmp_path / "torch.log"
     fake_pytest = ("print('FAILED tests/test_a.py::test_one - AssertionError: x');"
                    "print('ERROR tests/test_b.py::test_two - RuntimeError: y');"
@@ -87,11 +93,7 @@ def test_gpu_check_names_every_failing_test(tmp_path):
 def test_gpu_check_times_each_suite_on_its_own(tmp_path):
     # The suites run side by side: each one's seconds are its own, not the time until it
     # was waited on.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.pop(0)
+    gpu_check = benchmark("gpu_check")
     runs = []
     for name, seconds in (("slow", 2.0), ("fast", 0.0)):
         log_path = tmp_path / f"{name}.log"
@@ -110,11 +112,7 @@ def test_gpu_check_times_each_suite_on_its_own(tmp_path):
 def test_step_ops_counts_each_steps_operations():
     # benchmarks/step_ops.py: the operations one step dispatches, ours (eager, as on a GPU:
     # no label check) and PyTorch's. Its figures explain the CUDA-graph gap in the docs.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import step_ops
-    finally:
-        sys.path.pop(0)
+    step_ops = benchmark("step_ops")
     rows = {row["step"]: row for row in step_ops.main(["--nets", "two-layer"])}
     ours, theirs = rows["ours"]["by_operation"], rows["PyTorch"]["by_operation"]
     # PyTorch: 2 forward products (addmm, the bias fused) and 3 backward (no input gradient
