@@ -571,3 +571,70 @@ def test_accuracy_of_a_binary_classifier_thresholds_its_logit(xp, rng):
     x, t = make(xp, x_np), make(xp, t_np)
     assert net.accuracy(x, t) == expected
     assert net.accuracy(x, t, batch_size=4) == expected
+
+
+def test_backward_stops_at_the_first_layer_with_parameters(xp, rng):
+    # Nothing uses the gradient of the network's input: layers before the first with
+    # parameters get no backward call, and that one is asked for its gradients only.
+    calls = []
+
+    class Spy(Dropout):
+        def backward(self, dout):
+            calls.append("dropout")
+            return super().backward(dout)
+
+    class FirstAffine(Affine):
+        def backward(self, dout, input_grad=True):
+            calls.append(("affine", input_grad))
+            return super().backward(dout, input_grad=input_grad)
+
+    W1, b1 = make(xp, rng.standard_normal((4, 5))), make(xp, np.zeros(5))
+    W2, b2 = make(xp, rng.standard_normal((5, 3))), make(xp, np.zeros(3))
+    net = Sequential(Spy(0.0), FirstAffine(W1, b1), ReLU(), FirstAffine(W2, b2),
+                     SoftmaxWithLoss())
+    x, t = _data(xp, rng, (6, 4), 3)
+    loss, grads = net.loss_and_gradient(x, t)
+    assert calls == [("affine", True), ("affine", False)]
+    numerical = net.numerical_gradient(x, t)
+    for name in ("W1", "b1", "W2", "b2"):
+        assert relative_error(grads[name], numerical[name]) < GRAD_TOL, name
+
+
+@pytest.mark.parametrize("first", ["affine", "convolution"])
+def test_a_layer_asked_for_gradients_only_fills_the_same_grads(xp, rng, first):
+    # backward(dout, input_grad=False): the same grads as a full backward, no input gradient
+    if first == "affine":
+        layer = Affine(make(xp, rng.standard_normal((6, 3))), make(xp, rng.standard_normal(3)))
+        x = make(xp, rng.standard_normal((4, 6)))
+    else:
+        layer = Convolution(make(xp, rng.standard_normal((2, 1, 3, 3))),
+                            make(xp, rng.standard_normal(2)), pad=1)
+        x = make(xp, rng.standard_normal((4, 1, 5, 5)))
+    dout = layer.forward(x) * 0.5 + 1.0
+    dx = layer.backward(dout)
+    full = {k: to_numpy(v) for k, v in layer.grads.items()}
+    assert dx is not None and tuple(dx.shape) == tuple(x.shape)
+    assert layer.backward(dout, input_grad=False) is None
+    for key, value in layer.grads.items():
+        np.testing.assert_array_equal(to_numpy(value), full[key], err_msg=key)
+
+
+def test_a_users_first_layer_without_the_keyword_is_called_as_before(xp, rng):
+    # A layer of the user's own whose backward takes no `input_grad`: called with dout only.
+    class Plain:
+        def __init__(self, W):
+            self.params, self.grads, self.state = {"W": W}, {"W": None}, {}
+
+        def forward(self, x):
+            self.x = x
+            return x @ self.params["W"]
+
+        def backward(self, dout):
+            self.grads["W"] = self.x.T @ dout
+            return dout @ self.params["W"].T
+
+    net = Sequential(Plain(make(xp, rng.standard_normal((4, 3)))), SoftmaxWithLoss())
+    x, t = _data(xp, rng, (5, 4), 3)
+    _, grads = net.loss_and_gradient(x, t)
+    numerical = net.numerical_gradient(x, t)
+    assert relative_error(grads["W1"], numerical["W1"]) < GRAD_TOL

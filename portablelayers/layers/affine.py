@@ -81,7 +81,7 @@ class Affine(BaseLayer):
         out = xp.matmul(x2d, as_dtype(xp, W, x2d.dtype)) + b
         return out[0, ...] if x.ndim == 1 else out
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         x2d = self.saved(self.x)
         W = self.params["W"]
         n, m = static_shape(x2d)[0], W.shape[1]
@@ -92,11 +92,13 @@ class Affine(BaseLayer):
         dout = guards.real_floating(xp, dout, "Affine dout")
         dtype = xp.result_type(dout, x2d)  # one dtype for matmul (torch refuses mixed ones)
         dout, x2d = as_dtype(xp, dout, dtype), as_dtype(xp, x2d, dtype)
-        dx = xp.matmul(dout, as_dtype(xp, xp.matrix_transpose(W), dtype))
         dW = xp.matmul(xp.matrix_transpose(x2d), dout)
         # Gradients take their parameter's dtype, even when x was promoted to a wider one.
         self.grads["W"] = as_dtype(xp, dW, W.dtype)
         self.grads["b"] = as_dtype(xp, xp.sum(dout, axis=0), self.params["b"].dtype)
+        if not input_grad:  # a network's first layer: nothing uses dx (a product saved)
+            return None
+        dx = xp.matmul(dout, as_dtype(xp, xp.matrix_transpose(W), dtype))
         return xp.reshape(dx, self.original_x_shape)
 
     @staticmethod

@@ -52,7 +52,12 @@ class Layer(Protocol):
         ...
 
     def backward(self, dout):
-        """The gradient of the input from `dout`; fills `grads` for every `params` key."""
+        """The gradient of the input from `dout`; fills `grads` for every `params` key.
+
+        A layer with parameters may also take `input_grad=False`: fill `grads` only and
+        return None. `Sequential` asks that of its first layer with parameters, whose input
+        gradient nothing uses (Affine and Convolution take it).
+        """
         ...
 
 

@@ -137,7 +137,7 @@ class Convolution(BaseLayer):
         self.x, self.col, self.col_W = x, col, col_W
         return xp.reshape(out, (N, FN, out_h, out_w))
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         col = self.saved(self.col)
         FN, C, FH, FW = self.params["W"].shape
         shape = static_shape(self.x)
@@ -152,6 +152,8 @@ class Convolution(BaseLayer):
         self.grads["W"] = xp.astype(xp.reshape(dW, (FN, C, FH, FW)), self.params["W"].dtype,
                                     copy=False)
         self.grads["b"] = xp.astype(db, self.params["b"].dtype, copy=False)
+        if not input_grad:  # a network's first layer: nothing uses dx (col2im saved)
+            return None
 
         # col2im of dcol, per sample: each kernel offset's slab (N, C, out_h, out_w) is
         # contiguous in memory, which keeps col2im's strided adds fast on NumPy.

@@ -197,6 +197,14 @@ class Sequential:
         # Decided once: which layers are told whether this is training.
         self._takes_flag = {name: takes_argument(layer.forward, "train_flg")
                             for name, layer in self.layers.items()}
+        # Backward stops at the first layer with parameters: nothing uses the gradient of
+        # its input (the network's input), so it is not computed where the layer allows
+        # (for a convolution, col2im and a product; a third of an Affine's backward).
+        order = list(self.layers.values())
+        first = next((i for i, layer in enumerate(order) if layer.params), len(order))
+        self._backward_layers = order[first:][::-1]
+        self._first_skips_input_grad = bool(self._backward_layers) and takes_argument(
+            self._backward_layers[-1].backward, "input_grad")
 
         param_entries, state_entries, counts = {}, {}, {}
         for layer in [*self.layers.values(), last_layer]:
@@ -266,8 +274,12 @@ class Sequential:
         gives it (a 0-D array, weight decay included), the gradients as `gradient`."""
         loss = self.loss(x, t, train_flg)
         dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers.values()):
+        for layer in self._backward_layers[:-1]:
             dout = layer.backward(dout)
+        if self._first_skips_input_grad:
+            self._backward_layers[-1].backward(dout, input_grad=False)
+        elif self._backward_layers:
+            self._backward_layers[-1].backward(dout)
         grads = {}
         for name in self.params:
             layer, key = self.params.owner(name)
