@@ -638,3 +638,19 @@ def test_a_users_first_layer_without_the_keyword_is_called_as_before(xp, rng):
     _, grads = net.loss_and_gradient(x, t)
     numerical = net.numerical_gradient(x, t)
     assert relative_error(grads["W1"], numerical["W1"]) < GRAD_TOL
+
+
+def test_backward_follows_layers_replaced_after_construction(xp, rng):
+    # `layers` is the book's public dict: a parameter-free layer replaced, removed or moved
+    # after construction is what backward runs through, as forward does.
+    W1, b1 = make(xp, rng.standard_normal((4, 5))), make(xp, np.zeros(5))
+    W2, b2 = make(xp, rng.standard_normal((5, 3))), make(xp, np.zeros(3))
+    net = Sequential(Affine(W1, b1), ReLU(), Dropout(0.0), Affine(W2, b2), SoftmaxWithLoss())
+    x, t = _data(xp, rng, (6, 4), 3)
+    net.loss_and_gradient(x, t)  # the plan for these layers is made and kept
+    net.layers["ReLU1"] = Sigmoid()
+    del net.layers["Dropout1"]
+    _, grads = net.loss_and_gradient(x, t)
+    numerical = net.numerical_gradient(x, t)
+    for name in ("W1", "b1", "W2", "b2"):
+        assert relative_error(grads[name], numerical[name]) < GRAD_TOL, name

@@ -56,7 +56,8 @@ class Layer(Protocol):
 
         A layer with parameters may also take `input_grad=False`: fill `grads` only and
         return None. `Sequential` asks that of its first layer with parameters, whose input
-        gradient nothing uses (Affine and Convolution take it).
+        gradient nothing uses (Affine and Convolution take it), and calls no `backward` of
+        the layers before that one.
         """
         ...
 

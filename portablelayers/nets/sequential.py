@@ -150,6 +150,9 @@ class Sequential:
     `predict(x)`, `loss(x, t)`, `gradient(x, t)` (backpropagation), `loss_and_gradient`,
     `accuracy(x, t)` and `numerical_gradient(x, t)` are the book's methods; `params` and
     `state` are live views named like the book ("W1", "b1", "gamma1", "running_mean1").
+    Backpropagation stops at the first layer with parameters: layers before it get no
+    `backward` call, and it is asked for its gradients only where its backward takes
+    `input_grad` (Affine, Convolution), since nothing uses the gradient of the input.
 
     Parameters
     ----------
@@ -197,14 +200,7 @@ class Sequential:
         # Decided once: which layers are told whether this is training.
         self._takes_flag = {name: takes_argument(layer.forward, "train_flg")
                             for name, layer in self.layers.items()}
-        # Backward stops at the first layer with parameters: nothing uses the gradient of
-        # its input (the network's input), so it is not computed where the layer allows
-        # (for a convolution, col2im and a product; a third of an Affine's backward).
-        order = list(self.layers.values())
-        first = next((i for i, layer in enumerate(order) if layer.params), len(order))
-        self._backward_layers = order[first:][::-1]
-        self._first_skips_input_grad = bool(self._backward_layers) and takes_argument(
-            self._backward_layers[-1].backward, "input_grad")
+        self._backward_plan_cache = None
 
         param_entries, state_entries, counts = {}, {}, {}
         for layer in [*self.layers.values(), last_layer]:
@@ -274,12 +270,13 @@ class Sequential:
         gives it (a 0-D array, weight decay included), the gradients as `gradient`."""
         loss = self.loss(x, t, train_flg)
         dout = self.last_layer.backward(1)
-        for layer in self._backward_layers[:-1]:
+        chain, first_skips_input_grad = self._backward_plan()
+        for layer in chain[:-1]:
             dout = layer.backward(dout)
-        if self._first_skips_input_grad:
-            self._backward_layers[-1].backward(dout, input_grad=False)
-        elif self._backward_layers:
-            self._backward_layers[-1].backward(dout)
+        if first_skips_input_grad:
+            chain[-1].backward(dout, input_grad=False)
+        elif chain:
+            chain[-1].backward(dout)
         grads = {}
         for name in self.params:
             layer, key = self.params.owner(name)
@@ -288,6 +285,25 @@ class Sequential:
             for name, W in self._weights().items():
                 grads[name] = grads[name] + self.weight_decay_lambda * W
         return loss, grads
+
+    def _backward_plan(self):
+        """(the layers backward runs, last first; whether the first of them in the network
+        takes `input_grad`).
+
+        Backward stops at the first layer with parameters: nothing uses the gradient of its
+        input (the network's input), so layers before it are not called and it computes no
+        input gradient where it takes `input_grad=False` (for a convolution, col2im and a
+        product; a third of an Affine's backward). Worked out again whenever `layers` holds
+        other objects (a user replaced or removed a layer)."""
+        key = tuple(map(id, self.layers.values()))
+        cached = getattr(self, "_backward_plan_cache", None)  # None too in old pickles
+        if cached is None or cached[0] != key:
+            order = list(self.layers.values())
+            first = next((i for i, layer in enumerate(order) if layer.params), len(order))
+            chain = order[first:][::-1]
+            skips = bool(chain) and takes_argument(chain[-1].backward, "input_grad")
+            cached = self._backward_plan_cache = (key, chain, skips)
+        return cached[1], cached[2]
 
     def accuracy(self, x, t, batch_size=None):
         """The fraction of samples whose predicted class is the label, as a Python float.
