@@ -67,7 +67,8 @@ def environment():
 
 
 def start_suite(backend, smoke, logs):
-    """Start one backend's pytest run, its output into a log file; None if it cannot run."""
+    """Start one backend's pytest run, its output into a log file (in a session of its own,
+    so that it can be stopped with its workers); a "skipped" row where it cannot run."""
     device, module = SUITES[backend]
     if smoke and backend == "cupy":
         backend, device = "numpy", None  # CuPy's code paths are NumPy's on a CPU
