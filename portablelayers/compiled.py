@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import os
 import signal
 import threading
 import warnings
@@ -58,14 +60,21 @@ from ._backend import (
 from .backends import backend_of, set_precision
 from .functions import class_indices, predicted_classes
 
-__all__ = ["COMPILE_MODES", "HELD_BYTES", "NonFiniteLoss", "check_data", "check_labels",
-           "compile_step", "compiled_kind", "data_flags", "keep_compiled", "training_step"]
+__all__ = ["COMPILE_MODES", "HELD_BYTES", "XLA_CPU_OPTIONS", "NonFiniteLoss", "check_data",
+           "check_labels", "compile_step", "compiled_kind", "data_flags", "keep_compiled",
+           "training_step", "xla_options"]
 
 COMPILE_MODES = ("auto", True, False)
 #: The most data (bytes, inputs and labels of all sets together) that a JAX step copies in
 #: `hold_sets` to evaluate every set with one compiled program; larger sets are evaluated
 #: as they are, one program per set shape.
 HELD_BYTES = 64 * 2**20
+#: XLA options a JAX step on a CPU is compiled with unless the caller's `compiler_options` or
+#: XLA_FLAGS set them: YNNPACK keeps the reductions jaxlib gives it, XLA's own kernels do the
+#: matrix products. With jaxlib 0.10's default (YNNPACK products too) TwoLayerNet's step took
+#: 1.2-1.3x as long on a 2-core AVX-512 machine, and SimpleConvNet's, DeepConvNet's and a
+#: batch-normalised MultiLayerNetExtend's the same within 3% (docs: Performance).
+XLA_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 # --- the step itself ------------------------------------------------------------------
@@ -459,6 +468,49 @@ def compiled_kind(x, mode="auto"):
     return "eager"
 
 
+def xla_options(dev, given=None):
+    """The XLA options a JAX step's programs are compiled with on device `dev`.
+
+    On a CPU, `XLA_CPU_OPTIONS`, less those XLA_FLAGS sets (the process's own choice) and
+    those the installed jaxlib does not know (tried once, on a program of one addition);
+    elsewhere none. `given` (a step's `compiler_options`) is added last and wins.
+
+    Parameters
+    ----------
+    dev : jax.Device
+        The device the step's arrays live on.
+    given : dict, optional
+        The caller's options.
+
+    Returns
+    -------
+    dict
+        Option name -> value, for `jax.jit`'s `compiler_options`.
+    """
+    options = {}
+    if getattr(dev, "platform", None) == "cpu":
+        flags = os.environ.get("XLA_FLAGS", "")
+        options = {name: value for name, value in XLA_CPU_OPTIONS.items()
+                   if f"--{name}=" not in flags and _xla_knows(dev, name, value)}
+    options.update(given or {})
+    return options
+
+
+@functools.cache
+def _xla_knows(dev, name, value):
+    """Whether XLA compiles a program for `dev` with option `name` set to `value` (an older
+    jaxlib lacks the option or the value)."""
+    import jax
+    import jax.numpy as jnp
+
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(
+            jnp.zeros((), device=dev)).compile()
+    except Exception:  # XLA's error for an unknown option or value; nothing else runs
+        return False
+    return True
+
+
 def _library(x):
     return type(x).__module__.split(".")[0]
 
@@ -495,9 +547,10 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         values; the Trainer finds a non-finite loss when it reads their losses.
     compiler_options : dict, optional
         JAX steps only: XLA options for every program of the step (`jax.jit`'s
-        `compiler_options`), e.g. ``{"xla_cpu_experimental_ynn_fusion_type": ""}``, which
-        keeps a CPU's matrix products in XLA's own kernels (see "Performance" in the docs).
-        Unlike XLA_FLAGS, they need not be set before JAX starts and touch no other program.
+        `compiler_options`), added to the defaults of `xla_options` (on a CPU,
+        `XLA_CPU_OPTIONS`: matrix products in XLA's own kernels, not YNNPACK's; see
+        "Performance" in the docs), which they override. Unlike XLA_FLAGS, they need not be
+        set before JAX starts and touch no other program.
 
     Returns
     -------
@@ -505,7 +558,8 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         `step(x, t)` runs forward, backward and the update and returns the loss as a 0-D
         array, without reading it. `network.params`, `network.state` and the optimizer's
         state are rebound to the new arrays after each call. `step.kind` names what runs
-        ("jax.jit", "cuda-graph", "eager"); `step.traces` counts compilations.
+        ("jax.jit", "cuda-graph", "eager"); `step.traces` counts compilations; a JAX
+        step's `step.compiler_options` are the XLA options its programs are compiled with.
         `step.train_on(x, t, order, start, stop)` is one step on the samples
         order[start:stop] of a whole data set (the Trainer's; on JAX the gather is part of
         the compiled step); `step.check_data(sets)` is `check_data` for this network.
@@ -714,7 +768,7 @@ class _Step:
 
     def _arrays(self):
         """(params, state, optimizer state) as plain dicts."""
-        return (dict(self.network.params), dict(getattr(self.network, "state", {})),
+        return (_snapshot(self.network.params), _snapshot(getattr(self.network, "state", {})),
                 dict(getattr(self.optimizer, "state", {})))
 
     def _bind(self, params, state, opt_state):
@@ -723,15 +777,27 @@ class _Step:
                              (getattr(self.network, "state", {}), state)):
             # A view's own unchecked rebind where it has one (Sequential's): these arrays
             # are the step's, of the shapes it was given, and a check costs 10 us each.
-            put = getattr(view, "rebind", view.__setitem__)
+            put = getattr(view, "rebind", None)
+            if put is not None:
+                for name, value in values.items():
+                    put(name, value)
+                continue
             for name, value in values.items():
                 if view[name] is not value:
-                    put(name, value)
+                    view[name] = value
         if opt_state:
             self.optimizer.state = opt_state
 
     def __repr__(self):
         return f"<training step of {type(self.network).__name__}: {self.kind}>"
+
+
+def _snapshot(arrays):
+    """A mapping of arrays as a plain dict: its own `copy()` where it has one (a dict's, a
+    Sequential view's: a few microseconds a step less than reading it name by name)."""
+    copy_ = getattr(arrays, "copy", None)
+    plain = copy_() if copy_ is not None else arrays
+    return plain if type(plain) is dict else dict(plain)
 
 
 class _EagerStep(_Step):
@@ -798,13 +864,13 @@ class _JaxStep(_Step):
 
     def __init__(self, network, optimizer, check=True, compiler_options=None):
         super().__init__(network, optimizer, check)
-        import functools
-
         import jax
         import jax.numpy as jnp
 
-        # Every program of the step compiled with the caller's XLA options.
-        jit = functools.partial(jax.jit, compiler_options=compiler_options or None)
+        dev = device(next(iter(network.params.values())))
+        # Every program of the step compiled with the same XLA options.
+        self.compiler_options = xla_options(dev, compiler_options)
+        jit = functools.partial(jax.jit, compiler_options=self.compiler_options or None)
         self._jit = jit
 
         def pure(params, state, opt_state, x, t):
@@ -814,9 +880,6 @@ class _JaxStep(_Step):
                 loss = training_step(self.network, self.optimizer, x, t)
             return (*self._arrays(), loss)
 
-        # Committed to their device, as the step's outputs are: arrays fresh from
-        # jnp.asarray are not, and the second call would compile the step again.
-        dev = device(next(iter(network.params.values())))
         self._jitted = jit(pure, donate_argnums=(0, 1, 2))
 
         def pure_on(params, state, opt_state, x, t, order, start, size):
@@ -825,6 +888,8 @@ class _JaxStep(_Step):
         # The Trainer's step gathers its batch inside the same program: one trace and one
         # call a step instead of two (tracing dominates a short run's time on a CPU).
         self._jitted_on = jit(pure_on, donate_argnums=(0, 1, 2), static_argnames="size")
+        # Committed to their device, as the step's outputs are: arrays fresh from
+        # jnp.asarray are not, and the second call would compile the step again.
         self._bind(*(jax.device_put(tree, dev) for tree in self._arrays()))
 
         takes_flag = takes_argument(network.loss, "train_flg")

@@ -211,6 +211,17 @@ def test_params_view_rebinds_the_layers_entry(xp, rng):
     assert len(net.params) == 4 and dict(net.params).keys() == {"W1", "b1", "W2", "b2"}
 
 
+def test_params_view_copy_is_a_snapshot_dict(xp, rng):
+    net, _ = _small_sequential(xp, rng)
+    snapshot = net.params.copy()
+    assert type(snapshot) is dict and list(snapshot) == list(net.params)
+    assert all(snapshot[name] is net.params[name] for name in net.params)
+    old_W1 = net.params["W1"]
+    net.params["W1"] = make(xp, rng.standard_normal((4, 5)))
+    assert snapshot["W1"] is old_W1 and net.params["W1"] is not old_W1
+    assert net.state.copy() == dict(net.state)
+
+
 def test_params_view_errors_leave_the_network_unchanged(xp, rng):
     net, _ = _small_sequential(xp, rng)
     W1 = net.params["W1"]

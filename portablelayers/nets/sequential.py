@@ -71,6 +71,11 @@ class _NamedArrays(MutableMapping):
         """Set `name` without checks (restoring a value taken from this view)."""
         self._set(*self._entry(name), value)
 
+    def copy(self):
+        """The arrays as a plain dict, name -> array (a snapshot: later rebinds of the
+        network do not change it)."""
+        return {name: self._get(layer, key) for name, (layer, key) in self._entries.items()}
+
     def owner(self, name):
         """(layer, key): the layer holding `name` and its own name for it."""
         return self._entry(name)
