@@ -6,11 +6,13 @@ steps.
 
 Each backend is timed in a process of its own (JAX's threads slow torch down when both
 live in one process), PyTorch's reference in every process that imports torch. Every
-process uses `--threads` threads for BLAS, torch and XLA (default 1). The processes live
-side by side but take turns: the driver asks each in turn to time one block of one of its
-steps (2 untimed steps, then at least `--steps` steps and `--min-block` seconds),
-`--repeats` times around. On a shared machine the speed drifts by tens of percent within a
-minute; interleaved blocks see the same drift, so each ratio is taken between blocks of the
+process uses `--threads` threads for BLAS, torch and XLA (default 1); XLA's runtime still
+runs a program's independent operations on every core, unless `--pin` keeps each process on
+`--threads` cores (on a 2-core machine that made the times of JAX's SimpleConvNet step
+erratic, 16-31 ms). The processes live side by side but take turns: the driver asks each
+in turn to time one block of one of its steps (2 untimed steps, then at least `--steps`
+steps and `--min-block` seconds), `--repeats` times around. On a shared machine the speed
+drifts by tens of percent within a minute; interleaved blocks see the same drift, so each ratio is taken between blocks of the
 same turn around (against the torch process's PyTorch step, else the numpy process's), and
 the table gives the median ms and the median ratio over the turns. `--json FILE` records
 the rows with the machine, the load, the command and the date.
@@ -18,6 +20,7 @@ the rows with the machine, the load, the command and the date.
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
     python benchmarks/step.py --torch-compile     # adds torch.compile (slow to compile)
+    python benchmarks/step.py --pin               # one core per process, XLA's pool too
     python benchmarks/step.py --device cuda       # torch/JAX/CuPy on the GPU
     XLA_FLAGS=--xla_cpu_use_xnnpack=false python benchmarks/step.py   # flags are kept
 
@@ -69,6 +72,16 @@ def set_threads(n):
             if not flag.startswith("--xla_cpu_multi_thread_eigen=")]
     os.environ["XLA_FLAGS"] = " ".join(
         [*kept, f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'}"])
+
+
+def cores_to_pin(n):
+    """The first `n` cores this process may use, or None where the system cannot pin.
+
+    XLA runs a program's independent operations on a pool of threads, one per core of the
+    machine, whatever its flags say; pinned to N cores, every library gets N."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    return sorted(os.sched_getaffinity(0))[:n]
 
 
 def xla_flags():
@@ -273,6 +286,8 @@ def worker(args):
     that failed to build, with their errors), then time one block for each request on
     stdin ('[net, step]' -> ms per step) until stdin closes."""
     set_threads(args.threads)
+    if args.pin and (cores := cores_to_pin(args.threads)):
+        os.sched_setaffinity(0, cores)  # every thread of this process, XLA's pool too
     MIN_BLOCK[0] = args.min_block
     if args.worker != "jax" and importlib.util.find_spec("torch"):  # JAX's process: no torch
         import torch
@@ -320,7 +335,9 @@ def worker(args):
         if args.worker == "jax" and args.device == "cpu":
             add(net, "ours {kind}, YNNPACK dots", ours, "jax", net, "cpu", "auto", args.steps,
                 YNNPACK_DOTS)
-    print(ANSWER, json.dumps({"steps": list(timers), "failed": failed}), flush=True)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    print(ANSWER, json.dumps({"steps": list(timers), "failed": failed, "cores": cores}),
+          flush=True)
     for line in sys.stdin:
         net, key = json.loads(line)
         try:
@@ -400,6 +417,9 @@ def main(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads for BLAS, torch and XLA in every process (default 1)")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin every process to --threads cores: XLA's runtime otherwise "
+                             "spreads a step over every core, whatever --threads says")
     parser.add_argument("--steps", type=int, default=20,
                         help="steps per timed block, at least (default 20)")
     parser.add_argument("--min-block", type=float, default=0.2, metavar="SECONDS",
@@ -431,7 +451,8 @@ def main(argv=None):
     for backend in backends:  # started together; each builds and warms up its steps
         cmd = [sys.executable, __file__, "--worker", backend, "--device", args.device,
                "--threads", str(args.threads), "--steps", str(args.steps),
-               "--min-block", str(args.min_block), "--nets", *args.nets]
+               "--min-block", str(args.min_block), "--nets", *args.nets,
+               *(["--pin"] if args.pin else [])]
         if args.torch_compile:
             cmd.append("--torch-compile")
         logs[backend] = tempfile.TemporaryFile(mode="w+")  # stderr: a pipe could fill up
@@ -448,10 +469,11 @@ def main(argv=None):
         del workers[backend]
         return None
 
-    steps_of, failed = {}, {}
+    steps_of, failed, cores_of = {}, {}, {}
     for backend in list(workers):
         if (built := answer(backend)) is not None:
             steps_of[backend] = [tuple(key) for key in built["steps"]]
+            cores_of[backend] = built["cores"]
             failed.update({f"{backend}, {k}": v for k, v in built["failed"].items()})
     times = {}
     for _ in range(args.repeats):  # one turn: one block of every step of every process
@@ -475,9 +497,13 @@ def main(argv=None):
     rows = combine(times, args.device, args.repeats)
 
     machine = describe_machine(args.device)
+    pinned = cores_to_pin(args.threads) if args.pin else None  # the workers' cores
     print(f"ms per training step: median of {args.repeats} blocks of >= {args.steps} steps "
           f"and >= {args.min_block} s, the processes taking turns; {args.threads} thread(s) "
-          f"for BLAS/torch/XLA; {machine}; ratio = median over turns "
+          f"for BLAS/torch/XLA"
+          + (f", every process pinned to core(s) {pinned}" if pinned else
+             ", processes not pinned (XLA's runtime may use every core)")
+          + f"; {machine}; ratio = median over turns "
           "of ms / PyTorch eager ms of the same net in the same turn"
           + (f"; XLA_FLAGS {xla_flags()}" if xla_flags() else ""))
     print_table(rows)
@@ -488,6 +514,7 @@ def main(argv=None):
               "command": " ".join(["python benchmarks/step.py", *(argv or sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d", time.gmtime()),
               "backends": sorted(workers), "threads": args.threads, "device": args.device,
+              "pinned_to_cores": pinned, "cores_of_each_process": cores_of,
               "xla_flags": xla_flags(), "precision": precision_settings(), "rows": rows,
               "failed": failed}
     if args.json == "-":  # for benchmarks/gpu_check.py: the record as the last line

@@ -120,3 +120,27 @@ def test_step_ops_counts_each_steps_operations():
     assert ours["mm"] == theirs["mm"] + theirs["addmm"] == 5
     assert "_local_scalar_dense" not in ours  # no value read back: the check is off
     assert rows["ours"]["operations"] == sum(ours.values())
+
+
+@pytest.mark.skipif(BACKEND != "numpy", reason="backend-independent; once, in the numpy session")
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"),
+                    reason="the system cannot pin processes")
+def test_step_benchmark_pins_its_processes_when_asked():
+    # step.py --pin: every worker on --threads cores (XLA's thread pool included), and the
+    # record says which; without it, none.
+    import os
+
+    def record(*flags):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step.py"),
+                               "--backends", "numpy", "--nets", "two-layer", "--repeats", "1",
+                               "--steps", "1", "--min-block", "0", "--json", "-", *flags],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    allowed = sorted(os.sched_getaffinity(0))
+    pinned, free = record("--pin"), record()
+    assert pinned["pinned_to_cores"] == allowed[:1]
+    assert pinned["cores_of_each_process"] == {"numpy": allowed[:1]}  # as the worker saw it
+    assert free["pinned_to_cores"] is None
+    assert free["cores_of_each_process"] == {"numpy": allowed}
