@@ -12,9 +12,10 @@ runs a program's independent operations on every core, unless `--pin` keeps each
 erratic, 16-31 ms). The processes live side by side but take turns: the driver asks each
 in turn to time one block of one of its steps (2 untimed steps, then at least `--steps`
 steps and `--min-block` seconds), `--repeats` times around. On a shared machine the speed
-drifts by tens of percent within a minute; interleaved blocks see the same drift, so each ratio is taken between blocks of the
-same turn around (against the torch process's PyTorch step, else the numpy process's), and
-the table gives the median ms and the median ratio over the turns. `--json FILE` records
+drifts by tens of percent within a minute; interleaved blocks see the same drift, so each
+ratio is taken between blocks of the same turn around (against the torch process's PyTorch
+step, else the numpy process's), and the table gives the median ms and the median ratio
+over the turns. `--json FILE` records
 the rows with the machine, the load, the command and the date.
 
     python benchmarks/step.py                     # every backend installed, CPU
