@@ -15,8 +15,8 @@ steps and `--min-block` seconds), `--repeats` times around. On a shared machine 
 drifts by tens of percent within a minute; interleaved blocks see the same drift, so each
 ratio is taken between blocks of the same turn around (against the torch process's PyTorch
 step, else the numpy process's), and the table gives the median ms and the median ratio
-over the turns. `--json FILE` records
-the rows with the machine, the load, the command and the date.
+over the turns. `--json FILE` records the rows with the machine, the load, the command and
+the date.
 
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
