@@ -85,6 +85,39 @@ def cores_to_pin(n):
     return sorted(os.sched_getaffinity(0))[:n]
 
 
+def _threads_of_this_process():
+    """The ids of this process's threads (Linux), else [0]: the calling thread."""
+    try:
+        return [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+def pin(cores):
+    """Every thread of this process onto `cores`; threads started later inherit it (an
+    affinity is a thread's own: setting it for the process id alone leaves the threads that
+    BLAS or torch started before as they were)."""
+    for tid in _threads_of_this_process():
+        try:
+            os.sched_setaffinity(tid, cores)
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
+def cores_in_use():
+    """The cores any thread of this process may run on, or None where the system cannot
+    say."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = set()
+    for tid in _threads_of_this_process():
+        try:
+            cores |= os.sched_getaffinity(tid)
+        except OSError:
+            pass
+    return sorted(cores)
+
+
 def xla_flags():
     """The XLA flags given beside the thread setting ('' for none)."""
     return " ".join(flag for flag in os.environ.get("XLA_FLAGS", "").split()
@@ -288,7 +321,7 @@ def worker(args):
     stdin ('[net, step]' -> ms per step) until stdin closes."""
     set_threads(args.threads)
     if args.pin and (cores := cores_to_pin(args.threads)):
-        os.sched_setaffinity(0, cores)  # every thread of this process, XLA's pool too
+        pin(cores)  # XLA's pool, started later, inherits it
     MIN_BLOCK[0] = args.min_block
     if args.worker != "jax" and importlib.util.find_spec("torch"):  # JAX's process: no torch
         import torch
@@ -336,9 +369,8 @@ def worker(args):
         if args.worker == "jax" and args.device == "cpu":
             add(net, "ours {kind}, YNNPACK dots", ours, "jax", net, "cpu", "auto", args.steps,
                 YNNPACK_DOTS)
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    print(ANSWER, json.dumps({"steps": list(timers), "failed": failed, "cores": cores}),
-          flush=True)
+    print(ANSWER, json.dumps({"steps": list(timers), "failed": failed,
+                              "cores": cores_in_use()}), flush=True)
     for line in sys.stdin:
         net, key = json.loads(line)
         try:

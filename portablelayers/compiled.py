@@ -32,9 +32,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 import os
 import signal
 import threading
+import types
 import warnings
 
 try:  # the signal module's C core: no enum conversions (10 us a compiled step)
@@ -60,21 +62,25 @@ from ._backend import (
 from .backends import backend_of, set_precision
 from .functions import class_indices, predicted_classes
 
-__all__ = ["COMPILE_MODES", "HELD_BYTES", "XLA_CPU_OPTIONS", "NonFiniteLoss", "check_data",
-           "check_labels", "compile_step", "compiled_kind", "data_flags", "keep_compiled",
-           "training_step", "xla_options"]
+__all__ = ["COMPILE_MODES", "HELD_BYTES", "XLA_CPU_OPTIONS", "XLA_CPU_OPTIONS_JAXLIB",
+           "NonFiniteLoss", "check_data", "check_labels", "compile_step", "compiled_kind",
+           "data_flags", "keep_compiled", "training_step", "xla_options"]
 
 COMPILE_MODES = ("auto", True, False)
 #: The most data (bytes, inputs and labels of all sets together) that a JAX step copies in
 #: `hold_sets` to evaluate every set with one compiled program; larger sets are evaluated
 #: as they are, one program per set shape.
 HELD_BYTES = 64 * 2**20
-#: XLA options a JAX step on a CPU is compiled with unless the caller's `compiler_options` or
-#: XLA_FLAGS set them: YNNPACK keeps the reductions jaxlib gives it, XLA's own kernels do the
-#: matrix products. With jaxlib 0.10's default (YNNPACK products too) TwoLayerNet's step took
-#: 1.2-1.3x as long on a 2-core AVX-512 machine, and SimpleConvNet's, DeepConvNet's and a
+#: XLA options a JAX step on a CPU is compiled with, with a jaxlib of the versions
+#: `XLA_CPU_OPTIONS_JAXLIB` and unless the caller's `compiler_options` or XLA_FLAGS set them:
+#: XLA's own kernels do the matrix products, YNNPACK the reductions (jaxlib 0.10 gives
+#: YNNPACK both). With jaxlib's default, TwoLayerNet's step took 1.14-1.22x as long on a
+#: 2-core AVX-512 machine (SGD; Adam 1.33x), SimpleConvNet's 1.01-1.05x, DeepConvNet's and a
 #: batch-normalised MultiLayerNetExtend's the same within 3% (docs: Performance).
 XLA_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+#: The jaxlib versions `XLA_CPU_OPTIONS` was measured with, (first, end): first <= version <
+#: end. Another jaxlib's defaults and options may differ, and it keeps its own.
+XLA_CPU_OPTIONS_JAXLIB = ((0, 10, 2), (0, 11))
 
 
 # --- the step itself ------------------------------------------------------------------
@@ -471,14 +477,14 @@ def compiled_kind(x, mode="auto"):
 def xla_options(dev, given=None):
     """The XLA options a JAX step's programs are compiled with on device `dev`.
 
-    On a CPU, `XLA_CPU_OPTIONS`, less those XLA_FLAGS sets (the process's own choice) and
-    those the installed jaxlib does not know (tried once, on a program of one addition);
-    elsewhere none. `given` (a step's `compiler_options`) is added last and wins.
+    On a CPU, with a jaxlib of the versions `XLA_CPU_OPTIONS_JAXLIB`, the options of
+    `XLA_CPU_OPTIONS` that XLA_FLAGS (read from os.environ now) does not set; elsewhere
+    none. `given` (a step's `compiler_options`) is added last and wins.
 
     Parameters
     ----------
-    dev : jax.Device
-        The device the step's arrays live on.
+    dev : jax.Device or jax.sharding.Sharding
+        Where the step's arrays live.
     given : dict, optional
         The caller's options.
 
@@ -486,29 +492,40 @@ def xla_options(dev, given=None):
     -------
     dict
         Option name -> value, for `jax.jit`'s `compiler_options`.
+
+    Examples
+    --------
+    >>> from portablelayers.compiled import xla_options
+    >>> xla_options(None, {"xla_cpu_enable_fast_math": False})  # no CPU: the caller's only
+    {'xla_cpu_enable_fast_math': False}
     """
     options = {}
-    if getattr(dev, "platform", None) == "cpu":
+    if _platform(dev) == "cpu" and _measured_jaxlib():
         flags = os.environ.get("XLA_FLAGS", "")
         options = {name: value for name, value in XLA_CPU_OPTIONS.items()
-                   if f"--{name}=" not in flags and _xla_knows(dev, name, value)}
+                   if f"--{name}=" not in flags}
     options.update(given or {})
     return options
 
 
-@functools.cache
-def _xla_knows(dev, name, value):
-    """Whether XLA compiles a program for `dev` with option `name` set to `value` (an older
-    jaxlib lacks the option or the value)."""
-    import jax
-    import jax.numpy as jnp
+def _platform(dev):
+    """'cpu', 'gpu', ... of a JAX device, or of the devices of a sharding (None if not one)."""
+    devices = getattr(dev, "device_set", None)
+    if devices:
+        dev = next(iter(devices))
+    return getattr(dev, "platform", None)
 
-    try:
-        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(
-            jnp.zeros((), device=dev)).compile()
-    except Exception:  # XLA's error for an unknown option or value; nothing else runs
-        return False
-    return True
+
+def _measured_jaxlib():
+    """Whether the installed jaxlib is of the versions `XLA_CPU_OPTIONS` was measured with."""
+    import jaxlib
+
+    numbers = []
+    for part in jaxlib.__version__.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        numbers.append(int(digits or 0))
+    first, end = XLA_CPU_OPTIONS_JAXLIB
+    return tuple(first) <= tuple(numbers) < tuple(end)
 
 
 def _library(x):
@@ -547,8 +564,8 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         values; the Trainer finds a non-finite loss when it reads their losses.
     compiler_options : dict, optional
         JAX steps only: XLA options for every program of the step (`jax.jit`'s
-        `compiler_options`), added to the defaults of `xla_options` (on a CPU,
-        `XLA_CPU_OPTIONS`: matrix products in XLA's own kernels, not YNNPACK's; see
+        `compiler_options`), added to the defaults of `xla_options` (on a CPU with jaxlib
+        0.10, `XLA_CPU_OPTIONS`: matrix products in XLA's own kernels, not YNNPACK's; see
         "Performance" in the docs), which they override. Unlike XLA_FLAGS, they need not be
         set before JAX starts and touch no other program.
 
@@ -558,8 +575,9 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
         `step(x, t)` runs forward, backward and the update and returns the loss as a 0-D
         array, without reading it. `network.params`, `network.state` and the optimizer's
         state are rebound to the new arrays after each call. `step.kind` names what runs
-        ("jax.jit", "cuda-graph", "eager"); `step.traces` counts compilations; a JAX
-        step's `step.compiler_options` are the XLA options its programs are compiled with.
+        ("jax.jit", "cuda-graph", "eager"); `step.traces` counts compilations;
+        `step.compiler_options` (read-only) are the XLA options a JAX step's programs are
+        compiled with (empty for other kinds).
         `step.train_on(x, t, order, start, stop)` is one step on the samples
         order[start:stop] of a whole data set (the Trainer's; on JAX the gather is part of
         the compiled step); `step.check_data(sets)` is `check_data` for this network.
@@ -698,6 +716,7 @@ class _Step:
     """What every kind shares: the first label check, data checks, and the arrays."""
 
     kind = "eager"
+    compiler_options = types.MappingProxyType({})  # XLA's, for a JAX step's programs
 
     def __init__(self, network, optimizer, check=True):
         self.network, self.optimizer = network, optimizer
@@ -868,9 +887,11 @@ class _JaxStep(_Step):
         import jax.numpy as jnp
 
         dev = device(next(iter(network.params.values())))
-        # Every program of the step compiled with the same XLA options.
-        self.compiler_options = xla_options(dev, compiler_options)
-        jit = functools.partial(jax.jit, compiler_options=self.compiler_options or None)
+        # Every program of the step compiled with the same XLA options (read-only here:
+        # jax.jit takes them once).
+        options = xla_options(dev, compiler_options)
+        self.compiler_options = types.MappingProxyType(options)
+        jit = functools.partial(jax.jit, compiler_options=dict(options) or None)
         self._jit = jit
 
         def pure(params, state, opt_state, x, t):
