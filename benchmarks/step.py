@@ -4,19 +4,19 @@ applies (JAX; torch on CUDA), beside PyTorch's own eager step (torch.nn + autogr
 torch.optim.SGD) and, where asked or available, PyTorch's `torch.compile` and CUDA-graph
 steps.
 
-Each backend is timed in a process of its own (JAX's threads slow torch down when both
-live in one process), PyTorch's reference in every process that imports torch. Every
-process uses `--threads` threads for BLAS, torch and XLA (default 1); XLA's runtime still
-runs a program's independent operations on every core, unless `--pin` keeps each process on
+Each backend is timed in a process of its own (JAX's threads slow torch down when both live
+in one process), PyTorch's reference in every process that imports torch. Every process uses
+`--threads` threads for BLAS, torch and XLA (default 1); XLA's runtime still runs a
+program's independent operations on every core, unless `--pin` keeps each process on
 `--threads` cores (on a 2-core machine that made the times of JAX's SimpleConvNet step
-erratic, 16-31 ms). The processes live side by side but take turns: the driver asks each
-in turn to time one block of one of its steps (2 untimed steps, then at least `--steps`
-steps and `--min-block` seconds), `--repeats` times around. On a shared machine the speed
-drifts by tens of percent within a minute; interleaved blocks see the same drift, so each
-ratio is taken between blocks of the same turn around (against the torch process's PyTorch
-step, else the numpy process's), and the table gives the median ms and the median ratio
-over the turns. `--json FILE` records the rows with the machine, the load, the command and
-the date.
+erratic, 16-31 ms from run to run). The processes live side by side but take turns: the
+driver asks each in turn to time one block of one of its steps (2 untimed steps, then at
+least `--steps` steps and `--min-block` seconds), `--repeats` times around. On a shared
+machine the speed drifts by tens of percent within a minute; interleaved blocks see the same
+drift, so each ratio is taken between blocks of the same turn around (against the torch
+process's PyTorch step, else the numpy process's), and the table gives the median ms and the
+median ratio over the turns. `--json FILE` records the rows with the machine, the load, the
+command and the date.
 
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
