@@ -397,9 +397,10 @@ def test_a_jax_cpu_step_keeps_its_products_in_xla_kernels(xp, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=false --{name}=")
     assert options() == {}  # the process's own choice stands
     monkeypatch.delenv("XLA_FLAGS")
+    measured = compiled.XLA_CPU_OPTIONS_JAXLIB
     monkeypatch.setattr(compiled, "XLA_CPU_OPTIONS_JAXLIB", ((0, 0), (0, 1)))
     assert options() == {}  # a jaxlib it was not measured with keeps its own defaults
-    monkeypatch.undo()
+    monkeypatch.setattr(compiled, "XLA_CPU_OPTIONS_JAXLIB", measured)
     if default:  # and the products are XLA's own: no YNNPACK fusion, where jaxlib's
         # default has some
         x, t = batch(xp, False)
