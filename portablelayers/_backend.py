@@ -22,6 +22,9 @@ __all__ = [
     "as_dtype",
     "as_float",
     "clip_below",
+    "fused_subtract_scaled",
+    "log_softmax_last",
+    "matmul_add",
     "default_float",
     "device",
     "from_host",
@@ -182,6 +185,52 @@ def clip_below(xp, x, low):
     if array_api_compat.is_torch_namespace(xp):
         return x.clamp(min=low)
     return xp.maximum(x, low)
+
+
+def matmul_add(xp, a, b, c):
+    """``a @ b + c`` for 2-D `a` and `b` and a bias `c` broadcast over the rows (Affine's
+    forward).
+
+    torch does it in one call (`addmm`, as torch's own Linear), where the two operations
+    launch two kernels on a GPU; on a CPU the two take the same time. It needs one dtype
+    throughout; anything else, and every other library, takes the standard's two.
+    """
+    if (array_api_compat.is_torch_namespace(xp) and a.ndim == 2 and b.ndim == 2
+            and c.ndim <= 2 and a.dtype == b.dtype == c.dtype):
+        return xp.addmm(c, a, b)
+    return xp.matmul(a, b) + c
+
+
+def log_softmax_last(xp, x):
+    """``log(softmax(x))`` over the last axis of a floating array, from the scores shifted
+    by their maximum (no overflow; -inf scores give -inf, a row with +inf or NaN NaN).
+
+    torch computes it in one kernel (`log_softmax`), where the formula launches six on a
+    GPU; the formula is what every other library runs.
+    """
+    if array_api_compat.is_torch_namespace(xp):
+        return x.log_softmax(-1)
+    shifted = x - xp.max(x, axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+
+
+def fused_subtract_scaled(x, scale, y):
+    """``x -= scale * y`` written into a torch tensor `x` in one kernel, for a `scale` that
+    is a Python number or a 0-D tensor and `y` of x's shape and dtype; returns `x`, or None
+    where there is no such path (other libraries, other dtypes): the caller then takes the
+    standard's two operations. The update of SGD and momentum.
+
+    On a CPU the fused update of SimpleConvNet's 4320x100 weights took half the time of
+    ``x -= scale * y`` (124 against 257 us, 1 thread); on a GPU it is one kernel, not two.
+    """
+    if not (array_api_compat.is_torch_array(x) and array_api_compat.is_torch_array(y)
+            and x.dtype == y.dtype and x.shape == y.shape):
+        return None
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):
+        return x.sub_(y, alpha=scale)
+    if array_api_compat.is_torch_array(scale) and scale.ndim == 0 and scale.dtype == x.dtype:
+        return x.addcmul_(scale, y, value=-1)
+    return None
 
 
 def reads_wait_for_a_device(x) -> bool:

@@ -18,6 +18,7 @@ from ._backend import (
     clip_below,
     default_int,
     device,
+    log_softmax_last,
     namespace,
     read_bool,
     static_shape,
@@ -130,9 +131,7 @@ def log_softmax(x):
     array([-0.69314718, -0.69314718])
     """
     xp = guards.arrays("log_softmax", x=x)
-    x = _scores(xp, x, "log_softmax input")
-    shifted = x - xp.max(x, axis=-1, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+    return log_softmax_last(xp, _scores(xp, x, "log_softmax input"))
 
 
 def softmax(x):

@@ -34,6 +34,7 @@ from array_api_compat import is_writeable_array
 
 from ._backend import (
     device,
+    fused_subtract_scaled,
     is_array,
     is_real_floating,
     library_name,
@@ -64,6 +65,13 @@ def _iadd(x, value):
 def _isub(x, value):
     """`x -= value`, written into `x` where it is writeable; always use the result."""
     return _inplace(operator.sub, operator.isub, x, value)
+
+
+def _isub_scaled(x, scale, value):
+    """`x -= scale * value`, written into `x` where it is writeable (in one torch kernel
+    where `_backend.fused_subtract_scaled` has one); always use the result."""
+    fused = fused_subtract_scaled(x, scale, value)
+    return fused if fused is not None else _isub(x, scale * value)
 
 
 def _imul(x, value):
@@ -452,7 +460,7 @@ class SGD(Optimizer):
         super().__init__(lr, clip_norm)
 
     def _step(self, xp, name, param, grad):
-        return _isub(param, self._rate(param) * grad)
+        return _isub_scaled(param, self._rate(param), grad)
 
 
 class Momentum(Optimizer):
@@ -495,7 +503,7 @@ class Momentum(Optimizer):
 
     def _step(self, xp, name, param, grad):
         v = _imul(self._state(xp, "v", name, param), self.momentum)
-        v = self.v[name] = _isub(v, self._rate(param) * grad)
+        v = self.v[name] = _isub_scaled(v, self._rate(param), grad)
         return _iadd(param, v)
 
 
@@ -546,9 +554,9 @@ class Nesterov(Optimizer):
     def _step(self, xp, name, param, grad):
         m = self.momentum
         v = _imul(self._state(xp, "v", name, param), m)
-        v = self.v[name] = _isub(v, self._rate(param) * grad)
+        v = self.v[name] = _isub_scaled(v, self._rate(param), grad)
         param = _iadd(param, m * m * v)
-        return _isub(param, (1.0 + m) * self._rate(param) * grad)
+        return _isub_scaled(param, (1.0 + m) * self._rate(param), grad)
 
 
 class AdaGrad(Optimizer):

@@ -115,6 +115,62 @@ def test_clip_below_equals_the_portable_maximum(xp, dtype):
         np.testing.assert_array_equal(to_numpy(out), np.maximum(values, low).astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matmul_add_equals_the_portable_product_and_sum(xp, rng, dtype):
+    # The one dispatch point for Affine's x @ W + b: torch's addmm (which may add the bias
+    # inside the product, so another rounding), everywhere else the two operations.
+    from portablelayers._backend import matmul_add
+
+    a, b, c = rng.standard_normal((5, 7)), rng.standard_normal((7, 3)), rng.standard_normal(3)
+    out = matmul_add(xp, make(xp, a, dtype), make(xp, b, dtype), make(xp, c, dtype))
+    assert out.dtype == getattr(xp, dtype) and tuple(out.shape) == (5, 3)
+    assert_close(out, a @ b + c, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
+    # mixed dtypes: the standard's promotion (torch's addmm would refuse them)
+    mixed = matmul_add(xp, make(xp, a, "float64"), make(xp, b, "float64"),
+                       make(xp, c, "float32"))
+    assert mixed.dtype == xp.float64
+    assert_close(mixed, a @ b + c.astype(np.float32), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf - inf, as asked
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_softmax_last_equals_the_shifted_formula(xp, dtype):
+    # torch's one-kernel log_softmax against the formula every other library runs, computed
+    # here in NumPy float64: large scores, a -inf score (-inf out), +inf and NaN (NaN rows).
+    from portablelayers._backend import log_softmax_last
+
+    rows = np.array([[1000.0, 1000.0, 999.0], [-np.inf, 0.0, 1.0], [3.0, -2.0, 0.5],
+                     [np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0]])
+    with np.errstate(invalid="ignore"):
+        shifted = rows - rows.max(axis=-1, keepdims=True)
+        expected = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    out = log_softmax_last(xp, make(xp, rows, dtype))
+    assert out.dtype == getattr(xp, dtype)
+    np.testing.assert_allclose(to_numpy(out), expected, rtol=1e-6 if dtype == "float32" else
+                               1e-13, equal_nan=True)
+    assert np.isnan(to_numpy(out)[3:]).all() and to_numpy(out)[1, 0] == -np.inf
+
+
+def test_fused_subtract_scaled_is_torchs_one_kernel_update(xp, rng):
+    # x -= scale * y in one torch kernel, written into x; elsewhere (and for another dtype)
+    # no fast path, and the optimizers take the standard's two operations.
+    from portablelayers._backend import fused_subtract_scaled
+
+    x_np, y_np = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    expected = x_np - 0.25 * y_np
+    for scale in (0.25, make(xp, 0.25, "float64")):
+        x, y = make(xp, x_np.copy()), make(xp, y_np)  # a copy: torch may share x_np's memory
+        out = fused_subtract_scaled(x, scale, y)
+        if BACKEND != "torch":
+            assert out is None
+            continue
+        assert out is x  # written into x, as `x -= scale * y` does
+        assert_close(out, expected, rtol=1e-15)
+    assert fused_subtract_scaled(make(xp, x_np), 0.25, make(xp, y_np, "float32")) is None
+    assert fused_subtract_scaled(make(xp, x_np), make(xp, 0.25, "float32"),
+                                 make(xp, y_np)) is None
+
+
 def test_as_array_like_copies_into_the_likes_library_dtype_and_device(xp):
     # A 0-D NumPy array too (torch refused one for a GPU); never sharing memory.
     from portablelayers._backend import as_array_like

@@ -115,9 +115,12 @@ def test_step_ops_counts_each_steps_operations():
     step_ops = benchmark("step_ops")
     rows = {row["step"]: row for row in step_ops.main(["--nets", "two-layer"])}
     ours, theirs = rows["ours"]["by_operation"], rows["PyTorch"]["by_operation"]
-    # 2 forward products and 3 backward each: no input gradient for the first layer (the
-    # book's Affine computes it; Sequential asks the first layer for its gradients only)
-    assert ours["mm"] == theirs["mm"] + theirs["addmm"] == 5
+    # 2 forward products (with their bias: addmm, as torch's Linear) and 3 backward each: no
+    # input gradient for the first layer (the book's Affine computes it; Sequential asks the
+    # first layer for its gradients only)
+    assert ours["addmm"] == theirs["addmm"] == 2 and ours["mm"] == theirs["mm"] == 3
+    # one kernel per parameter update (SGD's lr * grad fused), one log_softmax
+    assert ours["addcmul_"] == theirs["add_"] == 4 and ours["_log_softmax"] == 1
     assert "_local_scalar_dense" not in ours  # no value read back: the check is off
     assert rows["ours"]["operations"] == sum(ours.values())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import guards
-from .._backend import as_dtype, namespace, static_shape
+from .._backend import as_dtype, matmul_add, namespace, static_shape
 from .base import BaseLayer, parameter
 
 __all__ = ["Affine"]
@@ -78,7 +78,7 @@ class Affine(BaseLayer):
         xp = guards.arrays("Affine.forward", x=x, W=W, b=b)
         x2d = self._as_2d(xp, x, W)
         self.original_x_shape, self.x = tuple(x.shape), x2d
-        out = xp.matmul(x2d, as_dtype(xp, W, x2d.dtype)) + b
+        out = matmul_add(xp, x2d, as_dtype(xp, W, x2d.dtype), b)  # x @ W + b
         return out[0, ...] if x.ndim == 1 else out
 
     def backward(self, dout, input_grad=True):
