@@ -22,15 +22,15 @@ __all__ = [
     "as_dtype",
     "as_float",
     "clip_below",
-    "fused_subtract_scaled",
-    "log_softmax_last",
-    "matmul_add",
     "default_float",
     "device",
     "from_host",
+    "fused_subtract_scaled",
     "is_array",
     "is_real_floating",
     "library_name",
+    "log_softmax_last",
+    "matmul_add",
     "move_to",
     "namespace",
     "no_value_checks",
@@ -196,7 +196,7 @@ def matmul_add(xp, a, b, c):
     throughout; anything else, and every other library, takes the standard's two.
     """
     if (array_api_compat.is_torch_namespace(xp) and a.ndim == 2 and b.ndim == 2
-            and c.ndim <= 2 and a.dtype == b.dtype == c.dtype):
+            and c.ndim <= 1 and a.dtype == b.dtype == c.dtype):
         return xp.addmm(c, a, b)
     return xp.matmul(a, b) + c
 
@@ -222,13 +222,17 @@ def fused_subtract_scaled(x, scale, y):
 
     On a CPU the fused update of SimpleConvNet's 4320x100 weights took half the time of
     ``x -= scale * y`` (124 against 257 us, 1 thread); on a GPU it is one kernel, not two.
+    The product is rounded with the subtraction (a fused multiply-add), so results may
+    differ from the two operations' in the last bit. `y` must not overlap `x` in memory.
     """
     if not (array_api_compat.is_torch_array(x) and array_api_compat.is_torch_array(y)
             and x.dtype == y.dtype and x.shape == y.shape):
         return None
     if isinstance(scale, (int, float)) and not isinstance(scale, bool):
         return x.sub_(y, alpha=scale)
-    if array_api_compat.is_torch_array(scale) and scale.ndim == 0 and scale.dtype == x.dtype:
+    # addcmul_, unlike a product, refuses a CPU 0-D tensor beside CUDA ones
+    if (array_api_compat.is_torch_array(scale) and scale.ndim == 0 and scale.dtype == x.dtype
+            and scale.device == x.device):
         return x.addcmul_(scale, y, value=-1)
     return None
 

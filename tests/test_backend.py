@@ -166,6 +166,17 @@ def test_fused_subtract_scaled_is_torchs_one_kernel_update(xp, rng):
             continue
         assert out is x  # written into x, as `x -= scale * y` does
         assert_close(out, expected, rtol=1e-15)
+    # float32 and a scale that rounds: the fused product may round once, so within an ulp
+    for scale in (0.1, 3, make(xp, 0.1, "float32")):
+        x32, y32 = x_np.astype(np.float32), y_np.astype(np.float32)
+        out = fused_subtract_scaled(make(xp, x32.copy(), "float32"), scale,
+                                    make(xp, y32, "float32"))
+        if BACKEND == "torch":
+            assert out.dtype == xp.float32
+            assert_close(out, x32 - np.float32(to_numpy(scale) if hasattr(scale, "shape")
+                                               else scale) * y32, rtol=3e-7, atol=3e-7)
+        else:
+            assert out is None
     assert fused_subtract_scaled(make(xp, x_np), 0.25, make(xp, y_np, "float32")) is None
     assert fused_subtract_scaled(make(xp, x_np), make(xp, 0.25, "float32"),
                                  make(xp, y_np)) is None
