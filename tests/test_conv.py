@@ -7,6 +7,7 @@ by hand, hand-computed values, and numerical gradients.
 import numpy as np
 import pytest
 from array_api_extra.testing import lazy_xp_function
+from conftest import BACKEND
 from support import assert_close, assert_gradients_match, assert_same_dtype_device, make, to_numpy
 
 from portablelayers import AvgPooling, Convolution, Pooling
@@ -335,6 +336,46 @@ def test_max_pooling_backward_routes_to_the_argmax(xp, rng):
     is_max = windows == windows.max(axis=(-2, -1), keepdims=True)
     expected = np.where(is_max, dout_np[..., None, None], 0.0)
     np.testing.assert_array_equal(dx, expected.transpose(0, 1, 2, 4, 3, 5).reshape(2, 2, 4, 4))
+
+
+@pytest.mark.parametrize("pool, stride", [((2, 2), 2), ((3, 3), 2), ((2, 3), 1)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_max_pooling_fast_path_equals_the_window_slabs(xp, rng, monkeypatch, pool, stride,
+                                                       dtype):
+    # _backend.max_pool_indices is torch's max_pool2d (unpadded float input), elsewhere
+    # none: the same maxima, winners and input gradient as the portable slabs, ties (ReLU's
+    # zeros), NaN and -inf windows included; overlapping windows too. (Of several NaN in
+    # one window, torch's kernel routes the gradient to the last, the slabs to the first.)
+    from portablelayers._backend import max_pool_indices
+    from portablelayers.layers import conv
+
+    x_np = np.maximum(rng.standard_normal((2, 3, 7, 8)), 0.0)
+    x_np[0, 0, :3, :3] = -np.inf
+    x_np[1, 2, 1, 1], x_np[1, 2, 5, 6] = np.nan, np.nan  # no window holds both
+    dout_shape = (2, 3, (7 - pool[0]) // stride + 1, (8 - pool[1]) // stride + 1)
+    dout_np = rng.standard_normal(dout_shape)
+
+    def run(layer):
+        out = layer.forward(make(xp, x_np, dtype))
+        return out, layer.backward(make(xp, dout_np, dtype))
+
+    fast = Pooling(*pool, stride)
+    out, dx = run(fast)
+    if BACKEND != "torch":
+        assert max_pool_indices(xp, make(xp, x_np), 2, 2, 2, 0) is None and fast.indices is None
+        return
+    assert fast.indices is not None and fast.winners is None  # torch's kernel ran
+    monkeypatch.setattr(conv, "max_pool_indices", lambda *args: None)
+    slabs = Pooling(*pool, stride)
+    out_slabs, dx_slabs = run(slabs)
+    assert slabs.winners is not None
+    assert out.dtype == dx.dtype == out_slabs.dtype == getattr(xp, dtype)
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(out_slabs))
+    # overlapping windows add their gradients in another order: the last bit may differ
+    np.testing.assert_allclose(to_numpy(dx), to_numpy(dx_slabs), rtol=1e-6, atol=0)
+    # padding, and float16, keep the slabs
+    assert max_pool_indices(xp, make(xp, x_np), 2, 2, 2, 1) is None
+    assert max_pool_indices(xp, make(xp, x_np, "float16"), 2, 2, 2, 0) is None
 
 
 @pytest.mark.parametrize("cls", [Pooling, AvgPooling])
