@@ -14,6 +14,7 @@ import numbers
 
 from .. import guards
 from .._backend import (
+    as_dtype,
     as_float,
     device,
     max_pool_indices,
@@ -140,7 +141,7 @@ class Convolution(BaseLayer):
         slabs = _window_slabs(x, FH, FW, self.stride, self.pad, out_h, out_w)
         col = xp.reshape(xp.stack(slabs, axis=2), (N, C * FH * FW, out_h * out_w))
         col_W = xp.astype(xp.reshape(W, (FN, -1)), dtype, copy=False)    # (FN, C*FH*FW)
-        out = xp.matmul(col_W, col) + xp.reshape(xp.astype(b, dtype), (FN, 1))
+        out = xp.matmul(col_W, col) + xp.reshape(as_dtype(xp, b, dtype), (FN, 1))  # no copy
 
         self.x, self.col, self.col_W = x, col, col_W
         return xp.reshape(out, (N, FN, out_h, out_w))
@@ -204,7 +205,7 @@ class Pooling(BaseLayer):
     slabs that matrix is made of (one per window position), which gives the same numbers
     without copying the input twice or reducing along a short axis. On torch, for float32
     and float64 input without padding, torch's own kernel does it instead
-    (`_backend.max_pool_indices`: the same numbers, two kernels instead of about thirty);
+    (`_backend.max_pool_indices`: the same numbers, three kernels instead of about thirty);
     the layer then keeps each window's winner in `indices` rather than `winners`.
 
     Examples
