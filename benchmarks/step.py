@@ -6,22 +6,21 @@ steps.
 
 Each backend is timed in a process of its own (JAX's threads slow torch down when both live
 in one process), PyTorch's reference in every process that imports torch. Every process uses
-`--threads` threads for BLAS, torch and XLA (default 1); XLA's runtime still runs a
-program's independent operations on every core, unless `--pin` keeps each process on
-`--threads` cores (on a 2-core machine that made the times of JAX's SimpleConvNet step
-erratic, 16-31 ms from run to run). The processes live side by side but take turns: the
-driver asks each in turn to time one block of one of its steps (2 untimed steps, then at
-least `--steps` steps and `--min-block` seconds), `--repeats` times around. On a shared
-machine the speed drifts by tens of percent within a minute; interleaved blocks see the same
-drift, so each ratio is taken between blocks of the same turn around (against the torch
-process's PyTorch step, else the numpy process's), and the table gives the median ms and the
-median ratio over the turns. `--json FILE` records the rows with the machine, the load, the
-command and the date.
+`--threads` threads for BLAS, torch and XLA (default 1): XLA's CPU runtime, which by default
+runs a program's operations on a pool of one thread per core, gets a pool of `--threads`
+(`PJRT_NPROC`). `--pin` also keeps each process on `--threads` cores. The processes live
+side by side but take turns: the driver asks each in turn to time one block of one of its
+steps (2 untimed steps, then at least `--steps` steps and `--min-block` seconds), `--repeats`
+times around. On a shared machine the speed drifts by tens of percent within a minute;
+interleaved blocks see the same drift, so each ratio is taken between blocks of the same
+turn around (against the torch process's PyTorch step, else the numpy process's), and the
+table gives the median ms and the median ratio over the turns. `--json FILE` records the
+rows with the machine, the load, the command and the date.
 
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
     python benchmarks/step.py --torch-compile     # adds torch.compile (slow to compile)
-    python benchmarks/step.py --pin               # one core per process, XLA's pool too
+    python benchmarks/step.py --pin               # and each process on --threads cores
     python benchmarks/step.py --device cuda       # torch/JAX/CuPy on the GPU
     XLA_FLAGS=--xla_cpu_use_xnnpack=false python benchmarks/step.py   # flags are kept
 
@@ -64,7 +63,9 @@ MIN_BLOCK = [0.2]  # seconds a timed block lasts at least (--min-block)
 # --- one process: one backend --------------------------------------------------------
 
 def set_threads(n):
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    # PJRT_NPROC: the size of the thread pool on which XLA's CPU runtime runs a program's
+    # operations (jaxlib reads it when its CPU client starts; by default one per core).
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PJRT_NPROC"):
         os.environ[var] = str(n)
     # XLA_FLAGS from the environment are kept, the thread setting added. Only flags: XLA
     # stops reading at the first word that is not one (a TensorFlow-style
@@ -76,10 +77,7 @@ def set_threads(n):
 
 
 def cores_to_pin(n):
-    """The first `n` cores this process may use, or None where the system cannot pin.
-
-    XLA runs a program's independent operations on a pool of threads, one per core of the
-    machine, whatever its flags say; pinned to N cores, every library gets N."""
+    """The first `n` cores this process may use, or None where the system cannot pin."""
     if not hasattr(os, "sched_setaffinity"):
         return None
     return sorted(os.sched_getaffinity(0))[:n]
@@ -451,8 +449,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="threads for BLAS, torch and XLA in every process (default 1)")
     parser.add_argument("--pin", action="store_true",
-                        help="pin every process to --threads cores: XLA's runtime otherwise "
-                             "spreads a step over every core, whatever --threads says")
+                        help="also pin every process to --threads cores")
     parser.add_argument("--steps", type=int, default=20,
                         help="steps per timed block, at least (default 20)")
     parser.add_argument("--min-block", type=float, default=0.2, metavar="SECONDS",
@@ -479,7 +476,7 @@ def main(argv=None):
     env = dict(os.environ)
     set_threads(args.threads)
     env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                           "MKL_NUM_THREADS", "XLA_FLAGS")})
+                                           "MKL_NUM_THREADS", "PJRT_NPROC", "XLA_FLAGS")})
     workers, logs = {}, {}
     for backend in backends:  # started together; each builds and warms up its steps
         cmd = [sys.executable, __file__, "--worker", backend, "--device", args.device,
@@ -535,7 +532,7 @@ def main(argv=None):
           f"and >= {args.min_block} s, the processes taking turns; {args.threads} thread(s) "
           f"for BLAS/torch/XLA"
           + (f", every process pinned to core(s) {pinned}" if pinned else
-             ", processes not pinned (XLA's runtime may use every core)")
+             ", processes not pinned")
           + f"; {machine}; ratio = median over turns "
           "of ms / PyTorch eager ms of the same net in the same turn"
           + (f"; XLA_FLAGS {xla_flags()}" if xla_flags() else ""))

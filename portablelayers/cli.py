@@ -127,7 +127,8 @@ def _add_model_options(p):
     p.add_argument("--batch-size", type=_positive_int, default=100,
                    help="images per forward pass")
     p.add_argument("--threads", type=_threads, default="auto", metavar="N",
-                   help="threads for NumPy's BLAS and for torch ('auto' as for train)")
+                   help="threads for NumPy's BLAS, torch and JAX's CPU runtime ('auto' as for "
+                        "train)")
 
 
 def _add_use_parsers(sub):
@@ -283,9 +284,9 @@ def _add_train_parser(sub):
                             "per-step losses) or CSV (.csv, one row an epoch)")
     train.add_argument(
         "--threads", type=_threads, default="auto", metavar="N",
-        help="threads for NumPy's BLAS and for torch ('auto': 1 on machines of up to 4 "
-             "cores, else half the cores, at most 8; BLAS threads waiting for busy cores "
-             "slow the book's small matrices down many times)")
+        help="threads for NumPy's BLAS, torch and JAX's CPU runtime ('auto': 1 on machines "
+             "of up to 4 cores, else half the cores, at most 8; BLAS threads waiting for busy "
+             "cores slow the book's small matrices down many times)")
     train.add_argument("--quiet", action="store_true",
                        help="print only the final test accuracy (no per-epoch lines, no "
                             "progress bar)")
@@ -309,6 +310,17 @@ def _resolve_backend(name):
     except Exception as exc:  # installed but unusable here (e.g. CuPy without a GPU)
         raise UsageError(f"backend {name!r} is installed but cannot run here: "
                          f"{type(exc).__name__}: {exc}") from None
+
+
+def _resolve_backend_and_threads(args):
+    """(namespace of --backend, threads set) with --threads applied on both sides of the
+    backend's first array: before it, because JAX sizes its CPU pool then; after it,
+    because torch, imported by then, takes the setting only once it is there."""
+    from .threads import set_threads
+
+    set_threads(args.threads)
+    xp = _resolve_backend(args.backend)
+    return xp, set_threads(args.threads)
 
 
 def _resolve_device(backend, name):
@@ -566,16 +578,13 @@ def train_command(args) -> int:
     if args.lr is None:
         args.lr = 0.001 if args.net == "deep-conv" else 0.01
     _check_network_options(args)
-    xp = _resolve_backend(args.backend)
+    xp, threads = _resolve_backend_and_threads(args)
     if args.dtype == "float64":
         backends.allow_float64(args.backend)
     dev = _resolve_device(args.backend, args.device)
     client = _connect(args) if args.scheduler else None
     if client is not None:  # the master network on the client's NumPy; data on the workers
         xp, dev = _resolve_backend("numpy"), None
-    from .threads import set_threads
-
-    threads = set_threads(args.threads)
     if args.compile != "off" and (args.compile_cache or "").lower() != "none":
         from .compiled import keep_compiled
 
@@ -781,16 +790,14 @@ def _open_model(args):
     """(network, checkpoint, input shape (C, H, W), flatten) of MODEL on the backend asked."""
     from .checkpoint import load_meta
     from .models import load_model
-    from .threads import set_threads
 
     if not os.path.isfile(args.model):
         raise UsageError(f"MODEL {args.model}: no such file")
     if not zipfile.is_zipfile(args.model):  # the library's message would offer pickles
         raise UsageError(f"MODEL {args.model}: not a .npz model (portablelayers train --save "
                          "writes one)")
-    xp = _resolve_backend(args.backend)
+    xp, _ = _resolve_backend_and_threads(args)
     dev = _resolve_device(args.backend, args.device)
-    set_threads(args.threads)
     try:
         if load_meta(args.model).get("dtype") == "float64":
             backends.allow_float64(args.backend)

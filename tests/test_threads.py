@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -15,8 +16,10 @@ ONCE = pytest.mark.skipif(BACKEND != "numpy", reason="backend-independent; runs 
 
 
 @pytest.fixture(autouse=True)
-def restore_threads():
+def restore_threads(monkeypatch):
     before = threads.thread_info()
+    monkeypatch.setenv("PJRT_NPROC", "0")  # restored after the test, as it was
+    monkeypatch.delenv("PJRT_NPROC")
     yield
     if threads._limiter is not None:
         threads._limiter.restore_original_limits()
@@ -74,3 +77,48 @@ def test_cli_threads_rejects_zero(capsys):
         cli.main(["train", "--threads", "0"])
     assert info.value.code == 2
     assert "argument --threads: expected a positive integer, got 0" in capsys.readouterr().err
+
+
+# jaxlib names the threads of its CPU pool so (Linux shows a thread's name in /proc)
+XLA_POOL_THREADS = """
+import collections, os
+names = collections.Counter(open(f"/proc/self/task/{tid}/comm").read().strip()
+                            for tid in os.listdir("/proc/self/task"))
+print("XLA pool threads:", names["tf_XLAEigen"])
+"""
+
+
+def _xla_pool_threads(code):
+    """The number of XLA CPU pool threads a fresh Python running `code` ends with."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs Linux's /proc to count threads")
+    env = {k: v for k, v in os.environ.items() if k != "PJRT_NPROC"}
+    env["JAX_PLATFORMS"] = "cpu"
+    done = subprocess.run([sys.executable, "-c", code + XLA_POOL_THREADS], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    count = int(done.stdout.rsplit("XLA pool threads:", 1)[1])
+    if count == 0:
+        pytest.skip("this jaxlib names its CPU pool's threads otherwise")
+    return count
+
+
+@ONCE
+def test_set_threads_sizes_xla_cpu_pool():
+    # More threads than cores: a count jaxlib would never choose by itself.
+    pytest.importorskip("jax")
+    n = threads.usable_cores() + 1
+    code = (f"import jax.numpy as jnp, portablelayers\n"
+            f"portablelayers.set_threads({n})  # after JAX's import, before it computes\n"
+            f"(jnp.ones((64, 64)) @ jnp.ones((64, 64))).block_until_ready()\n")
+    assert _xla_pool_threads(code) == n
+
+
+@ONCE
+def test_cli_threads_reach_jax():
+    pytest.importorskip("jax")
+    n = threads.usable_cores() + 1
+    code = (f"from portablelayers import cli\n"
+            f"assert cli.main(['train', '--backend', 'jax', '--epochs', '1', '--hidden-size',"
+            f" '4', '--threads', '{n}', '--quiet', '--compile-cache', 'none']) == 0\n")
+    assert _xla_pool_threads(code) == n
