@@ -4,18 +4,19 @@ applies (JAX; torch on CUDA), beside PyTorch's own eager step (torch.nn + autogr
 torch.optim.SGD) and, where asked or available, PyTorch's `torch.compile` and CUDA-graph
 steps.
 
-Each backend is timed in a process of its own (JAX's threads slow torch down when both live
-in one process), PyTorch's reference in every process that imports torch. Every process uses
-`--threads` threads for BLAS, torch and XLA (default 1): XLA's CPU runtime, which by default
-runs a program's operations on a pool of one thread per core, gets a pool of `--threads`
-(`PJRT_NPROC`). `--pin` also keeps each process on `--threads` cores. The processes live
-side by side but take turns: the driver asks each in turn to time one block of one of its
-steps (2 untimed steps, then at least `--steps` steps and `--min-block` seconds), `--repeats`
-times around. On a shared machine the speed drifts by tens of percent within a minute;
-interleaved blocks see the same drift, so each ratio is taken between blocks of the same
-turn around (against the torch process's PyTorch step, else the numpy process's), and the
-table gives the median ms and the median ratio over the turns. `--json FILE` records the
-rows with the machine, the load, the command and the date.
+Each backend and net is timed in a process of its own, JAX's eager and compiled steps in two
+(JAX's threads slow torch down when both live in one process, and a step measured slower in
+a process where another had run), PyTorch's reference in every process that imports torch,
+beside the same net. Every process uses `--threads` threads for BLAS, torch and XLA (default
+1): XLA's CPU runtime, which by default runs a program's operations on a pool of one thread
+per core, gets a pool of `--threads` (`PJRT_NPROC`). `--pin` also keeps each process on
+`--threads` cores. The processes live side by side but take turns: the driver asks each in
+turn to time one block of one of its steps (2 untimed steps, then at least `--steps` steps
+and `--min-block` seconds), `--repeats` times around. On a shared machine the speed drifts
+by tens of percent within a minute; interleaved blocks see the same drift, so each ratio is
+taken between blocks of the same turn around (against the torch process's PyTorch step, else
+the numpy process's), and the table gives the median ms and the median ratio over the turns.
+`--json FILE` records the rows with the machine, the load, the command and the date.
 
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
@@ -350,7 +351,8 @@ def worker(args):
     torch_here = args.worker != "jax" and bool(importlib.util.find_spec("torch")) and (
         args.device == "cpu" or args.worker == "torch")  # on a GPU: torch's process only
     dev = "cuda" if args.device == "cuda" else "cpu"
-    for net in args.nets:
+    eager_here, compiled_here = args.part in ("all", "eager"), args.part in ("all", "compiled")
+    for net in args.nets if eager_here else ():
         if torch_here:
             add(net, "torch eager", torch_reference, net, dev, "eager", args.steps)
             if args.torch_compile:
@@ -361,7 +363,7 @@ def worker(args):
         add(net, "ours eager", ours, args.worker, net, args.device, False, args.steps)
         if args.worker in ("numpy", "cupy") and net == "two-layer":
             add(net, "hand-written", hand_written, args.worker, args.steps)
-    for net in args.nets:
+    for net in args.nets if compiled_here else ():
         if args.worker in ("jax", "torch"):
             add(net, "ours {kind}", ours, args.worker, net, args.device, "auto", args.steps)
         if args.worker == "jax" and args.device == "cpu":
@@ -464,6 +466,8 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE",
                         help="write the rows as JSON to FILE ('-': as the last line printed)")
     parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--part", choices=("all", "eager", "compiled"), default="all",
+                        help=argparse.SUPPRESS)  # which of a worker's steps it times
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.steps < 1:
         parser.error("--steps and --repeats must be at least 1")
@@ -474,56 +478,72 @@ def main(argv=None):
     backends = args.backends or [b for b in BACKENDS if importlib.util.find_spec(b) and (
         b != "cupy" or args.device == "cuda")]
     env = dict(os.environ)
+    if args.device == "cuda":  # several JAX processes share the GPU: none takes 75% at start
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     set_threads(args.threads)
     env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                            "MKL_NUM_THREADS", "PJRT_NPROC", "XLA_FLAGS")})
     workers, logs = {}, {}
-    for backend in backends:  # started together; each builds and warms up its steps
-        cmd = [sys.executable, __file__, "--worker", backend, "--device", args.device,
-               "--threads", str(args.threads), "--steps", str(args.steps),
-               "--min-block", str(args.min_block), "--nets", *args.nets,
+    # A process per backend and net, and JAX's eager and compiled steps apart: a step ran
+    # slower in a process where another had run (1 thread, the 2-core CPU: JAX's compiled
+    # SimpleConvNet step 21-22 ms beside the eager one, 16-17 ms alone; its TwoLayerNet step
+    # 0.36-0.39 ms beside SimpleConvNet's, 0.24 ms alone).
+    jobs = {}  # process name -> (backend, part, net)
+    for backend in backends:
+        for net in args.nets:
+            if backend == "jax":
+                jobs[f"jax, {net}"] = ("jax", "eager", net)
+                jobs[f"jax, {net}, compiled"] = ("jax", "compiled", net)
+            else:
+                jobs[f"{backend}, {net}"] = (backend, "all", net)
+    for name, (backend, part, net) in jobs.items():  # started together; each builds its steps
+        cmd = [sys.executable, __file__, "--worker", backend, "--part", part,
+               "--device", args.device, "--threads", str(args.threads),
+               "--steps", str(args.steps), "--min-block", str(args.min_block), "--nets", net,
                *(["--pin"] if args.pin else [])]
         if args.torch_compile:
             cmd.append("--torch-compile")
-        logs[backend] = tempfile.TemporaryFile(mode="w+")  # stderr: a pipe could fill up
-        workers[backend] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=logs[backend], text=True, env=env)
+        logs[name] = tempfile.TemporaryFile(mode="w+")  # stderr: a pipe could fill up
+        workers[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=logs[name], text=True, env=env)
 
-    def answer(backend):
-        """The worker's next answer, or None (and it is dropped) when it has died."""
-        for line in workers[backend].stdout:
+    def answer(name):
+        """The process's next answer, or None (and it is dropped) when it has died."""
+        for line in workers[name].stdout:
             if line.startswith(ANSWER):
                 return json.loads(line[len(ANSWER):])
-        logs[backend].seek(0)
-        print(f"{backend}: failed\n{logs[backend].read()[-2000:]}", file=sys.stderr)
-        del workers[backend]
+        logs[name].seek(0)
+        print(f"{name}: failed\n{logs[name].read()[-2000:]}", file=sys.stderr)
+        del workers[name]
         return None
 
     steps_of, failed, cores_of = {}, {}, {}
-    for backend in list(workers):
-        if (built := answer(backend)) is not None:
-            steps_of[backend] = [tuple(key) for key in built["steps"]]
-            cores_of[backend] = built["cores"]
-            failed.update({f"{backend}, {k}": v for k, v in built["failed"].items()})
-    times = {}
+    for name in list(workers):
+        if (built := answer(name)) is not None:
+            steps_of[name] = [tuple(key) for key in built["steps"]]
+            cores_of[name] = built["cores"]
+            failed.update({f"{name}, {k}": v for k, v in built["failed"].items()})
+    times, timed_by = {}, {}  # (backend, net, step) -> ms of each turn; -> its process
     for _ in range(args.repeats):  # one turn: one block of every step of every process
-        for backend in list(workers):
-            for net, key in list(steps_of[backend]):
-                workers[backend].stdin.write(json.dumps([net, key]) + "\n")
-                workers[backend].stdin.flush()
-                ms = answer(backend)
+        for name in list(workers):
+            backend = jobs[name][0]
+            for net, key in list(steps_of[name]):
+                workers[name].stdin.write(json.dumps([net, key]) + "\n")
+                workers[name].stdin.flush()
+                ms = answer(name)
                 if ms is None:
                     break
                 if isinstance(ms, dict):  # the step failed while timed: not timed again
-                    failed[f"{backend}, {net}: {key}"] = ms["error"]
-                    steps_of[backend].remove((net, key))
+                    failed[f"{name}, {net}: {key}"] = ms["error"]
+                    steps_of[name].remove((net, key))
                     times.pop((backend, net, key), None)
                     continue
                 times.setdefault((backend, net, key), []).append(ms)
+                timed_by[backend, net, key] = name
     for proc in workers.values():
         proc.stdin.close()
         proc.wait()
-    times = {k: v for k, v in times.items() if k[0] in workers}  # whole turns only
+    times = {k: v for k, v in times.items() if timed_by[k] in workers}  # whole turns only
     rows = combine(times, args.device, args.repeats)
 
     machine = describe_machine(args.device)
@@ -543,7 +563,8 @@ def main(argv=None):
                                           f"{os.getloadavg()[0]:.1f} at the end",
               "command": " ".join(["python benchmarks/step.py", *(argv or sys.argv[1:])]),
               "date": time.strftime("%Y-%m-%d", time.gmtime()),
-              "backends": sorted(workers), "threads": args.threads, "device": args.device,
+              "backends": sorted({jobs[name][0] for name in workers}),
+              "threads": args.threads, "device": args.device,
               "pinned_to_cores": pinned, "cores_of_each_process": cores_of,
               "xla_flags": xla_flags(), "precision": precision_settings(), "rows": rows,
               "failed": failed}

@@ -97,8 +97,7 @@ def _threads(n) -> int:
 
 
 def set_threads(n="auto") -> int:
-    """Limit BLAS and OpenMP pools, torch's intra-op threads and XLA's CPU pool to `n`
-    threads.
+    """Limit the BLAS, OpenMP, torch and XLA CPU thread pools to `n` threads each.
 
     The pools are limited through threadpoolctl, torch where it is imported. The limit
     stays in force for the process (or until the next call). XLA's pool (JAX on a CPU) is

@@ -144,6 +144,30 @@ def test_step_benchmark_pins_its_processes_when_asked():
     allowed = sorted(os.sched_getaffinity(0))
     pinned, free = record("--pin"), record()
     assert pinned["pinned_to_cores"] == allowed[:1]
-    assert pinned["cores_of_each_process"] == {"numpy": allowed[:1]}  # as the worker saw it
+    # as the worker saw it
+    assert pinned["cores_of_each_process"] == {"numpy, two-layer": allowed[:1]}
     assert free["pinned_to_cores"] is None
-    assert free["cores_of_each_process"] == {"numpy": allowed}
+    assert free["cores_of_each_process"] == {"numpy, two-layer": allowed}
+
+
+@pytest.mark.skipif(BACKEND != "numpy", reason="backend-independent; once, in the numpy session")
+def test_step_benchmark_times_each_net_and_jax_compiled_steps_apart():
+    # A step measured slower in a process where another had run: a process per backend and
+    # net, JAX's compiled steps apart from its eager one; each net's rows land in one row.
+    pytest.importorskip("jax")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step.py"),
+                           "--backends", "jax", "numpy", "--nets", "two-layer", "simple-conv",
+                           "--repeats", "1", "--steps", "1", "--min-block", "0", "--json",
+                           "-"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(record["cores_of_each_process"]) == {
+        f"{backend}, {net}{part}" for net in ("two-layer", "simple-conv")
+        for backend, part in (("numpy", ""), ("jax", ""), ("jax", ", compiled"))}
+    assert record["backends"] == ["jax", "numpy"] and not record["failed"]
+    rows = {(row["backend"], row["net"]): row for row in record["rows"]}
+    assert set(rows) == {(b, n) for b in ("jax", "numpy") for n in ("two-layer", "simple-conv")}
+    for net in ("two-layer", "simple-conv"):
+        assert {"ours eager", "ours jax.jit", "ours jax.jit, YNNPACK dots"} <= set(rows["jax", net])
+        # ratios against the numpy process's PyTorch step where torch is installed
+        assert "ours eager" in rows["numpy", net]
