@@ -33,7 +33,9 @@ __all__ = [
     "matmul_add",
     "max_pool_indices",
     "max_pool_indices_gradient",
+    "mean_per_channel",
     "move_to",
+    "multiply_by_mask",
     "namespace",
     "no_value_checks",
     "persist",
@@ -45,7 +47,6 @@ __all__ = [
     "size",
     "split_batches",
     "static_shape",
-    "mean_per_channel",
     "sum_per_channel",
     "sum_to_shape",
     "takes_argument",
@@ -246,6 +247,19 @@ def max_pool_indices_gradient(dout, x, indices):
     grad = torch.zeros((N, C, H * W), dtype=dout.dtype, device=dout.device)
     grad.scatter_add_(2, indices.flatten(2), dout.flatten(2))
     return grad.reshape(N, C, H, W)
+
+
+def multiply_by_mask(xp, x, mask):
+    """``x * mask`` for a floating `x` and a boolean `mask` counting as 0/1, in x's dtype (an
+    inf or NaN of `x` where the mask is False gives NaN, as any product with 0).
+
+    torch multiplies by the boolean tensor as it is, in one kernel; the standard defines no
+    product of a float and a bool, so every other library first casts the mask to x's dtype
+    (on torch another kernel, on a GPU a pass over the whole mask).
+    """
+    if array_api_compat.is_torch_array(x) and array_api_compat.is_torch_array(mask):
+        return x * mask
+    return x * xp.astype(mask, x.dtype)
 
 
 def fused_subtract_scaled(x, scale, y):

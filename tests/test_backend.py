@@ -182,6 +182,21 @@ def test_fused_subtract_scaled_is_torchs_one_kernel_update(xp, rng):
                                  make(xp, y_np)) is None
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_multiply_by_mask_equals_the_cast_product(xp, dtype):
+    # torch multiplies by the boolean mask itself; everywhere else the mask is cast first.
+    # Same values either way, NaN where an inf or NaN meets a False (computed here in NumPy).
+    from portablelayers._backend import multiply_by_mask
+
+    values = np.array([[1.5, -2.0, np.inf], [np.nan, 0.0, -np.inf]])
+    mask = np.array([[True, False, False], [False, True, True]])
+    with np.errstate(invalid="ignore"):
+        expected = values * mask.astype(float)
+    out = multiply_by_mask(xp, make(xp, values, dtype), make(xp, mask, "bool"))
+    assert out.dtype == getattr(xp, dtype) and tuple(out.shape) == (2, 3)
+    np.testing.assert_array_equal(to_numpy(out), expected.astype(dtype))
+
+
 def test_as_array_like_copies_into_the_likes_library_dtype_and_device(xp):
     # A 0-D NumPy array too (torch refused one for a GPU); never sharing memory.
     from portablelayers._backend import as_array_like

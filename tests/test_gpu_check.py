@@ -122,6 +122,9 @@ def test_step_ops_counts_each_steps_operations():
     # one kernel per parameter update (SGD's lr * grad fused), one log_softmax
     assert ours["addcmul_"] == theirs["add_"] == 4 and ours["_log_softmax"] == 1
     assert "_local_scalar_dense" not in ours  # no value read back: the check is off
+    # ReLU's backward multiplies by its boolean mask as it is (multiply_by_mask): the one
+    # cast left is the labels' one-hot; the loss is divided by -N, not negated then divided
+    assert ours["_to_copy"] == 1 and "neg" not in ours
     assert rows["ours"]["operations"] == sum(ours.values())
 
 

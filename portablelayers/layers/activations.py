@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 
 from .. import guards
+from .._backend import multiply_by_mask
 from ..functions import relu, sigmoid
 from .base import BaseLayer
 
@@ -59,7 +60,7 @@ class ReLU(BaseLayer):
         xp = guards.arrays("ReLU.backward", dout=self.check_dout(dout, mask.shape, mask))
         # A new array (the book writes zeros into the caller's dout, we must not). Multiplying
         # by the 0/1 mask is ~10x faster than xp.where on NumPy's unpredictable branches.
-        return dout * xp.astype(~mask, dout.dtype)
+        return multiply_by_mask(xp, dout, ~mask)
 
 
 Relu = ReLU  # the book's spelling

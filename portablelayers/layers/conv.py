@@ -19,6 +19,7 @@ from .._backend import (
     device,
     max_pool_indices,
     max_pool_indices_gradient,
+    multiply_by_mask,
     namespace,
     static_shape,
     sum_per_channel,
@@ -285,7 +286,7 @@ class Pooling(BaseLayer):
         xp = namespace(dout, winners[0])
         # Each window's gradient goes to its winner only. (Multiplying by the 0/1 mask is
         # several times faster than xp.where on NumPy, whose where branches per element.)
-        return self._input_gradient([dout * xp.astype(wins, dout.dtype) for wins in winners])
+        return self._input_gradient([multiply_by_mask(xp, dout, wins) for wins in winners])
 
 
 class AvgPooling(Pooling):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numbers
 
 from .. import guards
-from .._backend import device, move_to, namespace, resolve_namespace, static_shape
+from .._backend import (
+    device,
+    move_to,
+    multiply_by_mask,
+    namespace,
+    resolve_namespace,
+    static_shape,
+)
 from ..random import BITS, counter_bits, seed_key
 from .base import BaseLayer, state_entry
 
@@ -99,7 +106,7 @@ class Dropout(BaseLayer):
         self.mask = bits >= self._threshold  # True with probability 1 - p
         self.state["step"] = step + 1
         self.train_flg, self._out_shape, self._like = True, static_shape(x), x
-        return x * xp.astype(self.mask, x.dtype) * self._scale
+        return multiply_by_mask(xp, x, self.mask) * self._scale
 
     def backward(self, dout):
         train_flg = self.saved(self.train_flg)
@@ -107,7 +114,7 @@ class Dropout(BaseLayer):
         if not train_flg:
             return dout if self.inverted else dout * (1.0 - self.dropout_ratio)
         xp = namespace(dout)
-        return dout * xp.astype(self.mask, dout.dtype) * self._scale
+        return multiply_by_mask(xp, dout, self.mask) * self._scale
 
     @property
     def _scale(self):
