@@ -483,7 +483,7 @@ def main(argv=None):
     set_threads(args.threads)
     env.update({k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                            "MKL_NUM_THREADS", "PJRT_NPROC", "XLA_FLAGS")})
-    workers, logs = {}, {}
+    workers, logs, failed = {}, {}, {}
     # A process per backend and net, and JAX's eager and compiled steps apart: a step ran
     # slower in a process where another had run (1 thread, the 2-core CPU: JAX's compiled
     # SimpleConvNet step 21-22 ms beside the eager one, 16-17 ms alone; its TwoLayerNet step
@@ -515,14 +515,16 @@ def main(argv=None):
         logs[name].seek(0)
         print(f"{name}: failed\n{logs[name].read()[-2000:]}", file=sys.stderr)
         del workers[name]
+        failed[name] = "the process ended (its rows are left out)"
         return None
 
-    steps_of, failed, cores_of = {}, {}, {}
+    steps_of, cores_of = {}, {}
     for name in list(workers):
         if (built := answer(name)) is not None:
             steps_of[name] = [tuple(key) for key in built["steps"]]
             cores_of[name] = built["cores"]
-            failed.update({f"{name}, {k}": v for k, v in built["failed"].items()})
+            failed.update({f"{name}: {k.split(': ', 1)[-1]}": v
+                           for k, v in built["failed"].items()})
     times, timed_by = {}, {}  # (backend, net, step) -> ms of each turn; -> its process
     for _ in range(args.repeats):  # one turn: one block of every step of every process
         for name in list(workers):
@@ -534,12 +536,13 @@ def main(argv=None):
                 if ms is None:
                     break
                 if isinstance(ms, dict):  # the step failed while timed: not timed again
-                    failed[f"{name}, {net}: {key}"] = ms["error"]
+                    failed[f"{name}: {key}"] = ms["error"]
                     steps_of[name].remove((net, key))
                     times.pop((backend, net, key), None)
                     continue
+                # one process per step: two would mix their blocks in one list of turns
+                assert timed_by.setdefault((backend, net, key), name) == name
                 times.setdefault((backend, net, key), []).append(ms)
-                timed_by[backend, net, key] = name
     for proc in workers.values():
         proc.stdin.close()
         proc.wait()

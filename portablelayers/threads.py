@@ -24,11 +24,12 @@ otherwise. threadpoolctl sets the native libraries' pools at run time, so this w
 NumPy is imported (OMP_NUM_THREADS must be set before).
 
 JAX on a CPU runs a compiled program's operations on a pool of its own, one thread per core
-unless `PJRT_NPROC` says otherwise when JAX first computes on the CPU. `set_threads` sets
-that variable too, so it holds if called before JAX's first computation (JAX may be imported
-already). On the 2-core machine, one thread took TwoLayerNet's compiled step (batch 100)
-from 0.29-0.43 ms to 0.22-0.27 ms (medians of separate runs): a second thread only
-waits on so small a program.
+unless `PJRT_NPROC` says otherwise when JAX makes its first array. `set_threads` sets that
+variable too (processes started later inherit it), so it holds if called before JAX's first
+array (JAX may be imported already); `set_threads("auto")` leaves a `PJRT_NPROC` the
+environment already has. On the 2-core machine, one thread took TwoLayerNet's compiled step
+(batch 100) from 0.29-0.43 ms to 0.22-0.27 ms (medians of separate runs): a second thread
+only waits on so small a program.
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ def set_threads(n="auto") -> int:
 
     The pools are limited through threadpoolctl, torch where it is imported. The limit
     stays in force for the process (or until the next call). XLA's pool (JAX on a CPU) is
-    sized once, when JAX first computes on the CPU: the limit reaches it (through the
-    `PJRT_NPROC` environment variable) only if that comes after this call.
+    sized once, when JAX makes its first array: the limit reaches it (through the
+    `PJRT_NPROC` environment variable, which 'auto' leaves as it is where it is set) only
+    if that comes after this call.
 
     Parameters
     ----------
@@ -127,6 +129,7 @@ def set_threads(n="auto") -> int:
     1
     """
     global _limiter
+    auto = n == "auto" or n is None
     n = _threads(n)
     try:
         from threadpoolctl import threadpool_limits
@@ -140,7 +143,8 @@ def set_threads(n="auto") -> int:
     if torch is not None:
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
-    os.environ["PJRT_NPROC"] = str(n)  # read by jaxlib when its CPU client starts
+    if not (auto and "PJRT_NPROC" in os.environ):  # a user's own setting stays under 'auto'
+        os.environ["PJRT_NPROC"] = str(n)  # read by jaxlib when its CPU client starts
     return n
 
 

@@ -67,7 +67,7 @@ class SoftmaxWithLoss(BaseLayer):
         # Classes a target gives no weight add nothing, also where their log_y is -inf
         # (a masked logit): 0 * -inf would be NaN. A -inf target logit gives inf, as torch.
         picked = t_one_hot * xp.where(t_one_hot != 0, log_y, 0.0)
-        self.loss = xp.sum(picked) / -batch_size  # -(a / n), one operation fewer
+        self.loss = xp.sum(picked) / -batch_size  # = -(a / n), one operation fewer
         return self.loss
 
     def backward(self, dout=1):
