@@ -120,22 +120,21 @@ def _xla_pool_threads(code):
     return count
 
 
-@IN_JAX_SESSION
-def test_set_threads_sizes_xla_cpu_pool():
-    # More threads than cores: a count jaxlib would never choose by itself.
-    pytest.importorskip("jax")
-    n = threads.usable_cores() + 1
-    code = (f"import jax.numpy as jnp, portablelayers\n"
-            f"portablelayers.set_threads({n})  # after JAX's import, before it computes\n"
-            f"(jnp.ones((64, 64)) @ jnp.ones((64, 64))).block_until_ready()\n")
-    assert _xla_pool_threads(code) == n
+# More threads than cores (a count jaxlib would never choose by itself), set after JAX's
+# import and before its first array: by set_threads, and by the command's --threads.
+SIZING_XLA_POOL = {
+    "set_threads": "import jax.numpy as jnp, portablelayers\n"
+                   "portablelayers.set_threads({n})\n"
+                   "(jnp.ones((64, 64)) @ jnp.ones((64, 64))).block_until_ready()\n",
+    "cli": "from portablelayers import cli\n"
+           "assert cli.main(['train', '--backend', 'jax', '--epochs', '1', '--hidden-size', '4',"
+           " '--threads', '{n}', '--quiet', '--compile-cache', 'none']) == 0\n",
+}
 
 
 @IN_JAX_SESSION
-def test_cli_threads_reach_jax():
+@pytest.mark.parametrize("how", list(SIZING_XLA_POOL))
+def test_threads_size_xla_cpu_pool(how):
     pytest.importorskip("jax")
     n = threads.usable_cores() + 1
-    code = (f"from portablelayers import cli\n"
-            f"assert cli.main(['train', '--backend', 'jax', '--epochs', '1', '--hidden-size',"
-            f" '4', '--threads', '{n}', '--quiet', '--compile-cache', 'none']) == 0\n")
-    assert _xla_pool_threads(code) == n
+    assert _xla_pool_threads(SIZING_XLA_POOL[how].format(n=n)) == n
