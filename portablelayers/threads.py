@@ -29,7 +29,12 @@ variable too (processes started later inherit it), so it holds if called before 
 array (JAX may be imported already); `set_threads("auto")` leaves a `PJRT_NPROC` the
 environment already has. On the 2-core machine, one thread took TwoLayerNet's compiled step
 (batch 100) from 0.29-0.43 ms to 0.22-0.27 ms (medians of separate runs): a second thread
-only waits on so small a program.
+only waits on so small a program. SimpleConvNet, 2 epochs of MNIST's 8,000 images with
+`portablelayers train --backend jax`, trained in 4.4-5.9 s on one thread and 4.1-4.7 s on
+two with both cores idle, and in 4.2-4.4 s against 5.9-6.1 s with one core busy: the same
+trade as BLAS's. A run's last bits depend on the thread count (there, its test accuracy:
+0.9675 on one thread, 0.9665 on two, as XLA's kernels add in another order); at one count a
+seed reproduces the run.
 """
 
 from __future__ import annotations
