@@ -117,6 +117,19 @@ def cores_in_use():
     return sorted(cores)
 
 
+def xla_pool_threads():
+    """The threads of XLA's CPU pool in this process (jaxlib names them tf_XLAEigen; Linux
+    shows a thread's name), or None where JAX has no CPU client here or none can be seen."""
+    count = 0
+    for tid in _threads_of_this_process():
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                count += comm.read().strip() == "tf_XLAEigen"
+        except OSError:  # no /proc, or a thread that ended meanwhile
+            pass
+    return count or None
+
+
 def xla_flags():
     """The XLA flags given beside the thread setting ('' for none)."""
     return " ".join(flag for flag in os.environ.get("XLA_FLAGS", "").split()
@@ -370,7 +383,8 @@ def worker(args):
             add(net, "ours {kind}, YNNPACK dots", ours, "jax", net, "cpu", "auto", args.steps,
                 YNNPACK_DOTS)
     print(ANSWER, json.dumps({"steps": list(timers), "failed": failed,
-                              "cores": cores_in_use()}), flush=True)
+                              "cores": cores_in_use(), "xla_threads": xla_pool_threads()}),
+          flush=True)
     for line in sys.stdin:
         net, key = json.loads(line)
         try:
@@ -518,11 +532,13 @@ def main(argv=None):
         failed[name] = "the process ended (its rows are left out)"
         return None
 
-    steps_of, cores_of = {}, {}
+    steps_of, cores_of, xla_threads_of = {}, {}, {}
     for name in list(workers):
         if (built := answer(name)) is not None:
             steps_of[name] = [tuple(key) for key in built["steps"]]
             cores_of[name] = built["cores"]
+            if built.get("xla_threads"):
+                xla_threads_of[name] = built["xla_threads"]
             failed.update({f"{name}: {k.split(': ', 1)[-1]}": v
                            for k, v in built["failed"].items()})
     times, timed_by = {}, {}  # (backend, net, step) -> ms of each turn; -> its process
@@ -569,6 +585,7 @@ def main(argv=None):
               "backends": sorted({jobs[name][0] for name in workers}),
               "threads": args.threads, "device": args.device,
               "pinned_to_cores": pinned, "cores_of_each_process": cores_of,
+              "xla_cpu_pool_threads_of_each_process": xla_threads_of,
               "xla_flags": xla_flags(), "precision": precision_settings(), "rows": rows,
               "failed": failed}
     if args.json == "-":  # for benchmarks/gpu_check.py: the record as the last line

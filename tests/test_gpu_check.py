@@ -168,6 +168,10 @@ def test_step_benchmark_times_each_net_and_jax_compiled_steps_apart():
         f"{backend}, {net}{part}" for net in ("two-layer", "simple-conv")
         for backend, part in (("numpy", ""), ("jax", ""), ("jax", ", compiled"))}
     assert record["backends"] == ["jax", "numpy"]
+    # --threads 1 (the default) reaches XLA's CPU pool in every JAX process
+    pool = record["xla_cpu_pool_threads_of_each_process"]
+    assert set(pool) <= {name for name in record["cores_of_each_process"] if "jax" in name}
+    assert all(n == 1 for n in pool.values())
     # only the YNNPACK row may fail to build (its compiler option is jaxlib 0.10's)
     assert all("YNNPACK" in what for what in record["failed"]), record["failed"]
     rows = {(row["backend"], row["net"]): row for row in record["rows"]}
