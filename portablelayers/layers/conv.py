@@ -237,16 +237,19 @@ class Pooling(BaseLayer):
         self.winners = None  # per window position, where it holds the window's maximum
         self.indices = None  # or, from torch's own kernel, each window's winner (flat)
 
-    def _slabs(self, xp, x, pad_value):
-        """x as a float array, and its window slabs after padding with `pad_value`."""
+    def _checked(self, xp, x):
+        """(x as a float array, out_h, out_w), after checking x's shape fits the window."""
         shape = static_shape(x)
         if x.ndim != 4:
             raise ValueError(f"{type(self).__name__} input must have 4 axes (N, C, H, W), got "
                              f"shape {shape}")
         out_h, out_w = _window_grid(shape, self.pool_h, self.pool_w, self.stride, self.pad)
-        x = as_float(xp, x, f"{type(self).__name__} input")
-        return x, _window_slabs(x, self.pool_h, self.pool_w, self.stride, self.pad, out_h,
-                                out_w, pad_value)
+        return as_float(xp, x, f"{type(self).__name__} input"), out_h, out_w
+
+    def _slabs(self, x, out_h, out_w, pad_value):
+        """x's window slabs after padding with `pad_value`."""
+        return _window_slabs(x, self.pool_h, self.pool_w, self.stride, self.pad, out_h, out_w,
+                             pad_value)
 
     def _input_gradient(self, slabs):
         """col2im for slabs: add each back at its window position, then crop the padding."""
@@ -254,13 +257,14 @@ class Pooling(BaseLayer):
 
     def forward(self, x):
         xp = guards.arrays("Pooling.forward", x=x)
-        x, slabs = self._slabs(xp, x, -math.inf)
+        x, out_h, out_w = self._checked(xp, x)
         # torch's own kernel where `_backend` has one: the same maxima and winners
         fast = max_pool_indices(xp, x, self.pool_h, self.pool_w, self.stride, self.pad)
         if fast is not None:
             out, indices = fast
             self.x, self.winners, self.indices = x, None, indices
             return out
+        slabs = self._slabs(x, out_h, out_w, -math.inf)
         out = slabs[0]
         for slab in slabs[1:]:
             out = xp.maximum(out, slab)
@@ -324,7 +328,8 @@ class AvgPooling(Pooling):
 
     def forward(self, x):
         xp = guards.arrays("AvgPooling.forward", x=x)
-        x, slabs = self._slabs(xp, x, 0.0)
+        x, out_h, out_w = self._checked(xp, x)
+        slabs = self._slabs(x, out_h, out_w, 0.0)
         total = slabs[0]
         for slab in slabs[1:]:
             total = total + slab
