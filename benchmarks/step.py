@@ -118,16 +118,10 @@ def cores_in_use():
 
 
 def xla_pool_threads():
-    """The threads of XLA's CPU pool in this process (jaxlib names them tf_XLAEigen; Linux
-    shows a thread's name), or None where JAX has no CPU client here or none can be seen."""
-    count = 0
-    for tid in _threads_of_this_process():
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as comm:
-                count += comm.read().strip() == "tf_XLAEigen"
-        except OSError:  # no /proc, or a thread that ended meanwhile
-            pass
-    return count or None
+    """The threads of XLA's CPU pool in this process, or None (see `thread_info`)."""
+    from portablelayers.threads import thread_info
+
+    return thread_info().get("xla:cpu")
 
 
 def xla_flags():

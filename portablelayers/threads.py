@@ -26,10 +26,13 @@ NumPy is imported (OMP_NUM_THREADS must be set before).
 JAX on a CPU runs a compiled program's operations on a pool of its own, one thread per core
 unless `PJRT_NPROC` says otherwise when JAX makes its first array. `set_threads` sets that
 variable too (processes started later inherit it), so it holds if called before JAX's first
-array (JAX may be imported already); `set_threads("auto")` leaves a `PJRT_NPROC` the
-environment already has. On the 2-core machine, one thread took TwoLayerNet's compiled step
-(batch 100) from 0.29-0.43 ms to 0.22-0.27 ms (medians of separate runs): a second thread
-only waits on so small a program. SimpleConvNet, 2 epochs of MNIST's 8,000 images with
+array (JAX may be imported already); a count given explicitly warns where the pool runs
+already with another size. `set_threads("auto")` leaves a `PJRT_NPROC` the environment
+already has. `thread_info()` counts the pool's threads ("xla:cpu").
+
+On the 2-core machine, one thread took TwoLayerNet's compiled step (batch 100) from
+0.29-0.43 ms to 0.22-0.27 ms (medians of separate runs): a second thread only waits on so
+small a program. SimpleConvNet, 2 epochs of MNIST's 8,000 images with
 `portablelayers train --backend jax`, trained in 4.4-5.9 s on one thread and 4.1-4.7 s on
 two with both cores idle, and in 4.2-4.4 s against 5.9-6.1 s with one core busy: the same
 trade as BLAS's. A run's last bits depend on the thread count (there, its test accuracy:
@@ -42,10 +45,13 @@ from __future__ import annotations
 import numbers
 import os
 import sys
+import warnings
 
 __all__ = ["default_threads", "set_threads", "thread_info", "usable_cores"]
 
 _limiter = None  # the threadpoolctl limit in force (kept alive: it is the setting)
+# jaxlib names the threads of XLA's CPU pool so; Linux shows a thread's name in /proc
+_XLA_POOL_THREAD_NAME = "tf_XLAEigen"
 
 
 def usable_cores() -> int:
@@ -109,7 +115,8 @@ def set_threads(n="auto") -> int:
     stays in force for the process (or until the next call). XLA's pool (JAX on a CPU) is
     sized once, when JAX makes its first array: the limit reaches it (through the
     `PJRT_NPROC` environment variable, which 'auto' leaves as it is where it is set) only
-    if that comes after this call.
+    if that comes after this call. Where the pool runs already with another size than an
+    explicit `n`, a RuntimeWarning says so (on Linux, where its threads can be counted).
 
     Parameters
     ----------
@@ -126,6 +133,12 @@ def set_threads(n="auto") -> int:
     ------
     ValueError
         For a number below 1 or a string other than 'auto'.
+
+    Warns
+    -----
+    RuntimeWarning
+        Where XLA's CPU pool started before this call with another number of threads
+        than an explicit `n`.
 
     Examples
     --------
@@ -150,17 +163,55 @@ def set_threads(n="auto") -> int:
             torch.set_num_threads(n)
     if not (auto and "PJRT_NPROC" in os.environ):  # a user's own setting stays under 'auto'
         os.environ["PJRT_NPROC"] = str(n)  # read by jaxlib when its CPU client starts
+    if not auto:  # 'auto' is a default, not a request: a pool running already stays quiet
+        _warn_if_xla_pool_differs(os.environ["PJRT_NPROC"])
     return n
 
 
+def _warn_if_xla_pool_differs(wanted: str):
+    """Warn where XLA's CPU pool started already, with another size than `wanted` asks for
+    (jaxlib gives it at least one thread per CPU device)."""
+    pool = _xla_cpu_pool_threads()
+    if pool is None or not wanted.isdigit():
+        return
+    try:
+        devices = len(sys.modules["jax"].devices("cpu"))
+    except Exception:  # noqa: BLE001 - any failure: count one device, as jaxlib's default
+        devices = 1
+    if pool != max(int(wanted), devices):
+        warnings.warn(f"XLA's CPU pool runs {pool} thread{'s' * (pool != 1)} already (JAX made "
+                      f"its first array before set_threads): a limit of {wanted} reaches JAX "
+                      f"only in processes started later", RuntimeWarning, stacklevel=3)
+
+
+def _xla_cpu_pool_threads() -> int | None:
+    """The threads of XLA's CPU pool in this process; None before JAX's CPU client starts,
+    and where they cannot be seen (no Linux /proc, or a jaxlib naming them otherwise)."""
+    if "jax" not in sys.modules:  # no JAX, no pool: spare the scan
+        return None
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    count = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                count += comm.read().strip() == _XLA_POOL_THREAD_NAME
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return count or None
+
+
 def thread_info() -> dict[str, int]:
-    """Library -> threads now: each BLAS/OpenMP pool threadpoolctl sees, and torch.
+    """Library -> threads now: each BLAS/OpenMP pool threadpoolctl sees, torch, and XLA.
 
     Returns
     -------
     dict of str to int
-        The threads of each pool ("user_api:internal_api", e.g. "blas:openblas") and of
-        torch where it is imported.
+        The threads of each pool ("user_api:internal_api", e.g. "blas:openblas"), of torch
+        where it is imported, and of XLA's CPU pool ("xla:cpu") where JAX has started it
+        (counted by the threads' names on Linux; absent where they cannot be seen).
 
     Examples
     --------
@@ -180,4 +231,7 @@ def thread_info() -> dict[str, int]:
         pass
     if sys.modules.get("torch") is not None:
         info["torch"] = sys.modules["torch"].get_num_threads()
+    xla = _xla_cpu_pool_threads()
+    if xla is not None:
+        info["xla:cpu"] = xla
     return info

@@ -704,6 +704,8 @@ def test_integer_parameters_train_as_floats(xp, make_layer, x_shape):
         np.testing.assert_array_equal(got, expected)
 
 
+# In the jax session JAX's pool runs already: set_threads rightly warns that it stays as it is
+@pytest.mark.filterwarnings("ignore:XLA's CPU pool runs:RuntimeWarning")
 def test_numpy_scalars_are_numbers_where_a_number_is_expected():
     # np.int64 is no int and np.float32 no float, but both are the numbers a NumPy user
     # has at hand (a shape's entry, an array's element): they are taken, as Python's own.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -40,6 +42,8 @@ def test_usable_cores_is_the_affinity():
         assert threads.usable_cores() == len(os.sched_getaffinity(0))
 
 
+# In the jax session JAX's pool runs already: set_threads rightly warns that it stays as it is
+@pytest.mark.filterwarnings("ignore:XLA's CPU pool runs:RuntimeWarning")
 @pytest.mark.parametrize("n", [1, 2])
 def test_set_threads_sets_blas_and_torch(n):
     import numpy as np
@@ -103,8 +107,8 @@ print("XLA pool threads:", names["tf_XLAEigen"])
 """
 
 
-def _xla_pool_threads(code):
-    """The number of XLA CPU pool threads a fresh Python running `code` ends with."""
+def _run_counting_xla_pool(code):
+    """(the XLA CPU pool threads a fresh Python running `code` ends with, what it printed)."""
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("needs Linux's /proc to count threads")
     # jaxlib's pool has at least a thread per CPU device: one device, whatever this process has
@@ -117,7 +121,12 @@ def _xla_pool_threads(code):
     count = int(done.stdout.rsplit("XLA pool threads:", 1)[1])
     if count == 0:
         pytest.skip("this jaxlib names its CPU pool's threads otherwise")
-    return count
+    return count, done.stdout
+
+
+def _xla_pool_threads(code):
+    """The number of XLA CPU pool threads a fresh Python running `code` ends with."""
+    return _run_counting_xla_pool(code)[0]
 
 
 # More threads than cores (a count jaxlib would never choose by itself), set after JAX's
@@ -138,3 +147,53 @@ def test_threads_size_xla_cpu_pool(how):
     pytest.importorskip("jax")
     n = threads.usable_cores() + 1
     assert _xla_pool_threads(SIZING_XLA_POOL[how].format(n=n)) == n
+
+
+# thread_info's count of XLA's pool, and set_threads after JAX's first array: silent for the
+# pool's own size and for 'auto', a warning for another count (it cannot reach a running pool)
+LATE_SET_THREADS = """
+import json, os, warnings
+import jax.numpy as jnp, portablelayers
+from portablelayers.threads import thread_info
+with warnings.catch_warnings(record=True) as before_first_array:
+    warnings.simplefilter("always")
+    portablelayers.set_threads({n})
+(jnp.ones((8, 8)) @ jnp.ones((8, 8))).block_until_ready()
+counted = thread_info().get("xla:cpu")
+with warnings.catch_warnings(record=True) as same_size:
+    warnings.simplefilter("always")
+    portablelayers.set_threads({n})
+with warnings.catch_warnings(record=True) as other_size:
+    warnings.simplefilter("always")
+    portablelayers.set_threads({n} + 1)
+del os.environ["PJRT_NPROC"]
+with warnings.catch_warnings(record=True) as auto:  # a default, not a request: quiet
+    warnings.simplefilter("always")
+    portablelayers.set_threads("auto")
+assert os.environ["PJRT_NPROC"] != str({n})
+print("RESULT", json.dumps([counted, len(before_first_array), len(same_size), len(auto),
+                            [(w.category.__name__, str(w.message)) for w in other_size]]))
+"""
+
+
+@IN_JAX_SESSION
+def test_thread_info_counts_xla_pool_and_a_late_set_threads_warns():
+    pytest.importorskip("jax")
+    n = threads.usable_cores() + 1
+    count, out = _run_counting_xla_pool(LATE_SET_THREADS.format(n=n))
+    counted, before, same, auto, other = json.loads(
+        out.split("RESULT", 1)[1].splitlines()[0])
+    assert counted == count == n
+    assert before == same == auto == 0
+    assert other == [["RuntimeWarning",
+                      f"XLA's CPU pool runs {n} threads already (JAX made its first array "
+                      f"before set_threads): a limit of {n + 1} reaches JAX only in processes "
+                      f"started later"]]
+
+
+def test_thread_info_has_no_xla_entry_without_jax(monkeypatch):
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    assert "xla:cpu" not in threads.thread_info()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        threads.set_threads(1)  # no pool to differ from
