@@ -179,3 +179,20 @@ def test_step_benchmark_times_each_net_and_jax_compiled_steps_apart():
     for net in ("two-layer", "simple-conv"):
         assert {"ours eager", "ours jax.jit"} <= set(rows["jax", net])
         assert "ours eager" in rows["numpy", net]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="needs JAX; in the jax session")
+def test_xla_pool_benchmark_checks_its_forms_and_prints_a_row_each():
+    # Every pool form is compared with ours before timing (the script asserts it), so a form
+    # that computed something else would stop it here.
+    pytest.importorskip("jax")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "xla_pool.py"),
+                           "--repeats", "1", "--calls", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert "1 XLA thread(s)" in lines[0]
+    rows = {line[:40].strip(): line[40:].split() for line in lines[2:]}
+    assert len(rows) == 8 and "pool forward + backward: ours" in rows
+    assert rows["bias + ReLU, rows of 576"][1] == "1.00x"
+    assert all(float(ms) > 0 for ms, _ in rows.values())
