@@ -495,7 +495,7 @@ def main(argv=None):
     # A process per backend and net, and JAX's eager and compiled steps apart: a step ran
     # slower in a process where another had run (1 thread, the 2-core CPU: JAX's compiled
     # SimpleConvNet step 21-22 ms beside the eager one, 16-17 ms alone; its TwoLayerNet step
-    # 0.36-0.39 ms beside SimpleConvNet's, 0.24 ms alone).
+    # 0.36-0.39 ms beside SimpleConvNet's, 0.24 ms alone; before the filters' broadcast).
     jobs = {}  # process name -> (backend, part, net)
     for backend in backends:
         for net in args.nets:

@@ -17,6 +17,7 @@ The table gives ms per call and the ratio to the first row.
 
     python benchmarks/xla_pool.py               # one thread (XLA's pool too)
     python benchmarks/xla_pool.py --threads 2
+    python benchmarks/xla_pool.py --widths 8 12 16 32 48 64   # the first pass, other rows
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import time
 SHAPE = (100, 30, 24, 24)  # SimpleConvNet's convolution output, batch 100
 
 
-def forms():
-    """name -> (function of (conv output, bias, pooled gradient), the name it must equal)."""
+def forms(widths=()):
+    """name -> (function of (conv output, bias, pooled gradient), the name it must equal);
+    `widths`: more rows of bias and ReLU, made 4-D with rows of each width."""
     import jax
     import jax.numpy as jnp
 
@@ -66,9 +68,14 @@ def forms():
         return jax.lax.reduce_window(relu(h, b), -jnp.inf, jax.lax.max, (1, 1, 2, 2),
                                      (1, 1, 2, 2), "VALID")
 
+    def rows_of(width):
+        n, c, y, x = SHAPE
+        return lambda h, b, _: jnp.reshape(jnp.maximum(h + b, 0), (n, c, y * x // width, width))
+
     return {
         "bias + ReLU, rows of 576": (lambda h, b, _: jnp.maximum(h + b, 0), None),
         "bias + ReLU, made 4-D: rows of 24": (lambda h, b, _: relu(h, b), None),
+        **{f"bias + ReLU, rows of {width}": (rows_of(width), None) for width in widths},
         "row pairs' maxima only": (row_pairs, None),
         "pool forward: ours (Pooling)": (ours_forward, None),
         "pool forward: four strided slices": (slices_max, "pool forward: ours (Pooling)"),
@@ -84,6 +91,9 @@ def main(argv=None):
                         help="threads for XLA's CPU pool (PJRT_NPROC; default 1)")
     parser.add_argument("--repeats", type=int, default=15, help="timed turns of each form")
     parser.add_argument("--calls", type=int, default=20, help="calls in one timed turn")
+    parser.add_argument("--widths", type=int, nargs="*", default=[],
+                        help="more rows: bias and ReLU with rows of these widths (each must "
+                             "divide 576), e.g. 8 12 16 32 48 64")
     args = parser.parse_args(argv)
     os.environ["PJRT_NPROC"] = str(args.threads)  # read when JAX makes its first array
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -91,6 +101,7 @@ def main(argv=None):
     import numpy as np
 
     from portablelayers.compiled import xla_options
+    from portablelayers.threads import thread_info
 
     rng = np.random.default_rng(0)
     n, c, y, x = SHAPE
@@ -98,7 +109,7 @@ def main(argv=None):
     b = jax.device_put(rng.standard_normal((c, 1), dtype=np.float32))
     dout = jax.device_put(rng.standard_normal((n, c, y // 2, x // 2), dtype=np.float32))
     compiled, results = {}, {}
-    for name, (fn, same_as) in forms().items():
+    for name, (fn, same_as) in forms(args.widths).items():
         compiled[name] = jax.jit(fn, compiler_options=xla_options(h.device))
         results[name] = compiled[name](h, b, dout).block_until_ready()
         if same_as is not None:
@@ -116,7 +127,8 @@ def main(argv=None):
         for name in (list(compiled) if r % 2 else list(compiled)[::-1]):
             times[name].append(turn(compiled[name]))
     base = statistics.median(times["bias + ReLU, rows of 576"])
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {args.threads} XLA thread(s), "
+    pool = thread_info().get("xla:cpu", "?")  # the pool that runs, counted, not the option
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {pool} XLA thread(s), "
           f"input {'x'.join(map(str, SHAPE))} float32; medians of {args.repeats} turns")
     print(f"{'form':40s} {'ms':>8s} {'/ first row':>14s}")
     for name, ts in times.items():

@@ -52,6 +52,7 @@ __all__ = ["default_threads", "set_threads", "thread_info", "usable_cores"]
 _limiter = None  # the threadpoolctl limit in force (kept alive: it is the setting)
 # jaxlib names the threads of XLA's CPU pool so; Linux shows a thread's name in /proc
 _XLA_POOL_THREAD_NAME = "tf_XLAEigen"
+_XLA_POOL_MOST = 256  # jaxlib's cap on that pool's threads, whatever PJRT_NPROC asks
 
 
 def usable_cores() -> int:
@@ -164,23 +165,24 @@ def set_threads(n="auto") -> int:
     if not (auto and "PJRT_NPROC" in os.environ):  # a user's own setting stays under 'auto'
         os.environ["PJRT_NPROC"] = str(n)  # read by jaxlib when its CPU client starts
     if not auto:  # 'auto' is a default, not a request: a pool running already stays quiet
-        _warn_if_xla_pool_differs(os.environ["PJRT_NPROC"])
+        _warn_if_xla_pool_differs(n)
     return n
 
 
-def _warn_if_xla_pool_differs(wanted: str):
-    """Warn where XLA's CPU pool started already, with another size than `wanted` asks for
-    (jaxlib gives it at least one thread per CPU device)."""
+def _warn_if_xla_pool_differs(n: int):
+    """Warn where XLA's CPU pool started already with another size than `n` threads would
+    give it: jaxlib gives it one thread per CPU device of this process at least, and at most
+    `_XLA_POOL_MOST` threads."""
     pool = _xla_cpu_pool_threads()
-    if pool is None or not wanted.isdigit():
+    if pool is None:
         return
     try:
-        devices = len(sys.modules["jax"].devices("cpu"))
+        devices = sys.modules["jax"].local_device_count("cpu")
     except Exception:  # noqa: BLE001 - any failure: count one device, as jaxlib's default
         devices = 1
-    if pool != max(int(wanted), devices):
+    if pool != min(max(n, devices), _XLA_POOL_MOST):
         warnings.warn(f"XLA's CPU pool runs {pool} thread{'s' * (pool != 1)} already (JAX made "
-                      f"its first array before set_threads): a limit of {wanted} reaches JAX "
+                      f"its first array before set_threads): a limit of {n} reaches JAX "
                       f"only in processes started later", RuntimeWarning, stacklevel=3)
 
 
@@ -218,7 +220,7 @@ def thread_info() -> dict[str, int]:
     >>> from portablelayers.threads import set_threads, thread_info
     >>> set_threads(1)
     1
-    >>> all(n == 1 for n in thread_info().values())
+    >>> all(n == 1 for name, n in thread_info().items() if name != "xla:cpu")
     True
     """
     info = {}
