@@ -26,6 +26,7 @@ from ._backend import (
 )
 
 __all__ = [
+    "class_hits",
     "class_indices",
     "col2im",
     "cross_entropy_error",
@@ -200,9 +201,7 @@ def one_hot_targets(t, scores, what: str = "t"):
     Raises
     ------
     ValueError
-        For scores of one class, float labels, a wrong length, or labels outside [0, C)
-        (the last check runs only where values can be read without forcing a lazy
-        computation: not on Dask, not under jax.jit).
+        As `class_hits`.
 
     Examples
     --------
@@ -213,6 +212,49 @@ def one_hot_targets(t, scores, what: str = "t"):
            [1., 0., 0.]])
     """
     xp = guards.arrays("one_hot_targets", t=t, scores=scores)
+    hits = class_hits(t, scores, what)
+    return xp.astype(t if hits is None else hits, scores.dtype)
+
+
+def class_hits(t, scores, what: str = "t"):
+    """Class-index targets `t` as a boolean mask of the shape of `scores`, True at each
+    row's class; None for one-hot `t`. Either way `t` is checked against `scores` first.
+
+    The mask is what a loss over class indices needs: where it picks each row's score, and
+    (as floats) the one-hot rows; one-hot targets of any weight need more work.
+
+    Parameters
+    ----------
+    t : array
+        As `one_hot_targets`.
+    scores : array
+        The scores or probabilities, (N, C) or (C,) for one sample.
+    what : str
+        The name of `t` in error messages.
+
+    Returns
+    -------
+    array of bool or None
+        The mask for class indices, None where `t` is one-hot (of the shape of `scores`).
+
+    Raises
+    ------
+    ValueError
+        For scores of one class, float labels, a wrong length, or labels outside [0, C)
+        (the last check runs only where values can be read without forcing a lazy
+        computation: not on Dask, not under jax.jit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from portablelayers.functions import class_hits
+    >>> class_hits(np.array([2, 0]), np.zeros((2, 3)))
+    array([[False, False,  True],
+           [ True, False, False]])
+    >>> class_hits(np.eye(3), np.zeros((3, 3))) is None
+    True
+    """
+    xp = guards.arrays("class_hits", t=t, scores=scores)
     _scores(xp, scores, "scores")
     s_shape, t_shape = static_shape(scores), static_shape(t)
     if s_shape[-1:] == (1,):
@@ -232,7 +274,7 @@ def one_hot_targets(t, scores, what: str = "t"):
         if t_shape != s_shape:
             raise ValueError(f"one-hot {what} must have the shape of the scores {s_shape}, "
                              f"got {t_shape}")
-        return xp.astype(t, scores.dtype)
+        return None
     if t.ndim != scores.ndim - 1:
         raise ValueError(f"{what} must be class indices of shape {s_shape[:-1]} or "
                          f"{(*s_shape[:-1], 1)}, or one-hot of shape {s_shape}, got shape "
@@ -253,7 +295,7 @@ def one_hot_targets(t, scores, what: str = "t"):
     # A comparison with arange, not xpx.one_hot: torch's one_hot checks the labels on the
     # device (a host sync, refused inside a CUDA graph); this is one elementwise kernel.
     classes = xp.arange(num_classes, dtype=t.dtype, device=device(t))
-    return xp.astype(t[..., None] == classes, scores.dtype)
+    return t[..., None] == classes
 
 
 def class_indices(t):

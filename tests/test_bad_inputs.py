@@ -427,6 +427,12 @@ fn_row("cross_entropy_error-list", lambda xp: (F.cross_entropy_error, ([0.5, 0.5
 fn_row("one_hot_targets-label-out-of-range",
        lambda xp: (F.one_hot_targets, (_labels(xp, (0, 5)), seq(xp, (2, 3)))), ValueError,
        ["[0, 3)"], skip="lazy")
+fn_row("class_hits-label-out-of-range",
+       lambda xp: (F.class_hits, (_labels(xp, (0, -1)), seq(xp, (2, 3)))), ValueError,
+       ["[0, 3)"], skip="lazy")
+fn_row("class_hits-labels-of-wrong-length",
+       lambda xp: (F.class_hits, (_labels(xp, (0, 1, 2)), seq(xp, (2, 3)))), ValueError,
+       ["one label per sample"])
 fn_row("im2col-stride-zero", lambda xp: (F.im2col, (seq(xp, (1, 1, 4, 4)), 2, 2, 0)),
        ValueError, ["stride", ">= 1"])
 fn_row("im2col-3d", lambda xp: (F.im2col, (seq(xp, (1, 4, 4)), 2, 2)), ValueError,
@@ -593,12 +599,17 @@ def test_catalogue_size():
 
 # --- edge inputs that must work, each against an independent reference ---------------
 
-def test_softmax_loss_finite_with_masked_logits(xp):
+@pytest.mark.parametrize("one_hot", [False, True], ids=["class-indices", "one-hot"])
+def test_softmax_loss_finite_with_masked_logits(xp, one_hot):
     torch = pytest.importorskip("torch")
     x = np.array([[2.0, -np.inf, 0.5], [-np.inf, 1.0, -np.inf]])
     t = np.array([0, 1])
+
+    def targets():  # the same labels as indices or as one-hot rows (two code paths)
+        return arr(xp, np.eye(3)[t]) if one_hot else _labels(xp, t)
+
     layer = pl.SoftmaxWithLoss()
-    loss = layer.forward(arr(xp, x), _labels(xp, t))
+    loss = layer.forward(arr(xp, x), targets())
     dx = layer.backward(1.0)
     tx = torch.tensor(x, requires_grad=True, device="cpu")
     ref = torch.nn.functional.cross_entropy(tx, torch.tensor(t, device="cpu"))
@@ -608,7 +619,7 @@ def test_softmax_loss_finite_with_masked_logits(xp):
     np.testing.assert_allclose(to_numpy(dx), tx.grad.numpy(), rtol=1e-12, atol=1e-300)
     # A -inf target logit is an infinite loss, as torch's.
     x[0, 0] = -np.inf
-    assert to_numpy(layer.forward(arr(xp, x), _labels(xp, t))) == np.inf
+    assert to_numpy(layer.forward(arr(xp, x), targets())) == np.inf
 
 
 def test_max_pool_gradient_goes_to_nan(xp):

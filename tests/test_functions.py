@@ -9,6 +9,7 @@ from array_api_extra.testing import lazy_xp_function
 from support import assert_close, assert_same_dtype_device, make, to_numpy
 
 from portablelayers.functions import (
+    class_hits,
     class_indices,
     cross_entropy_error,
     log_softmax,
@@ -86,6 +87,25 @@ def test_predicted_classes_is_the_argmax_or_a_single_logits_sign(xp, rng):
     assert to_numpy(predicted_classes(make(xp, logits[:, 0]))).tolist() == [1, 0, 0, 1, 0]
     with pytest.raises(ValueError, match=r"scores of shape \(N, C\), \(N, 1\) or \(N,\)"):
         predicted_classes(make(xp, np.zeros((2, 3, 4))))
+
+
+def test_class_hits_of_every_label_layout(xp):
+    # Class indices become a boolean mask of the scores' shape, True at each row's class
+    # (np.eye's rows as the reference); one-hot targets give None after their check.
+    scores = make(xp, np.zeros((3, 4)))
+    expected = np.eye(4, dtype=bool)[[2, 0, 3]]
+    for labels in (np.array([2, 0, 3]), np.array([[2], [0], [3]]),
+                   np.array([2, 0, 3], dtype=np.uint8)):
+        hits = class_hits(xp.asarray(labels), scores)
+        assert hits.dtype == xp.bool
+        np.testing.assert_array_equal(to_numpy(hits), expected)
+    one = class_hits(xp.asarray(np.asarray(1)), make(xp, np.zeros(3)))  # one sample
+    np.testing.assert_array_equal(to_numpy(one), [False, True, False])
+    assert class_hits(make(xp, np.eye(4)[[2, 0, 3]]), scores) is None
+    with pytest.raises(ValueError, match="must have the shape of the scores"):
+        class_hits(make(xp, np.eye(3)), scores)
+    with pytest.raises(ValueError, match="integer dtype"):
+        class_hits(make(xp, np.array([2.0, 0.0, 3.0])), scores)
 
 
 def test_class_indices_of_every_label_layout(xp):

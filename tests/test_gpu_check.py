@@ -126,6 +126,10 @@ def test_step_ops_counts_each_steps_operations():
     # ReLU's backward multiplies by its boolean mask as it is (multiply_by_mask): the one
     # cast left is the labels' one-hot; the loss is divided by -N, not negated then divided
     assert ours["_to_copy"] == 1 and "neg" not in ours
+    # Class-index labels: the loss selects each row's log-probability (one where, no
+    # comparison of the one-hot with 0) and the gradient is y - one-hot (no row sums): the
+    # sums are the two biases' gradients and the loss
+    assert ours["where"] == 1 and "ne" not in ours and ours["sum"] == 3
     assert rows["ours"]["operations"] == sum(ours.values())
 
 

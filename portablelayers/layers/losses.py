@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import guards
 from .._backend import clip_below, namespace, read_bool, size, static_shape, value_checks
-from ..functions import log_softmax, one_hot_targets, sigmoid
+from ..functions import class_hits, log_softmax, sigmoid
 from .base import BaseLayer
 
 __all__ = ["MeanSquaredError", "SigmoidWithLoss", "SoftmaxWithLoss"]
@@ -52,21 +52,28 @@ class SoftmaxWithLoss(BaseLayer):
         self.loss = None
         self.y = None  # softmax output
         self.t = None  # the targets as given
-        self._t_one_hot = None
+        self._hits = None  # class-index targets: True at each row's class
+        self._t_one_hot = None  # one-hot targets: in x's dtype
 
     def forward(self, x, t):
         xp = guards.arrays("SoftmaxWithLoss.forward", x=x, t=t)
         x = guards.real_floating(xp, x, "SoftmaxWithLoss scores x")
         guards.ndim(x, (1, 2), "SoftmaxWithLoss scores x", "(N, C) or (C,)")
         guards.nonempty(x, range(x.ndim), "SoftmaxWithLoss scores x")
-        t_one_hot = one_hot_targets(t, x)  # validates t before any state changes
+        hits = class_hits(t, x)  # validates t before any state changes; None if one-hot
         log_y = log_softmax(x)
         batch_size = 1 if x.ndim == 1 else x.shape[0]
-        self.t, self._t_one_hot = t, t_one_hot
         self.y = xp.exp(log_y)
-        # Classes a target gives no weight add nothing, also where their log_y is -inf
-        # (a masked logit): 0 * -inf would be NaN. A -inf target logit gives inf, as torch.
-        picked = t_one_hot * xp.where(t_one_hot != 0, log_y, 0.0)
+        # Each row adds log_y of its targets' classes, weighted; classes a target gives no
+        # weight add nothing, also where their log_y is -inf (a masked logit): 0 * -inf
+        # would be NaN. A -inf target logit gives inf, as torch.
+        if hits is not None:  # class indices: weight 1 on one class, a select does it
+            t_one_hot = None
+            picked = xp.where(hits, log_y, 0.0)
+        else:
+            t_one_hot = xp.astype(t, x.dtype)
+            picked = t_one_hot * xp.where(t_one_hot != 0, log_y, 0.0)
+        self.t, self._hits, self._t_one_hot = t, hits, t_one_hot
         self.loss = xp.sum(picked) / -batch_size  # = -(a / n), one operation fewer
         return self.loss
 
@@ -75,9 +82,11 @@ class SoftmaxWithLoss(BaseLayer):
         guards.scalar_dout("SoftmaxWithLoss.backward", dout, y)
         xp = namespace(y)
         batch_size = 1 if y.ndim == 1 else y.shape[0]
+        if self._hits is not None:  # the book's y - t, t one-hot from class indices
+            return (y - xp.astype(self._hits, y.dtype)) * (dout / batch_size)
+        # Forward also takes soft rows of any weight (0: a sample that counts for nothing),
+        # whose gradient is y*sum - t; for rows that sum to 1 that is the book's y - t.
         t = self._t_one_hot
-        # The book's y - t, for targets whose rows sum to 1; forward also takes soft rows
-        # of any weight (0: a sample that counts for nothing), whose gradient is y*sum - t.
         weight = xp.sum(t, axis=-1, keepdims=True)
         return (y * weight - t) * (dout / batch_size)
 
