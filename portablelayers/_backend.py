@@ -22,6 +22,8 @@ __all__ = [
     "as_dtype",
     "as_float",
     "clip_below",
+    "convolution",
+    "convolution_gradients",
     "default_float",
     "device",
     "from_host",
@@ -217,6 +219,39 @@ def log_softmax_last(xp, x):
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
+def convolution(xp, x, W, b, stride, pad):
+    """`Convolution`'s output (N, FN, out_h, out_w) from torch's own `conv2d`, for float32 or
+    float64 torch arrays of one dtype; None elsewhere (the caller takes im2col's windows and
+    a product). Read the gradients back with `convolution_gradients`.
+
+    The same sums in another order (oneDNN's kernels on a CPU, cuDNN's on a GPU): results
+    agree to rounding. A step needs two calls where im2col and its products take seven
+    operations, and on a CPU the kernels are faster too. On a GPU, cuDNN follows torch's
+    settings: TF32 unless `backends.set_precision("highest")`, and bit-for-bit repeatable
+    runs only with `torch.backends.cudnn.deterministic`, as for PyTorch's own layers.
+    """
+    if not (array_api_compat.is_torch_namespace(xp) and x.ndim == 4 and W.ndim == 4
+            and x.dtype == W.dtype == b.dtype and x.dtype in (xp.float32, xp.float64)):
+        return None
+    import torch.nn.functional as F
+
+    return F.conv2d(x, W, b, stride, pad)
+
+
+def convolution_gradients(dout, x, W, stride, pad, input_grad=True):
+    """(dx or None, dW, db) of `convolution`'s output gradient `dout`, from torch's own
+    `convolution_backward` (the kernel autograd calls for `conv2d`). A `dout` of another
+    dtype is promoted with x, as the product would; dx is None unless `input_grad`."""
+    import torch
+
+    if dout.dtype != x.dtype:  # the kernel needs one dtype throughout
+        dtype = torch.promote_types(dout.dtype, x.dtype)
+        dout, x, W = (a.to(dtype) for a in (dout, x, W))
+    return torch.ops.aten.convolution_backward(
+        dout, x, W, [W.shape[0]], [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1,
+        [input_grad, True, True])
+
+
 def max_pool_indices(xp, x, pool_h, pool_w, stride, pad):
     """(maxima, winners' flat indices) of `Pooling` on a float32/float64 torch input without
     padding, from torch's `max_pool2d`; None elsewhere (the caller takes the standard's
@@ -227,8 +262,7 @@ def max_pool_indices(xp, x, pool_h, pool_w, stride, pad):
     `Pooling` drops it: hence no padding. (Of several NaN in one window it picks the last,
     `Pooling` the first: the output is NaN either way.) On a CPU (1 thread) SimpleConvNet's
     pooling, forward and backward, took 10.3 ms this way against 16.9 ms for the slabs; on a
-    GPU it is three kernels (the pooling, a zero fill and the scatter-add) where the slabs
-    take about thirty.
+    GPU it is two kernels (the pooling and its backward) where the slabs take about thirty.
     """
     if not (array_api_compat.is_torch_namespace(xp) and pad == 0 and x.ndim == 4
             and x.dtype in (xp.float32, xp.float64)):
@@ -238,11 +272,19 @@ def max_pool_indices(xp, x, pool_h, pool_w, stride, pad):
     return F.max_pool2d(x, (pool_h, pool_w), stride, return_indices=True)
 
 
-def max_pool_indices_gradient(dout, x, indices):
+def max_pool_indices_gradient(dout, x, indices, pool_h, pool_w, stride):
     """The input gradient of `max_pool_indices`: each window's `dout` added at its winner
-    (windows that overlap add up), in dout's dtype."""
+    (windows that overlap add up), in dout's dtype.
+
+    Where dout has x's dtype, torch's own backward of `max_pool2d` does it in one kernel
+    (PyTorch's step calls the same); otherwise (float32 gradients of float64 input, which
+    that kernel refuses) a zero fill and a scatter-add. The same sums either way.
+    """
     import torch
 
+    if dout.dtype == x.dtype:
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            dout, x, [pool_h, pool_w], [stride, stride], [0, 0], [1, 1], False, indices)
     N, C, H, W = x.shape
     grad = torch.zeros((N, C, H * W), dtype=dout.dtype, device=dout.device)
     grad.scatter_add_(2, indices.flatten(2), dout.flatten(2))

@@ -338,6 +338,56 @@ def test_max_pooling_backward_routes_to_the_argmax(xp, rng):
     np.testing.assert_array_equal(dx, expected.transpose(0, 1, 2, 4, 3, 5).reshape(2, 2, 4, 4))
 
 
+@pytest.mark.parametrize("filters, stride, pad", [((4, 3, 3, 3), 1, 0), ((4, 3, 3, 2), 2, 1),
+                                                  ((2, 3, 5, 5), 1, 2)])
+@pytest.mark.parametrize("dtypes", [("float32",) * 3, ("float64",) * 3,
+                                    ("float64", "float32", "float32"),
+                                    ("float32", "float64", "float32")],
+                         ids=["float32", "float64", "x64-W32", "x32-W64-dout32"])
+def test_convolution_fast_path_equals_the_windows(xp, rng, monkeypatch, filters, stride, pad,
+                                                  dtypes):
+    # _backend.convolution is torch's conv2d (float input of one dtype once promoted),
+    # elsewhere none: the same output, input gradient and parameter gradients (in their
+    # parameters' dtypes) as im2col's windows and products, without the input gradient for
+    # a first layer; a gradient of another dtype is promoted as the products promote it.
+    from portablelayers._backend import convolution
+    from portablelayers.layers import conv
+
+    x_dtype, w_dtype, dout_dtype = dtypes
+    x_np = rng.standard_normal((2, 3, 7, 8))
+    W_np, b_np = rng.standard_normal(filters), rng.standard_normal(filters[0])
+
+    def run(input_grad):
+        layer = Convolution(make(xp, W_np, w_dtype), make(xp, b_np, w_dtype), stride, pad)
+        out = layer.forward(make(xp, x_np, x_dtype))
+        dout = make(xp, rng_dout.standard_normal(tuple(out.shape)), dout_dtype)
+        return layer, out, layer.backward(dout, input_grad=input_grad)
+
+    rng_dout = np.random.default_rng(5)
+    fast, out, dx = run(True)
+    if BACKEND != "torch":
+        x = make(xp, x_np)
+        assert convolution(xp, x, make(xp, W_np), make(xp, b_np), 1, 0) is None
+        assert fast.col is not None
+        return
+    assert fast.col is None  # torch's kernel ran: no windows kept
+    _, _, no_dx = run(False)
+    assert no_dx is None
+    monkeypatch.setattr(conv, "convolution", lambda *args: None)
+    rng_dout = np.random.default_rng(5)
+    slow, out_slow, dx_slow = run(True)
+    assert slow.col is not None
+    tol = 1e-5 if "float32" in (x_dtype, w_dtype) else 1e-12
+    for a, b in ((out, out_slow), (dx, dx_slow), (fast.grads["W"], slow.grads["W"]),
+                 (fast.grads["b"], slow.grads["b"])):
+        assert a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=tol, atol=tol)
+    assert fast.grads["W"].dtype == getattr(xp, w_dtype)
+    # float16 keeps the windows
+    x16 = make(xp, x_np, "float16")
+    assert convolution(xp, x16, make(xp, W_np, "float16"), make(xp, b_np, "float16"), 1, 0) is None
+
+
 @pytest.mark.parametrize("pool, stride", [((2, 2), 2), ((3, 3), 2), ((2, 3), 1)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_max_pooling_fast_path_equals_the_window_slabs(xp, rng, monkeypatch, pool, stride,
@@ -376,6 +426,18 @@ def test_max_pooling_fast_path_equals_the_window_slabs(xp, rng, monkeypatch, poo
     # padding, and float16, keep the slabs
     assert max_pool_indices(xp, make(xp, x_np), 2, 2, 2, 1) is None
     assert max_pool_indices(xp, make(xp, x_np, "float16"), 2, 2, 2, 0) is None
+    # A gradient of another dtype than the input's (torch's own backward kernel refuses it:
+    # the scatter-add instead) comes back in its own dtype, as from the slabs.
+    other = "float32" if dtype == "float64" else "float64"
+    mixed = [Pooling(*pool, stride), Pooling(*pool, stride)]
+    monkeypatch.undo()
+    mixed[0].forward(make(xp, x_np, dtype))
+    assert mixed[0].indices is not None
+    monkeypatch.setattr(conv, "max_pool_indices", lambda *args: None)
+    mixed[1].forward(make(xp, x_np, dtype))
+    dx_fast, dx_slabs = (layer.backward(make(xp, dout_np, other)) for layer in mixed)
+    assert dx_fast.dtype == dx_slabs.dtype == getattr(xp, other)
+    np.testing.assert_allclose(to_numpy(dx_fast), to_numpy(dx_slabs), rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("cls", [Pooling, AvgPooling])

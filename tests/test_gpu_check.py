@@ -131,6 +131,14 @@ def test_step_ops_counts_each_steps_operations():
     # sums are the two biases' gradients and the loss
     assert ours["where"] == 1 and "ne" not in ours and ours["sum"] == 3
     assert rows["ours"]["operations"] == sum(ours.values())
+    # SimpleConvNet: the convolution and the pooling in torch's own kernels, forward and
+    # backward, as PyTorch's step calls them (no windows, products or scatter-add)
+    conv = next(row for row in step_ops.main(["--nets", "simple-conv"]) if row["step"] == "ours")
+    calls = conv["by_operation"]
+    for name in ("convolution", "convolution_backward", "max_pool2d_with_indices",
+                 "max_pool2d_with_indices_backward"):
+        assert calls[name] == 1, name
+    assert not {"bmm", "stack", "scatter_add_", "zeros"} & set(calls)
 
 
 @pytest.mark.skipif(BACKEND != "numpy", reason="backend-independent; once, in the numpy session")

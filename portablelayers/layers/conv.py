@@ -1,10 +1,11 @@
 """Convolution and pooling layers (chapter 7), built on im2col / col2im.
 
 Convolution is the book's: im2col's windows, one matrix product, and col2im (the exact
-adjoint) for the input gradient, with the windows kept per sample (see `forward`). Pooling
-works on the strided slabs im2col is built from (one per window position) and adds
-gradients back the way col2im does, so no layer needs scatter-add or fancy-index
-assignment, which the Array API standard does not have.
+adjoint) for the input gradient, with the windows kept per sample (see `forward`); on torch,
+torch's own convolution kernels compute the same sums. Pooling works on the strided slabs
+im2col is built from (one per window position) and adds gradients back the way col2im does,
+so no layer needs scatter-add or fancy-index assignment, which the Array API standard does
+not have.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from .. import guards
 from .._backend import (
     as_dtype,
     as_float,
+    convolution,
+    convolution_gradients,
     device,
     max_pool_indices,
     max_pool_indices_gradient,
@@ -77,6 +80,13 @@ class Convolution(BaseLayer):
         from C or that is smaller than a filter.
     RuntimeError
         From `backward`, when no `forward` came before it.
+
+    Notes
+    -----
+    On torch, for float32 and float64 input, torch's own kernels compute the same sums
+    (`_backend.convolution`: `conv2d` and its `convolution_backward`, two operations where
+    the windows and products take seven); `col` then stays None, and `col_W` holds the
+    filters as the product would use them.
 
     Examples
     --------
@@ -155,9 +165,15 @@ class Convolution(BaseLayer):
         # two more in backward (a third of NumPy's SimpleConvNet step; under jax.jit they
         # block XLA's fusions).
         N = shape[0]
+        col_W = xp.astype(xp.reshape(W, (FN, -1)), dtype, copy=False)    # (FN, C*FH*FW)
+        # torch's own kernel where `_backend` has one: the same sums, no windows kept
+        fast = convolution(xp, x, xp.reshape(col_W, (FN, C, FH, FW)), as_dtype(xp, b, dtype),
+                           self.stride, self.pad)
+        if fast is not None:
+            self.x, self.col, self.col_W = x, None, col_W
+            return fast
         slabs = _window_slabs(x, FH, FW, self.stride, self.pad, out_h, out_w)
         col = xp.reshape(xp.stack(slabs, axis=2), (N, C * FH * FW, out_h * out_w))
-        col_W = xp.astype(xp.reshape(W, (FN, -1)), dtype, copy=False)    # (FN, C*FH*FW)
         out = (xp.matmul(_per_sample(xp, col_W, N), col)
                + xp.reshape(as_dtype(xp, b, dtype), (FN, 1)))  # no copy
 
@@ -165,30 +181,38 @@ class Convolution(BaseLayer):
         return xp.reshape(out, (N, FN, out_h, out_w))
 
     def backward(self, dout, input_grad=True):
-        col = self.saved(self.col)
+        col_W = self.saved(self.col_W)
         FN, C, FH, FW = self.params["W"].shape
         shape = static_shape(self.x)
         out_h, out_w = _window_grid(shape, FH, FW, self.stride, self.pad)
-        self.check_dout(dout, (shape[0], FN, out_h, out_w), col)
-        xp = namespace(dout, col)
+        self.check_dout(dout, (shape[0], FN, out_h, out_w), col_W)
+        xp = namespace(dout, col_W)
+        if self.col is None:  # forward ran torch's own kernel: so does backward
+            dx, dW, db = convolution_gradients(dout, self.x, xp.reshape(col_W, (FN, C, FH, FW)),
+                                               self.stride, self.pad, input_grad)
+            self._keep_gradients(xp, dW, db)
+            return dx
 
         db = sum_per_channel(xp, dout)  # from (N, FN, out_h, out_w): two fast stages
         dout = xp.reshape(dout, (shape[0], FN, out_h * out_w))             # as forward's out
-        dW = xp.sum(xp.matmul(dout, xp.matrix_transpose(col)), axis=0)    # (FN, C*FH*FW)
-        # Gradients take their parameter's dtype, even when x was promoted to a wider one.
-        self.grads["W"] = xp.astype(xp.reshape(dW, (FN, C, FH, FW)), self.params["W"].dtype,
-                                    copy=False)
-        self.grads["b"] = xp.astype(db, self.params["b"].dtype, copy=False)
+        dW = xp.sum(xp.matmul(dout, xp.matrix_transpose(self.col)), axis=0)  # (FN, C*FH*FW)
+        self._keep_gradients(xp, xp.reshape(dW, (FN, C, FH, FW)), db)
         if not input_grad:  # a network's first layer: nothing uses dx (col2im saved)
             return None
 
         # col2im of dcol, per sample: each kernel offset's slab (N, C, out_h, out_w) is
         # contiguous in memory, which keeps col2im's strided adds fast on NumPy.
-        dcol = xp.matmul(_per_sample(xp, xp.matrix_transpose(self.col_W), shape[0]),
+        dcol = xp.matmul(_per_sample(xp, xp.matrix_transpose(col_W), shape[0]),
                          dout)                                             # (N, C*FH*FW, P)
         dcol = xp.reshape(dcol, (shape[0], C, FH * FW, out_h, out_w))
         slabs = [dcol[:, :, k, :, :] for k in range(FH * FW)]
         return _image_from_slabs(slabs, self.x.shape, FW, self.stride, self.pad)
+
+    def _keep_gradients(self, xp, dW, db):
+        """grads["W"] and grads["b"], each in its parameter's dtype (x may have been promoted
+        to a wider one)."""
+        self.grads["W"] = xp.astype(dW, self.params["W"].dtype, copy=False)
+        self.grads["b"] = xp.astype(db, self.params["b"].dtype, copy=False)
 
 
 class Pooling(BaseLayer):
@@ -224,7 +248,7 @@ class Pooling(BaseLayer):
     slabs that matrix is made of (one per window position), which gives the same numbers
     without copying the input twice or reducing along a short axis. On torch, for float32
     and float64 input without padding, torch's own kernel does it instead
-    (`_backend.max_pool_indices`: the same numbers, three kernels instead of about thirty);
+    (`_backend.max_pool_indices`: the same numbers, two kernels instead of about thirty);
     the layer then keeps each window's winner in `indices` rather than `winners`.
 
     Examples
@@ -302,7 +326,8 @@ class Pooling(BaseLayer):
     def backward(self, dout):
         if self.indices is not None:
             self.check_dout(dout, static_shape(self.indices), self.indices)
-            return max_pool_indices_gradient(dout, self.x, self.indices)
+            return max_pool_indices_gradient(dout, self.x, self.indices, self.pool_h,
+                                             self.pool_w, self.stride)
         winners = self.saved(self.winners)
         self.check_dout(dout, static_shape(winners[0]), winners[0])
         xp = namespace(dout, winners[0])
