@@ -220,9 +220,10 @@ def log_softmax_last(xp, x):
 
 
 def convolution(xp, x, W, b, stride, pad):
-    """`Convolution`'s output (N, FN, out_h, out_w) from torch's own `conv2d`, for float32 or
-    float64 torch arrays of one dtype; None elsewhere (the caller takes im2col's windows and
-    a product). Read the gradients back with `convolution_gradients`.
+    """`Convolution`'s output (N, FN, out_h, out_w) from torch's own `conv2d` for a float32
+    or float64 torch input `x`, with the filters `W` (FN, C, FH, FW) and biases `b` (FN,)
+    cast to x's dtype; None elsewhere (the caller takes im2col's windows and a product).
+    Read the gradients back with `convolution_gradients`.
 
     The same sums in another order (oneDNN's kernels on a CPU, cuDNN's on a GPU): results
     agree to rounding. A step needs two calls where im2col and its products take seven
@@ -231,11 +232,11 @@ def convolution(xp, x, W, b, stride, pad):
     runs only with `torch.backends.cudnn.deterministic`, as for PyTorch's own layers.
     """
     if not (array_api_compat.is_torch_namespace(xp) and x.ndim == 4 and W.ndim == 4
-            and x.dtype == W.dtype == b.dtype and x.dtype in (xp.float32, xp.float64)):
+            and x.dtype in (xp.float32, xp.float64)):
         return None
     import torch.nn.functional as F
 
-    return F.conv2d(x, W, b, stride, pad)
+    return F.conv2d(x, W.to(x.dtype), b.to(x.dtype), stride, pad)  # no copy if the same
 
 
 def convolution_gradients(dout, x, W, stride, pad, input_grad=True):
