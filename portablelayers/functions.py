@@ -217,10 +217,10 @@ def one_hot_targets(t, scores, what: str = "t"):
 
 
 def class_hits(t, scores, what: str = "t"):
-    """Class-index targets `t` as a boolean mask of the shape of `scores`, True at each
-    row's class; None for one-hot `t`. Either way `t` is checked against `scores` first.
+    """Class-index targets `t` as a boolean mask, True at each row's class (None if one-hot).
 
-    The mask is what a loss over class indices needs: where it picks each row's score, and
+    The mask has the shape of `scores`; either way `t` is checked against `scores` first. It
+    is what a loss over class indices needs: where it picks each row's score, and
     (as floats) the one-hot rows; one-hot targets of any weight need more work.
 
     Parameters
