@@ -232,8 +232,8 @@ def convolution(xp, x, W, b, stride, pad):
     runs only with `torch.backends.cudnn.deterministic`, as for PyTorch's own layers.
     """
     if not (array_api_compat.is_torch_namespace(xp) and x.ndim == 4 and W.ndim == 4
-            and x.dtype in (xp.float32, xp.float64)):
-        return None
+            and x.dtype in (xp.float32, xp.float64) and x.shape[1] > 0):
+        return None  # (conv2d over no channels returns no filters, not the biases)
     import torch.nn.functional as F
 
     return F.conv2d(x, W.to(x.dtype), b.to(x.dtype), stride, pad)  # no copy if the same

@@ -371,21 +371,55 @@ def test_convolution_fast_path_equals_the_windows(xp, rng, monkeypatch, filters,
         assert fast.col is not None
         return
     assert fast.col is None  # torch's kernel ran: no windows kept
-    _, _, no_dx = run(False)
+    first, _, no_dx = run(False)  # a network's first layer: parameter gradients only
     assert no_dx is None
     monkeypatch.setattr(conv, "convolution", lambda *args: None)
     rng_dout = np.random.default_rng(5)
     slow, out_slow, dx_slow = run(True)
+    slow_first, _, _ = run(False)
     assert slow.col is not None
     tol = 1e-5 if "float32" in (x_dtype, w_dtype) else 1e-12
     for a, b in ((out, out_slow), (dx, dx_slow), (fast.grads["W"], slow.grads["W"]),
-                 (fast.grads["b"], slow.grads["b"])):
+                 (fast.grads["b"], slow.grads["b"]), (first.grads["W"], slow_first.grads["W"]),
+                 (first.grads["b"], slow_first.grads["b"])):
         assert a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape)
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=tol, atol=tol)
     assert fast.grads["W"].dtype == getattr(xp, w_dtype)
     # float16 keeps the windows
     x16 = make(xp, x_np, "float16")
     assert convolution(xp, x16, make(xp, W_np, "float16"), make(xp, b_np, "float16"), 1, 0) is None
+
+
+def test_convolution_backward_follows_the_path_of_the_last_forward(xp, rng):
+    # float16 filters: float16 input takes im2col's windows everywhere, float32 input is
+    # promoted to float32 (on torch, torch's kernels). One layer alternating the two gives
+    # each backward of a fresh layer given the same forward.
+    if not hasattr(xp, "float16"):
+        pytest.skip(f"{xp.__name__} has no float16")
+    W_np, b_np = rng.standard_normal((2, 3, 3, 3)), rng.standard_normal(2)
+    layer = Convolution(make(xp, W_np, "float16"), make(xp, b_np, "float16"))
+    for dtype in ("float16", "float32", "float16"):
+        x = make(xp, rng.standard_normal((2, 3, 5, 5)), dtype)
+        dout = make(xp, rng.standard_normal((2, 2, 3, 3)), dtype)
+        fresh = Convolution(make(xp, W_np, "float16"), make(xp, b_np, "float16"))
+        assert_close(layer.forward(x), to_numpy(fresh.forward(x)), rtol=0, atol=0)
+        assert (layer.col is None) == (fresh.col is None)
+        assert_close(layer.backward(dout), to_numpy(fresh.backward(dout)), rtol=0, atol=0)
+        assert_close(layer.dW, to_numpy(fresh.dW), rtol=0, atol=0)
+
+
+def test_convolution_over_no_channels_gives_the_biases(xp):
+    # A degenerate input without channels: every output is its filter's bias (torch's
+    # conv2d would return no filters at all, so this keeps im2col's windows).
+    if BACKEND == "dask":
+        pytest.skip("Dask cannot reshape the empty windows (reduce() of an empty iterable)")
+    conv = Convolution(make(xp, np.zeros((2, 0, 3, 3))), make(xp, np.array([1.0, -2.0])))
+    out = conv.forward(make(xp, np.zeros((2, 0, 5, 5))))
+    np.testing.assert_array_equal(to_numpy(out), np.broadcast_to([[[[1.0]], [[-2.0]]]],
+                                                                  (2, 2, 3, 3)))
+    dx = conv.backward(make(xp, np.ones((2, 2, 3, 3))))
+    assert tuple(dx.shape) == (2, 0, 5, 5) and tuple(conv.dW.shape) == (2, 0, 3, 3)
+    np.testing.assert_array_equal(to_numpy(conv.db), [18.0, 18.0])
 
 
 @pytest.mark.parametrize("pool, stride", [((2, 2), 2), ((3, 3), 2), ((2, 3), 1)])

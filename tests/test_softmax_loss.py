@@ -1,6 +1,7 @@
 """SoftmaxWithLoss: values against references, labels and one-hot, stability, errors."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -127,6 +128,37 @@ def test_bad_labels_raise_value_error_and_keep_state(xp, rng, labels, message):
     with pytest.raises(ValueError, match=message):
         layer.forward(make(xp, rng.standard_normal((3, 4))), xp.asarray(labels))
     np.testing.assert_array_equal(to_numpy(layer.backward()), before)
+
+
+def test_one_layer_takes_either_kind_of_targets_in_turn(xp, rng):
+    # Class indices, then one-hot rows of weight 2 (soft targets), then indices again: each
+    # call's loss and gradient are those of a fresh layer (no state of the other kind left).
+    x_np, t_np = rng.standard_normal((4, 3)), np.array([2, 0, 1, 1])
+    calls = [_labels(xp, t_np), make(xp, 2.0 * np.eye(3)[t_np]), _labels(xp, [1, 1, 0, 2])]
+    layer = SoftmaxWithLoss()
+    for t in calls:
+        fresh = SoftmaxWithLoss()
+        assert_close(layer.forward(make(xp, x_np), t), to_numpy(fresh.forward(make(xp, x_np), t)),
+                     rtol=1e-15)
+        assert_close(layer.backward(), to_numpy(fresh.backward()), rtol=1e-15, atol=1e-300)
+
+
+def test_one_hot_targets_that_cannot_be_cast_keep_the_state(xp, rng):
+    # One-hot targets are cast to the scores' dtype before any state changes: where the cast
+    # fails (complex targets; array-api-strict refuses, NumPy and torch only warn), the
+    # layer keeps its last forward.
+    layer = SoftmaxWithLoss()
+    layer.forward(make(xp, rng.standard_normal((2, 3))), _labels(xp, [0, 1]))
+    before = to_numpy(layer.backward()).copy()
+    t = xp.asarray(np.eye(3, dtype=np.complex128)[[2, 0]])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            layer.forward(make(xp, rng.standard_normal((2, 3))), t)
+    except (TypeError, ValueError):
+        np.testing.assert_array_equal(to_numpy(layer.backward()), before)
+    else:
+        assert not np.array_equal(to_numpy(layer.backward()), before)
 
 
 def test_out_of_range_labels_raise_value_error(xp, rng):

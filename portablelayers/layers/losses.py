@@ -60,20 +60,20 @@ class SoftmaxWithLoss(BaseLayer):
         x = guards.real_floating(xp, x, "SoftmaxWithLoss scores x")
         guards.ndim(x, (1, 2), "SoftmaxWithLoss scores x", "(N, C) or (C,)")
         guards.nonempty(x, range(x.ndim), "SoftmaxWithLoss scores x")
-        hits = class_hits(t, x)  # validates t before any state changes; None if one-hot
+        # t checked, and one-hot t cast, before any state changes; hits is None if one-hot
+        hits = class_hits(t, x)
+        t_one_hot = None if hits is not None else xp.astype(t, x.dtype)
         log_y = log_softmax(x)
         batch_size = 1 if x.ndim == 1 else x.shape[0]
-        self.y = xp.exp(log_y)
         # Each row adds log_y of its targets' classes, weighted; classes a target gives no
         # weight add nothing, also where their log_y is -inf (a masked logit): 0 * -inf
         # would be NaN. A -inf target logit gives inf, as torch.
         if hits is not None:  # class indices: weight 1 on one class, a select does it
-            t_one_hot = None
             picked = xp.where(hits, log_y, 0.0)
         else:
-            t_one_hot = xp.astype(t, x.dtype)
             picked = t_one_hot * xp.where(t_one_hot != 0, log_y, 0.0)
         self.t, self._hits, self._t_one_hot = t, hits, t_one_hot
+        self.y = xp.exp(log_y)
         self.loss = xp.sum(picked) / -batch_size  # = -(a / n), one operation fewer
         return self.loss
 
