@@ -225,10 +225,8 @@ def class_hits(t, scores, what: str = "t"):
 
     Parameters
     ----------
-    t : array
-        As `one_hot_targets`.
-    scores : array
-        The scores or probabilities, (N, C) or (C,) for one sample.
+    t, scores : array
+        The targets and the scores, as for `one_hot_targets`.
     what : str
         The name of `t` in error messages.
 
