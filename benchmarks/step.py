@@ -18,6 +18,14 @@ taken between blocks of the same turn around (against the torch process's PyTorc
 the numpy process's), and the table gives the median ms and the median ratio over the turns.
 `--json FILE` records the rows with the machine, the load, the command and the date.
 
+A training step frees and allocates the same large buffers each step, and glibc's malloc
+may hand them back to the kernel and fault them in again every step, in some processes and
+not others (`portablelayers.memory`). `compile_step` has glibc keep them; `--malloc kept`
+(the default) does so in every process before anything is built, PyTorch's included, so
+both sides run under the same allocator settings. `--malloc shipped` times each library as
+it runs out of the box (PyTorch's own process with glibc's defaults), `--malloc glibc` with
+glibc's defaults everywhere.
+
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
     python benchmarks/step.py --torch-compile     # adds torch.compile (slow to compile)
@@ -57,6 +65,7 @@ NETS = {
 }
 LR = 0.01
 BACKENDS = ("numpy", "torch", "jax", "cupy")
+MALLOC_MODES = ("kept", "shipped", "glibc")  # --malloc
 ANSWER = "step.py:"  # marks a worker's answers among whatever else a library prints
 MIN_BLOCK = [0.2]  # seconds a timed block lasts at least (--min-block)
 
@@ -328,6 +337,10 @@ def worker(args):
     set_threads(args.threads)
     if args.pin and (cores := cores_to_pin(args.threads)):
         pin(cores)  # XLA's pool, started later, inherits it
+    if args.malloc == "kept":  # before anything is built: PyTorch's steps keep it too
+        from portablelayers.memory import keep_freed_memory
+
+        keep_freed_memory()
     MIN_BLOCK[0] = args.min_block
     if args.worker != "jax" and importlib.util.find_spec("torch"):  # JAX's process: no torch
         import torch
@@ -376,8 +389,11 @@ def worker(args):
         if args.worker == "jax" and args.device == "cpu":
             add(net, "ours {kind}, YNNPACK dots", ours, "jax", net, "cpu", "auto", args.steps,
                 YNNPACK_DOTS)
+    from portablelayers.memory import freed_memory_kept
+
     print(ANSWER, json.dumps({"steps": list(timers), "failed": failed,
-                              "cores": cores_in_use(), "xla_threads": xla_pool_threads()}),
+                              "cores": cores_in_use(), "xla_threads": xla_pool_threads(),
+                              "freed_memory_kept": freed_memory_kept()}),
           flush=True)
     for line in sys.stdin:
         net, key = json.loads(line)
@@ -468,6 +484,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7,
                         help="turns around every process, one block of each step each turn "
                              "(median)")
+    parser.add_argument("--malloc", choices=MALLOC_MODES, default="kept",
+                        help="glibc's malloc in the processes: 'kept' (default): every "
+                             "process keeps freed memory mapped (portablelayers.memory), "
+                             "PyTorch's too; 'shipped': as each library runs out of the box "
+                             "(compile_step keeps it in our processes, PyTorch's own process "
+                             "runs glibc's default); 'glibc': glibc's default everywhere")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time torch.compile of PyTorch's step (minutes to compile "
                              "on a CPU)")
@@ -481,6 +503,8 @@ def main(argv=None):
         parser.error("--steps and --repeats must be at least 1")
     if args.worker:
         return worker(args)
+
+    from portablelayers.memory import OPT_OUT
 
     load_at_start = os.getloadavg()[0]
     backends = args.backends or [b for b in BACKENDS if importlib.util.find_spec(b) and (
@@ -511,9 +535,13 @@ def main(argv=None):
                *(["--pin"] if args.pin else [])]
         if args.torch_compile:
             cmd.append("--torch-compile")
+        cmd += ["--malloc", args.malloc]
+        worker_env = dict(env)
+        if args.malloc == "glibc" or (args.malloc == "shipped" and backend == "torch"):
+            worker_env[OPT_OUT] = "0"  # compile_step leaves glibc's settings too
         logs[name] = tempfile.TemporaryFile(mode="w+")  # stderr: a pipe could fill up
         workers[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=logs[name], text=True, env=env)
+                                         stderr=logs[name], text=True, env=worker_env)
 
     def answer(name):
         """The process's next answer, or None (and it is dropped) when it has died."""
@@ -526,11 +554,12 @@ def main(argv=None):
         failed[name] = "the process ended (its rows are left out)"
         return None
 
-    steps_of, cores_of, xla_threads_of = {}, {}, {}
+    steps_of, cores_of, xla_threads_of, kept_of = {}, {}, {}, {}
     for name in list(workers):
         if (built := answer(name)) is not None:
             steps_of[name] = [tuple(key) for key in built["steps"]]
             cores_of[name] = built["cores"]
+            kept_of[name] = built["freed_memory_kept"]
             if built.get("xla_threads"):
                 xla_threads_of[name] = built["xla_threads"]
             failed.update({f"{name}: {k.split(': ', 1)[-1]}": v
@@ -566,7 +595,7 @@ def main(argv=None):
           f"for BLAS/torch/XLA"
           + (f", every process pinned to core(s) {pinned}" if pinned else
              ", processes not pinned")
-          + f"; {machine}; ratio = median over turns "
+          + f"; malloc {args.malloc}; {machine}; ratio = median over turns "
           "of ms / PyTorch eager ms of the same net in the same turn"
           + (f"; XLA_FLAGS {xla_flags()}" if xla_flags() else ""))
     print_table(rows)
@@ -580,6 +609,7 @@ def main(argv=None):
               "threads": args.threads, "device": args.device,
               "pinned_to_cores": pinned, "cores_of_each_process": cores_of,
               "xla_cpu_pool_threads_of_each_process": xla_threads_of,
+              "malloc": args.malloc, "freed_memory_kept_by_each_process": kept_of,
               "xla_flags": xla_flags(), "precision": precision_settings(), "rows": rows,
               "failed": failed}
     if args.json == "-":  # for benchmarks/gpu_check.py: the record as the last line

@@ -10,10 +10,11 @@ Code written for the book runs by changing its import:
 from . import functions, gradcheck, init, nets, optim, util
 from .layers import *  # noqa: F403  (the layers are the package's public surface)
 from .layers import __all__ as _layer_names
+from .memory import keep_freed_memory
 from .models import load_model
 from .threads import set_threads
 
 __version__ = "0.1.0"
 
-__all__ = ["functions", "gradcheck", "init", "load_model", "nets", "optim", "set_threads", "util",
-           *_layer_names]
+__all__ = ["functions", "gradcheck", "init", "keep_freed_memory", "load_model", "nets", "optim",
+           "set_threads", "util", *_layer_names]

@@ -61,6 +61,7 @@ from ._backend import (
 )
 from .backends import backend_of, set_precision
 from .functions import class_indices, predicted_classes
+from .memory import keep_freed_memory
 
 __all__ = ["COMPILE_MODES", "HELD_BYTES", "XLA_CPU_OPTIONS", "XLA_CPU_OPTIONS_JAXLIB",
            "NonFiniteLoss", "check_data", "check_labels", "compile_step", "compiled_kind",
@@ -598,6 +599,11 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
     (`check_labels`); later batches are not read. On JAX, the arrays a step replaces are
     donated: do not keep references to old parameters across steps.
 
+    On glibc (Linux) it has malloc keep freed memory mapped (`memory.keep_freed_memory`,
+    process-wide, unless the environment sets `MALLOC_TOP_PAD_`): a step frees and
+    allocates the same large buffers every time, and pages handed back to the kernel would
+    be faulted in again each step.
+
     Examples
     --------
     >>> import numpy as np
@@ -622,6 +628,9 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
     if precision is not None:
         set_precision(backend_of(like), precision)
     _adopt_state(network, like)
+    # Each step frees and allocates the same large buffers: glibc keeps them mapped
+    # rather than the kernel faulting them in again every step (portablelayers.memory).
+    keep_freed_memory()
     if hasattr(optimizer, "init_state"):
         optimizer.init_state(network.params)
     if kind != "eager" and not hasattr(optimizer, "state"):

@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 
@@ -164,6 +165,34 @@ def test_step_benchmark_pins_its_processes_when_asked():
     assert pinned["cores_of_each_process"] == {"numpy, two-layer": allowed[:1]}
     assert free["pinned_to_cores"] is None
     assert free["cores_of_each_process"] == {"numpy, two-layer": allowed}
+
+
+@pytest.mark.skipif(BACKEND != "numpy", reason="backend-independent; once, in the numpy session")
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's malloc only")
+@pytest.mark.parametrize("mode", ["kept", "shipped", "glibc"])
+def test_step_benchmark_sets_glibcs_malloc_as_asked(mode):
+    # --malloc kept: every process keeps freed memory (PyTorch's too); shipped: ours through
+    # compile_step, PyTorch's own process glibc's default; glibc: none. The record says which.
+    import importlib.util
+
+    from portablelayers.memory import FREED_MEMORY_KEPT, OPT_OUT
+
+    backends = ["numpy"] + ["torch"] * bool(importlib.util.find_spec("torch"))
+    env = {k: v for k, v in os.environ.items()
+           if k not in (OPT_OUT, "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step.py"),
+                           "--backends", *backends, "--nets", "two-layer", "--repeats", "1",
+                           "--steps", "1", "--min-block", "0", "--malloc", mode, "--json", "-"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["malloc"] == mode
+    kept = {"kept": {"numpy": FREED_MEMORY_KEPT, "torch": FREED_MEMORY_KEPT},
+            "shipped": {"numpy": FREED_MEMORY_KEPT, "torch": None},
+            "glibc": {"numpy": None, "torch": None}}[mode]
+    assert record["freed_memory_kept_by_each_process"] == {
+        f"{backend}, two-layer": kept[backend] for backend in backends}
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="needs JAX; in the jax session")
