@@ -315,9 +315,12 @@ def _resolve_backend(name):
 def _resolve_backend_and_threads(args):
     """(namespace of --backend, threads set) with --threads applied on both sides of the
     backend's first array: before it, because JAX sizes its CPU pool then; after it,
-    because torch, imported by then, takes the setting only once it is there."""
+    because torch, imported by then, takes the setting only once it is there. glibc's
+    malloc keeps freed memory from the start (`memory.keep_freed_memory`)."""
+    from .memory import keep_freed_memory
     from .threads import set_threads
 
+    keep_freed_memory()
     set_threads(args.threads)
     xp = _resolve_backend(args.backend)
     return xp, set_threads(args.threads)

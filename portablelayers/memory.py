@@ -1,40 +1,56 @@
-"""How much freed memory glibc's malloc keeps, for training steps that free and allocate the
+"""glibc's malloc set to keep freed memory, for training steps that free and allocate the
 same large buffers every step.
 
     import portablelayers
-    portablelayers.keep_freed_memory()     # glibc keeps up to 64 MiB of freed memory mapped
+    portablelayers.keep_freed_memory()
 
 `compile_step` (and so the Trainer and `portablelayers train`) calls it once per process.
 
-Why: every training step allocates its large temporaries (XLA's scratch buffer of a
-compiled JAX step, 32 MiB for SimpleConvNet at batch 100; NumPy's and torch's intermediate
-arrays of an eager step) and frees them at its end. glibc's malloc may hand such memory back
-to the kernel at the free (it trims the main heap, and deletes a thread's heap that has
-become empty), and the next step then faults in every page of it again. Where it does is
-an accident of the process's heap layout, so it varies from process to process. Measured
-on a 2-core machine (a virtual machine, where a page fault is dear), one thread, batch 100:
+Why: every training step allocates its large temporaries (the scratch buffer of a compiled
+JAX step: 32 MiB for SimpleConvNet at batch 100; NumPy's and torch's intermediate arrays of
+an eager step) and frees them at its end. glibc's malloc hands much of that memory back to
+the kernel: it maps buffers above its mmap threshold on their own and unmaps them at the
+free, trims the top of the main heap, and deletes a thread's heap that has become empty.
+The next step then faults every page in again. Which buffers suffer depends on the heap's
+layout, so it varies from process to process: about one JAX process in ten or twenty took
+SimpleConvNet's compiled step at 18-31 ms instead of 14-15 ms, faulting its scratch buffer
+in at every step.
 
-| step | glibc's default | keeping 64 MiB | page faults per step |
+What `keep_freed_memory` sets (`mallopt`), so that freed memory stays for the next step:
+
+- `M_MMAP_MAX` 0: no buffer is mapped on its own where a heap can hold it.
+- `M_TRIM_THRESHOLD` 2**31 - 1 and `M_TOP_PAD` 64 MiB: the main heap is not trimmed below
+  2 GiB of free memory at its top; a thread's heap keeps 64 MiB free at its top and is
+  never deleted.
+- `M_MMAP_THRESHOLD` 32 MiB, glibc's most: setting the pad stops glibc from raising the
+  threshold as it goes, which would leave it at 128 KiB.
+
+Measured on a 2-core machine (a virtual machine, where a page fault is dear), one thread,
+batch 100, medians of separate processes, glibc's default against kept:
+
+| step | glibc's default | kept | page faults a step |
 | --- | --- | --- | --- |
-| JAX, SimpleConvNet, compiled | 14.1-15.2 ms, or 17-31 ms | 14.2-16.5 ms | 150-12,000 -> ~0 |
-| NumPy, SimpleConvNet, eager | 25.4 ms | 20.5-21.7 ms | 1,700-1,900 -> 1 |
-| PyTorch's own eager step | 23.2-23.7 ms | 19.4-19.8 ms | 2,700-2,800 -> 2-39 |
+| JAX SimpleConvNet, compiled (45 processes each) | 13.4-19.6 ms | 13.7-15.4 ms | <= 1,370 -> 0 |
+| NumPy SimpleConvNet, eager | 22.0-22.6 ms | 19.3-20.0 ms | 1,480-1,770 -> 1-8 |
+| PyTorch's own SimpleConvNet step | 21.9-23.5 ms | 18.6-19.3 ms | 1,730-2,530 -> 2-16 |
 
-(JAX: 40 processes of each; glibc's default gave about one slow process in ten, in bursts.
-The others: three processes of each.) Pages once faulted in stay with the process, up to
-the pad per heap.
+What it cannot keep: a thread's heap holds at most 64 MiB, and a larger buffer allocated
+by a thread other than the main one (XLA's) is mapped on its own whatever the settings.
+SimpleConvNet's compiled step at batch 1000 (317 MiB of scratch) and DeepConvNet's at batch
+100 fault in 230-280 MB a step. Setting ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=4294967296`` in the environment puts every thread on the main heap,
+which grows as far as needed: those steps then took 165-170 ms instead of 265-275 ms and
+171-174 ms instead of 236-243 ms. One heap for all threads costs small steps, though:
+SimpleConvNet's at batch 100 took 15.6 ms instead of 14.4, TwoLayerNet's 0.241 ms instead of
+0.204 (medians of eight processes each), which is why `keep_freed_memory` leaves the
+threads their heaps.
 
-`M_TOP_PAD` is what keeps them: glibc frees memory at the top of a heap only beyond that
-pad, and deletes an empty thread heap only where the heap before it has that much room.
-A buffer larger than `M_MMAP_THRESHOLD` (at most 32 MiB) is mapped and unmapped on each
-allocation whatever the pad: SimpleConvNet's compiled step at batch 1000 (317 MiB of
-scratch) still faults in 400 MB a step. There, setting the environment before Python starts
-(``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296``) serves every
-allocation from the main heap, which keeps it.
-
-Only glibc (Linux) has these settings; elsewhere this does nothing. A `MALLOC_TOP_PAD_`
-environment variable, or ``glibc.malloc.top_pad`` in `GLIBC_TUNABLES`, is the user's
-setting and stays (set either to keep glibc's default, 128 KiB).
+The cost: memory a step freed stays with the process, up to its peak use. Only glibc
+(Linux) has these settings; elsewhere this does nothing. Where the environment sets any of
+them (`MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`,
+`MALLOC_MMAP_THRESHOLD_`, `MALLOC_ARENA_MAX`, or ``glibc.malloc.*`` in `GLIBC_TUNABLES`),
+malloc is the user's and stays as it is; so it does with
+``PORTABLELAYERS_KEEP_FREED_MEMORY=0``.
 """
 
 from __future__ import annotations
@@ -44,29 +60,28 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["FREED_MEMORY_KEPT", "MMAP_THRESHOLD", "OPT_OUT", "freed_memory_kept",
-           "keep_freed_memory"]
+__all__ = ["MALLOC_SETTINGS", "OPT_OUT", "freed_memory_kept", "keep_freed_memory"]
 
-#: Bytes of freed memory glibc keeps at the top of each heap after `keep_freed_memory()`:
-#: a thread heap's most (64 MiB on 64-bit Linux), so an empty one is never deleted.
-FREED_MEMORY_KEPT = 64 * 2**20
-#: The mmap threshold `keep_freed_memory` sets with the pad: glibc's most on 64-bit Linux.
-#: Smaller buffers come from a heap, where the pad keeps them; larger ones are mapped and
-#: unmapped each time.
-MMAP_THRESHOLD = 32 * 2**20
-_M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3  # mallopt's parameter numbers (malloc.h)
-#: The environment variable that leaves glibc's settings as they are ("0").
+#: mallopt's parameters (their numbers in malloc.h) and the values `keep_freed_memory` sets,
+#: in this order.
+MALLOC_SETTINGS = {
+    "M_MMAP_MAX": (-4, 0),
+    "M_TRIM_THRESHOLD": (-1, 2**31 - 1),
+    "M_TOP_PAD": (-2, 64 * 2**20),
+    "M_MMAP_THRESHOLD": (-3, 32 * 2**20),
+}
+#: The environment variable that leaves glibc's malloc as it is ("0").
 OPT_OUT = "PORTABLELAYERS_KEEP_FREED_MEMORY"
-_kept = None  # the pad this module set, once set
+# the environment variables by which glibc takes these settings at process start
+_ENVIRONMENT = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
+                "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_")
+_kept = False  # whether this module set them in this process
 
 
-def _users_setting() -> bool:
-    """Whether the environment sets malloc's pad or mmap threshold itself (glibc reads them
-    at process start), or opts out (`OPT_OUT`)."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    return (os.environ.get(OPT_OUT) == "0"
-            or any(f"MALLOC_{name.upper()}_" in os.environ or f"glibc.malloc.{name}" in tunables
-                   for name in ("top_pad", "mmap_threshold")))
+def _users_malloc() -> bool:
+    """Whether the environment sets glibc's malloc itself, or opts out (`OPT_OUT`)."""
+    return (os.environ.get(OPT_OUT) == "0" or any(name in os.environ for name in _ENVIRONMENT)
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
 
 
 def _mallopt():
@@ -83,58 +98,45 @@ def _mallopt():
     return mallopt
 
 
-def keep_freed_memory(nbytes: int = FREED_MEMORY_KEPT) -> int | None:
-    """Have glibc's malloc keep `nbytes` of freed memory at the top of each heap (M_TOP_PAD).
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory in the process (`MALLOC_SETTINGS`).
 
-    Parameters
-    ----------
-    nbytes : int, default FREED_MEMORY_KEPT
-        The pad, in bytes (0 up to 2**31 - 1).
+    Calls after the first change nothing.
 
     Returns
     -------
-    int or None
-        The pad now in force through this call, or None where it changed nothing: not
-        glibc, or the environment sets the pad (`MALLOC_TOP_PAD_`, `GLIBC_TUNABLES`).
-
-    Raises
-    ------
-    ValueError
-        For a pad that is not an int from 0 to 2**31 - 1.
+    bool
+        Whether the settings are in force through this module: False where malloc is not
+        glibc's, or where the environment sets it (see the module's text).
 
     Examples
     --------
     >>> from portablelayers.memory import keep_freed_memory, freed_memory_kept
-    >>> kept = keep_freed_memory()
-    >>> kept is None or kept == freed_memory_kept() == 64 * 2**20
+    >>> keep_freed_memory() == freed_memory_kept()
     True
     """
     global _kept
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 0 <= nbytes < 2**31:
-        raise ValueError(f"nbytes must be an int from 0 to 2**31 - 1, got {nbytes!r}")
-    if _users_setting() or (mallopt := _mallopt()) is None:
-        return None
-    # Setting the pad also stops glibc raising the mmap threshold as it goes (from 128 KiB
-    # up to the largest buffer freed), so the threshold is set too: a step's scratch buffer
-    # would otherwise be mapped and unmapped every step. mallopt returns 1 on success.
-    if (_kept != nbytes and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-            and mallopt(_M_TOP_PAD, nbytes) == 1):
-        _kept = nbytes
-    return _kept if _kept == nbytes else None
+    if _kept:
+        return True
+    if _users_malloc() or (mallopt := _mallopt()) is None:
+        return False
+    # mallopt returns 1 on success; a refused setting leaves the ones before it in force
+    _kept = all(mallopt(number, value) == 1 for number, value in MALLOC_SETTINGS.values())
+    return _kept
 
 
-def freed_memory_kept() -> int | None:
-    """The pad `keep_freed_memory` set in this process, or None before (or where it could not).
+def freed_memory_kept() -> bool:
+    """Whether `keep_freed_memory` set glibc's malloc in this process.
 
     Returns
     -------
-    int or None
-        Bytes of freed memory glibc keeps at the top of each heap, as set here.
+    bool
+        True once the settings are in force.
 
     Examples
     --------
     >>> from portablelayers.memory import freed_memory_kept
-    >>> freed_memory_kept() in (None, 64 * 2**20)
+    >>> freed_memory_kept() in (True, False)
     True
     """
     return _kept
