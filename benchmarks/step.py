@@ -23,8 +23,8 @@ may hand them back to the kernel and fault them in again every step, in some pro
 not others (`portablelayers.memory`). `compile_step` has glibc keep them; `--malloc kept`
 (the default) does so in every process before anything is built, PyTorch's included, so
 both sides run under the same allocator settings. `--malloc shipped` times each library as
-it runs out of the box (PyTorch's own process with glibc's defaults), `--malloc glibc` with
-glibc's defaults everywhere.
+it runs out of the box (PyTorch's own process with glibc's defaults, and our torch rows,
+timed there, with them), `--malloc glibc` with glibc's defaults everywhere.
 
     python benchmarks/step.py                     # every backend installed, CPU
     python benchmarks/step.py --backends jax torch --nets two-layer --json out.json
@@ -486,10 +486,12 @@ def main(argv=None):
                              "(median)")
     parser.add_argument("--malloc", choices=MALLOC_MODES, default="kept",
                         help="glibc's malloc in the processes: 'kept' (default): every "
-                             "process keeps freed memory mapped (portablelayers.memory), "
-                             "PyTorch's too; 'shipped': as each library runs out of the box "
-                             "(compile_step keeps it in our processes, PyTorch's own process "
-                             "runs glibc's default); 'glibc': glibc's default everywhere")
+                             "process keeps freed memory (portablelayers.memory), PyTorch's "
+                             "too; 'shipped': as each library runs out of the box: "
+                             "compile_step keeps it in our backends' processes, torch's "
+                             "process (PyTorch's reference, and our torch rows with it) runs "
+                             "glibc's default (needs torch among the backends); 'glibc': "
+                             "glibc's default everywhere")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time torch.compile of PyTorch's step (minutes to compile "
                              "on a CPU)")
@@ -509,6 +511,10 @@ def main(argv=None):
     load_at_start = os.getloadavg()[0]
     backends = args.backends or [b for b in BACKENDS if importlib.util.find_spec(b) and (
         b != "cupy" or args.device == "cuda")]
+    if args.malloc == "shipped" and "torch" not in backends:
+        # another process's PyTorch step runs beside our compile_step, which keeps memory
+        parser.error("--malloc shipped times PyTorch in torch's own process: add torch to "
+                     "--backends")
     env = dict(os.environ)
     if args.device == "cuda":  # several JAX processes share the GPU: none takes 75% at start
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -599,6 +605,9 @@ def main(argv=None):
           "of ms / PyTorch eager ms of the same net in the same turn"
           + (f"; XLA_FLAGS {xla_flags()}" if xla_flags() else ""))
     print_table(rows)
+    if args.malloc == "kept" and (left := sorted(n for n, kept in kept_of.items() if not kept)):
+        print(f"glibc's malloc as it was (not glibc, or the environment sets it) in: "
+              f"{', '.join(left)}")
     for what, error in failed.items():
         print(f"not timed: {what}: {error}")
     record = {"machine": machine, "load": f"load average {load_at_start:.1f} at the start and "

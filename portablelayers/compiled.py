@@ -599,8 +599,8 @@ def compile_step(network, optimizer, compile="auto", *, like=None, check=True,
     (`check_labels`); later batches are not read. On JAX, the arrays a step replaces are
     donated: do not keep references to old parameters across steps.
 
-    On glibc (Linux) it has malloc keep freed memory mapped (`memory.keep_freed_memory`,
-    process-wide, unless the environment sets `MALLOC_TOP_PAD_`): a step frees and
+    On glibc (Linux) it has malloc keep freed memory (`memory.keep_freed_memory`,
+    process-wide, unless the environment sets malloc itself or opts out): a step frees and
     allocates the same large buffers every time, and pages handed back to the kernel would
     be faulted in again each step.
 

@@ -13,24 +13,25 @@ the kernel: it maps buffers above its mmap threshold on their own and unmaps the
 free, trims the top of the main heap, and deletes a thread's heap that has become empty.
 The next step then faults every page in again. Which buffers suffer depends on the heap's
 layout, so it varies from process to process: about one JAX process in ten or twenty took
-SimpleConvNet's compiled step at 18-31 ms instead of 14-15 ms, faulting its scratch buffer
-in at every step.
+SimpleConvNet's compiled step at 17-31 ms instead of 14-15 ms, faulting its scratch buffer
+in at every step (1,300-6,200 page faults a step; one of the 45 below).
 
 What `keep_freed_memory` sets (`mallopt`), so that freed memory stays for the next step:
 
-- `M_MMAP_MAX` 0: no buffer is mapped on its own where a heap can hold it.
-- `M_TRIM_THRESHOLD` 2**31 - 1 and `M_TOP_PAD` 64 MiB: the main heap is not trimmed below
-  2 GiB of free memory at its top; a thread's heap keeps 64 MiB free at its top and is
-  never deleted.
-- `M_MMAP_THRESHOLD` 32 MiB, glibc's most: setting the pad stops glibc from raising the
-  threshold as it goes, which would leave it at 128 KiB.
+- `M_MMAP_MAX` 0: no buffer is mapped on its own where a heap can hold it (this also stops
+  glibc's moving mmap threshold, which a buffer above it needs).
+- `M_TOP_PAD` 64 MiB: a thread's heap that has become empty is deleted only where the heap
+  before it has more room than the pad, which a thread's heap (64 MiB at most) never has;
+  the main heap keeps 64 MiB free at its top when it is trimmed.
+- `M_TRIM_THRESHOLD` 2**31 - 1: the main heap is trimmed only once 2 GiB at its top are
+  free (then down to the pad), and a thread's heap, smaller than that, never.
 
 Measured on a 2-core machine (a virtual machine, where a page fault is dear), one thread,
 batch 100, medians of separate processes, glibc's default against kept:
 
 | step | glibc's default | kept | page faults a step |
 | --- | --- | --- | --- |
-| JAX SimpleConvNet, compiled (45 processes each) | 13.4-19.6 ms | 13.7-15.4 ms | <= 1,370 -> 0 |
+| JAX SimpleConvNet, compiled (45 processes each) | 13.4-19.6 ms | 13.7-15.4 ms | <= 1,370 -> <= 8 |
 | NumPy SimpleConvNet, eager | 22.0-22.6 ms | 19.3-20.0 ms | 1,480-1,770 -> 1-8 |
 | PyTorch's own SimpleConvNet step | 21.9-23.5 ms | 18.6-19.3 ms | 1,730-2,530 -> 2-16 |
 
@@ -45,18 +46,21 @@ SimpleConvNet's at batch 100 took 15.6 ms instead of 14.4, TwoLayerNet's 0.241 m
 0.204 (medians of eight processes each), which is why `keep_freed_memory` leaves the
 threads their heaps.
 
-The cost: memory a step freed stays with the process, up to its peak use. Only glibc
-(Linux) has these settings; elsewhere this does nothing. Where the environment sets any of
-them (`MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`,
+The cost: memory a step freed stays with the process, up to its peak use, and the pad is
+committed address space: each new thread heap is made 64 MiB (readable and writable, its
+pages untouched) and each growth of the main heap asks for 64 MiB more. Under strict
+overcommit accounting (`vm.overcommit_memory=2`) that can fail allocations sooner.
+
+Only glibc (Linux) has these settings; elsewhere this does nothing. Where the environment
+sets any of them (`MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`,
 `MALLOC_MMAP_THRESHOLD_`, `MALLOC_ARENA_MAX`, or ``glibc.malloc.*`` in `GLIBC_TUNABLES`),
-malloc is the user's and stays as it is; so it does with
-``PORTABLELAYERS_KEEP_FREED_MEMORY=0``.
+or preloads another allocator (jemalloc, tcmalloc, mimalloc in `LD_PRELOAD`), malloc is the
+user's and stays as it is; so it does with ``PORTABLELAYERS_KEEP_FREED_MEMORY=0``.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -66,31 +70,35 @@ __all__ = ["MALLOC_SETTINGS", "OPT_OUT", "freed_memory_kept", "keep_freed_memory
 #: in this order.
 MALLOC_SETTINGS = {
     "M_MMAP_MAX": (-4, 0),
-    "M_TRIM_THRESHOLD": (-1, 2**31 - 1),
     "M_TOP_PAD": (-2, 64 * 2**20),
-    "M_MMAP_THRESHOLD": (-3, 32 * 2**20),
+    "M_TRIM_THRESHOLD": (-1, 2**31 - 1),
 }
 #: The environment variable that leaves glibc's malloc as it is ("0").
 OPT_OUT = "PORTABLELAYERS_KEEP_FREED_MEMORY"
 # the environment variables by which glibc takes these settings at process start
 _ENVIRONMENT = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
                 "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_")
+# allocators that replace glibc's malloc when preloaded (their mallopt, if any, is theirs)
+_OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 _kept = False  # whether this module set them in this process
+_tried = False  # whether it called mallopt (a refused setting is not tried again)
 
 
 def _users_malloc() -> bool:
-    """Whether the environment sets glibc's malloc itself, or opts out (`OPT_OUT`)."""
+    """Whether the environment sets glibc's malloc itself, preloads another allocator, or
+    opts out (`OPT_OUT`)."""
+    preloaded = os.environ.get("LD_PRELOAD", "")
     return (os.environ.get(OPT_OUT) == "0" or any(name in os.environ for name in _ENVIRONMENT)
-            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+            or any(name in preloaded for name in _OTHER_ALLOCATORS))
 
 
 def _mallopt():
     """glibc's mallopt, or None (another C library, another system)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:  # the process's own symbols: libc is loaded already (no ldconfig subprocess)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return None
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
@@ -101,26 +109,28 @@ def _mallopt():
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed memory in the process (`MALLOC_SETTINGS`).
 
-    Calls after the first change nothing.
+    Calls after the first that reached mallopt change nothing.
 
     Returns
     -------
     bool
-        Whether the settings are in force through this module: False where malloc is not
-        glibc's, or where the environment sets it (see the module's text).
+        Whether the settings are in force through this module. False where malloc is not
+        glibc's, where the environment sets it (see the module's text), and where glibc
+        refused a setting: the settings before it in `MALLOC_SETTINGS` then stay in force.
 
     Examples
     --------
-    >>> from portablelayers.memory import keep_freed_memory, freed_memory_kept
-    >>> keep_freed_memory() == freed_memory_kept()
+    >>> import portablelayers
+    >>> portablelayers.keep_freed_memory()  # doctest: +SKIP
     True
     """
-    global _kept
-    if _kept:
-        return True
+    global _kept, _tried
+    if _tried:
+        return _kept
     if _users_malloc() or (mallopt := _mallopt()) is None:
         return False
-    # mallopt returns 1 on success; a refused setting leaves the ones before it in force
+    _tried = True
+    # mallopt returns 1 on success; all() stops at the first refusal
     _kept = all(mallopt(number, value) == 1 for number, value in MALLOC_SETTINGS.values())
     return _kept
 

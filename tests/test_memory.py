@@ -96,14 +96,18 @@ def test_a_thread_heap_cannot_keep_a_buffer_above_64_mib():
     # what the module's text says it cannot do: a thread's heap holds 64 MiB at most, so a
     # larger buffer is mapped and unmapped each time whatever the settings
     big = 100 * 2**20
+    pages = big // os.sysconf("SC_PAGE_SIZE")
+    default, _ = _faults_per_round("default", big, "thread")
+    if min(default[2:]) < pages // 2:  # e.g. huge pages: a fault brings in 2 MiB
+        pytest.skip(f"this system faults the buffer in otherwise (per round: {default})")
     kept, answer = _faults_per_round("keep", big, "thread")
     assert answer == "True"
-    assert min(kept[2:]) >= big // os.sysconf("SC_PAGE_SIZE") // 2, kept
+    assert min(kept[2:]) >= pages // 2, kept
 
 
 @ONCE
 @GLIBC
-def test_compile_step_keeps_freed_memory_once_per_process():
+def test_compile_step_keeps_freed_memory():
     code = ("import numpy as np\n"
             "from portablelayers.memory import freed_memory_kept\n"
             "from portablelayers.nets import TwoLayerNet\n"
@@ -129,14 +133,48 @@ def test_compile_step_keeps_freed_memory_once_per_process():
 def test_an_environment_setting_is_the_users(monkeypatch, name, value):
     # (a process that kept freed memory already stays so: the question is a fresh one's)
     monkeypatch.setattr(memory, "_kept", False)
+    monkeypatch.setattr(memory, "_tried", False)
     monkeypatch.setenv(name, value)
     assert memory.keep_freed_memory() is False
     assert memory.freed_memory_kept() is False
 
 
 @ONCE
+def test_a_refused_setting_is_reported_and_not_tried_again(monkeypatch):
+    # the settings before it stay in force (glibc applies each on its own)
+    calls = []
+
+    def mallopt(number, value):
+        calls.append(number)
+        return int(len(calls) != 2)  # the second setting refused
+
+    monkeypatch.setattr(memory, "_kept", False)
+    monkeypatch.setattr(memory, "_tried", False)
+    monkeypatch.setattr(memory, "_mallopt", lambda: mallopt)
+    for name in (*SETTINGS, "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    assert memory.keep_freed_memory() is False
+    assert memory.keep_freed_memory() is False
+    assert calls == [number for number, _ in list(memory.MALLOC_SETTINGS.values())[:2]]
+    assert memory.freed_memory_kept() is False
+
+
+@ONCE
+@pytest.mark.parametrize("preload", ["/usr/lib/libjemalloc.so.2", "libtcmalloc_minimal.so.4",
+                                     "/opt/mimalloc/libmimalloc.so"])
+def test_a_preloaded_allocator_is_the_users(monkeypatch, preload):
+    monkeypatch.setattr(memory, "_kept", False)
+    monkeypatch.setattr(memory, "_tried", False)
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LD_PRELOAD", preload)
+    assert memory.keep_freed_memory() is False
+
+
+@ONCE
 def test_elsewhere_than_glibc_nothing_changes(monkeypatch):
     monkeypatch.setattr(memory, "_kept", False)
+    monkeypatch.setattr(memory, "_tried", False)
     for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("musl", "1.2"))
