@@ -32,8 +32,11 @@ batch 100, medians of separate processes, glibc's default against kept:
 | step | glibc's default | kept | page faults a step |
 | --- | --- | --- | --- |
 | JAX SimpleConvNet, compiled (45 processes each) | 13.4-19.6 ms | 13.7-15.4 ms | <= 1,370 -> <= 8 |
-| NumPy SimpleConvNet, eager | 22.0-22.6 ms | 19.3-20.0 ms | 1,480-1,770 -> 1-8 |
-| PyTorch's own SimpleConvNet step | 21.9-23.5 ms | 18.6-19.3 ms | 1,730-2,530 -> 2-16 |
+| NumPy SimpleConvNet, eager (3 each) | 25.2-25.9 ms | 21.2-21.8 ms | 1,550-1,940 -> 1-5 |
+| PyTorch's own SimpleConvNet step (3 each) | 20.1-26.0 ms | 19.2-20.8 ms | 19-3,700 -> 6-39 |
+
+(The JAX processes kept freed memory with earlier versions of these settings, which also
+set `M_MMAP_THRESHOLD`; four more with these: 14.2-14.9 ms, no page faults.)
 
 What it cannot keep: a thread's heap holds at most 64 MiB, and a larger buffer allocated
 by a thread other than the main one (XLA's) is mapped on its own whatever the settings.
