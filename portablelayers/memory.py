@@ -83,8 +83,9 @@ _ENVIRONMENT = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"
                 "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_")
 # allocators that replace glibc's malloc when preloaded (their mallopt, if any, is theirs)
 _OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
-_kept = False  # whether this module set them in this process
-_tried = False  # whether it called mallopt (a refused setting is not tried again)
+# whether mallopt took every setting: None before this module called it (a refused setting
+# is not tried again)
+_kept = None
 
 
 def _users_malloc() -> bool:
@@ -127,12 +128,11 @@ def keep_freed_memory() -> bool:
     >>> portablelayers.keep_freed_memory()  # doctest: +SKIP
     True
     """
-    global _kept, _tried
-    if _tried:
+    global _kept
+    if _kept is not None:
         return _kept
     if _users_malloc() or (mallopt := _mallopt()) is None:
         return False
-    _tried = True
     # mallopt returns 1 on success; all() stops at the first refusal
     _kept = all(mallopt(number, value) == 1 for number, value in MALLOC_SETTINGS.values())
     return _kept
@@ -152,4 +152,4 @@ def freed_memory_kept() -> bool:
     >>> freed_memory_kept() in (True, False)
     True
     """
-    return _kept
+    return bool(_kept)

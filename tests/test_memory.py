@@ -132,8 +132,7 @@ def test_compile_step_keeps_freed_memory():
     (memory.OPT_OUT, "0")])
 def test_an_environment_setting_is_the_users(monkeypatch, name, value):
     # (a process that kept freed memory already stays so: the question is a fresh one's)
-    monkeypatch.setattr(memory, "_kept", False)
-    monkeypatch.setattr(memory, "_tried", False)
+    monkeypatch.setattr(memory, "_kept", None)
     monkeypatch.setenv(name, value)
     assert memory.keep_freed_memory() is False
     assert memory.freed_memory_kept() is False
@@ -148,8 +147,7 @@ def test_a_refused_setting_is_reported_and_not_tried_again(monkeypatch):
         calls.append(number)
         return int(len(calls) != 2)  # the second setting refused
 
-    monkeypatch.setattr(memory, "_kept", False)
-    monkeypatch.setattr(memory, "_tried", False)
+    monkeypatch.setattr(memory, "_kept", None)
     monkeypatch.setattr(memory, "_mallopt", lambda: mallopt)
     for name in (*SETTINGS, "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
@@ -163,8 +161,7 @@ def test_a_refused_setting_is_reported_and_not_tried_again(monkeypatch):
 @pytest.mark.parametrize("preload", ["/usr/lib/libjemalloc.so.2", "libtcmalloc_minimal.so.4",
                                      "/opt/mimalloc/libmimalloc.so"])
 def test_a_preloaded_allocator_is_the_users(monkeypatch, preload):
-    monkeypatch.setattr(memory, "_kept", False)
-    monkeypatch.setattr(memory, "_tried", False)
+    monkeypatch.setattr(memory, "_kept", None)
     for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LD_PRELOAD", preload)
@@ -173,8 +170,7 @@ def test_a_preloaded_allocator_is_the_users(monkeypatch, preload):
 
 @ONCE
 def test_elsewhere_than_glibc_nothing_changes(monkeypatch):
-    monkeypatch.setattr(memory, "_kept", False)
-    monkeypatch.setattr(memory, "_tried", False)
+    monkeypatch.setattr(memory, "_kept", None)
     for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("musl", "1.2"))
