@@ -397,10 +397,10 @@ def _architecture(args, input_dim):
         small = input_dim[1] < 16  # 8x8 digits: 3x3 filters with padding keep the image
         conv = ({"filter_num": 30, "filter_size": 3, "pad": 1, "stride": 1} if small else
                 {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1})
-        return "SimpleConvNet", {"input_dim": list(input_dim), "conv_param": conv,
+        return "SimpleConvNet", {"input_dim": tuple(input_dim), "conv_param": conv,
                                  "hidden_size": hidden, "output_size": 10,
                                  "weight_init_std": 0.01}
-    return "DeepConvNet", {"input_dim": list(input_dim), "hidden_size": hidden,
+    return "DeepConvNet", {"input_dim": tuple(input_dim), "hidden_size": hidden,
                            "output_size": 10}
 
 
@@ -449,11 +449,10 @@ def _schedule(args):
 
 
 def _build_net(args, input_dim, xp, dev, dtype):
-    from .models import _kwargs, build
+    from .models import build
 
     name, kwargs = _architecture(args, input_dim)
-    return build(name, xp=xp, device=dev, dtype=dtype, seed=args.seed,
-                 **_kwargs({"kwargs": kwargs}))
+    return build(name, xp=xp, device=dev, dtype=dtype, seed=args.seed, **kwargs)
 
 
 def _default_cache():
