@@ -27,12 +27,7 @@ from .._backend import (
     static_shape,
     sum_per_channel,
 )
-from ..functions import (
-    _check_window_settings,
-    _image_from_slabs,
-    _window_grid,
-    _window_slabs,
-)
+from .._windows import check_window_settings, image_from_slabs, window_grid, window_slabs
 from .base import BaseLayer, parameter
 
 __all__ = ["AvgPooling", "Convolution", "Pooling"]
@@ -132,7 +127,7 @@ class Convolution(BaseLayer):
             raise ValueError(f"Convolution needs W of shape (FN, C, FH, FW) and b of shape "
                              f"(FN,), got W {tuple(W.shape)} and b "
                              f"{tuple(b.shape) if hasattr(b, 'shape') else repr(b)}")
-        _, _, stride, pad = _check_window_settings(W.shape[2], W.shape[3], stride, pad,
+        _, _, stride, pad = check_window_settings(W.shape[2], W.shape[3], stride, pad,
                                                    names=("FH", "FW"))
         self.params = {"W": W, "b": b}
         self.grads = {"W": None, "b": None}
@@ -153,7 +148,7 @@ class Convolution(BaseLayer):
         if shape[1] != C:
             raise ValueError(f"Convolution input of shape {shape} has {shape[1]} channels, "
                              f"but W of shape {tuple(W.shape)} expects {C}")
-        out_h, out_w = _window_grid(shape, FH, FW, self.stride, self.pad)
+        out_h, out_w = window_grid(shape, FH, FW, self.stride, self.pad)
         x = as_float(xp, x, "Convolution input")
         dtype = xp.result_type(x, W)  # torch refuses matmul of mixed dtypes: one dtype
         x = xp.astype(x, dtype, copy=False)
@@ -171,7 +166,7 @@ class Convolution(BaseLayer):
         if fast is not None:
             self.x, self.col, self.col_W = x, None, col_W
             return fast
-        slabs = _window_slabs(x, FH, FW, self.stride, self.pad, out_h, out_w)
+        slabs = window_slabs(x, FH, FW, self.stride, self.pad, out_h, out_w)
         col = xp.reshape(xp.stack(slabs, axis=2), (N, C * FH * FW, out_h * out_w))
         out = (xp.matmul(_per_sample(xp, col_W, N), col)
                + xp.reshape(as_dtype(xp, b, dtype), (FN, 1)))  # no copy
@@ -183,7 +178,7 @@ class Convolution(BaseLayer):
         col_W = self.saved(self.col_W)
         FN, C, FH, FW = self.params["W"].shape
         shape = static_shape(self.x)
-        out_h, out_w = _window_grid(shape, FH, FW, self.stride, self.pad)
+        out_h, out_w = window_grid(shape, FH, FW, self.stride, self.pad)
         self.check_dout(dout, (shape[0], FN, out_h, out_w), col_W)
         xp = namespace(dout, col_W)
         if self.col is None:  # forward ran torch's own kernel: so does backward
@@ -205,7 +200,7 @@ class Convolution(BaseLayer):
                          dout)                                             # (N, C*FH*FW, P)
         dcol = xp.reshape(dcol, (shape[0], C, FH * FW, out_h, out_w))
         slabs = [dcol[:, :, k, :, :] for k in range(FH * FW)]
-        return _image_from_slabs(slabs, self.x.shape, FW, self.stride, self.pad)
+        return image_from_slabs(slabs, self.x.shape, FW, self.stride, self.pad)
 
     def _keep_gradients(self, xp, dW, db):
         """grads["W"] and grads["b"], each in its parameter's dtype (x may have been promoted
@@ -267,7 +262,7 @@ class Pooling(BaseLayer):
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
         super().__init__()
-        pool_h, pool_w, stride, pad = _check_window_settings(pool_h, pool_w, stride, pad,
+        pool_h, pool_w, stride, pad = check_window_settings(pool_h, pool_w, stride, pad,
                                                              names=("pool_h", "pool_w"))
         if pad >= pool_h or pad >= pool_w:
             raise ValueError(f"pad must be smaller than the pool window {pool_h}x{pool_w} "
@@ -284,17 +279,17 @@ class Pooling(BaseLayer):
         if x.ndim != 4:
             raise ValueError(f"{type(self).__name__} input must have 4 axes (N, C, H, W), got "
                              f"shape {shape}")
-        out_h, out_w = _window_grid(shape, self.pool_h, self.pool_w, self.stride, self.pad)
+        out_h, out_w = window_grid(shape, self.pool_h, self.pool_w, self.stride, self.pad)
         return as_float(xp, x, f"{type(self).__name__} input"), out_h, out_w
 
     def _slabs(self, x, out_h, out_w, pad_value):
         """x's window slabs after padding with `pad_value`."""
-        return _window_slabs(x, self.pool_h, self.pool_w, self.stride, self.pad, out_h, out_w,
+        return window_slabs(x, self.pool_h, self.pool_w, self.stride, self.pad, out_h, out_w,
                              pad_value)
 
     def _input_gradient(self, slabs):
         """col2im for slabs: add each back at its window position, then crop the padding."""
-        return _image_from_slabs(slabs, self.x.shape, self.pool_w, self.stride, self.pad)
+        return image_from_slabs(slabs, self.x.shape, self.pool_w, self.stride, self.pad)
 
     def forward(self, x):
         xp = guards.arrays("Pooling.forward", x=x)
