@@ -8,6 +8,7 @@ Code written for the book runs by changing its import:
 """
 
 from . import functions, gradcheck, init, nets, optim, util
+from .compiled import vectorize_short_loops
 from .layers import *  # noqa: F403  (the layers are the package's public surface)
 from .layers import __all__ as _layer_names
 from .memory import keep_freed_memory
@@ -16,5 +17,8 @@ from .threads import set_threads
 
 __version__ = "0.1.0"
 
+# Before JAX's first array, if there is to be one: XLA_FLAGS is read then (see there).
+vectorize_short_loops()
+
 __all__ = ["functions", "gradcheck", "init", "keep_freed_memory", "load_model", "nets", "optim",
-           "set_threads", "util", *_layer_names]
+           "set_threads", "util", "vectorize_short_loops", *_layer_names]
