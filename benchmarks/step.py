@@ -32,12 +32,16 @@ timed there, with them), `--malloc glibc` with glibc's defaults everywhere.
     python benchmarks/step.py --pin               # and each process on --threads cores
     python benchmarks/step.py --device cuda       # torch/JAX/CuPy on the GPU
     XLA_FLAGS=--xla_cpu_use_xnnpack=false python benchmarks/step.py   # flags are kept
+    PORTABLELAYERS_VECTORIZE_SHORT_LOOPS=0 python benchmarks/step.py  # XLA's LLVM default
 
 Ratios are ours / PyTorch eager: below 1 is faster than PyTorch. For NumPy (and CuPy) the
 TwoLayerNet rows add a hand-written step of the same math, the measure of our layers'
 per-operation overhead. On a CPU, JAX adds "jax.jit, YNNPACK dots": the same step compiled
 with jaxlib 0.10's own default, its matrix products in YNNPACK's kernels, where
-`compile_step` keeps them in XLA's (`compiler_options`; `XLA_CPU_OPTIONS`).
+`compile_step` keeps them in XLA's (`compiler_options`; `XLA_CPU_OPTIONS`). Every process
+imports portablelayers before JAX's first array, so XLA compiles with the LLVM option that
+`vectorize_short_loops` adds to XLA_FLAGS (the driver adds it; the record's "xla_flags"
+shows it); PORTABLELAYERS_VECTORIZE_SHORT_LOOPS=0 times the steps without it.
 """
 
 from __future__ import annotations

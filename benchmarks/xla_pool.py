@@ -13,7 +13,11 @@ CPU the rows time, in one process and in turns:
 - ours forward and backward (winner masks recomputed, the gradient laid out on the input
   grid, its columns interleaved).
 
-The table gives ms per call and the ratio to the first row.
+The table gives ms per call and the ratio to the first row. The script imports
+portablelayers before JAX's first array, so XLA compiles with the LLVM option that
+`vectorize_short_loops` adds to XLA_FLAGS (vectorized loops along the pool's 12-wide rows);
+PORTABLELAYERS_VECTORIZE_SHORT_LOOPS=0 shows XLA's default, as the performance guide's
+tables before that option were measured.
 
     python benchmarks/xla_pool.py               # one thread (XLA's pool too)
     python benchmarks/xla_pool.py --threads 2

@@ -539,8 +539,9 @@ def vectorize_short_loops() -> bool:
     Returns
     -------
     bool
-        Whether the option is in XLA_FLAGS for this process's JAX (the first call's answer;
-        False where JAX had made an array before it).
+        Whether the option is in XLA_FLAGS for this process's JAX (the first call's answer):
+        added now, or there already (a process started by one that added it); False where
+        it was left out or JAX had made an array before.
 
     Examples
     --------
@@ -551,10 +552,13 @@ def vectorize_short_loops() -> bool:
     """
     global _short_loops
     if _short_loops is None:
-        _short_loops = _may_vectorize_short_loops()
-        if _short_loops:
-            flags = os.environ.get("XLA_FLAGS", "")
-            os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAGS}".strip()
+        flags = os.environ.get("XLA_FLAGS", "")
+        if XLA_CPU_FLAGS in flags.split():  # inherited from the process that started this
+            _short_loops = True
+        else:
+            _short_loops = _may_vectorize_short_loops()
+            if _short_loops:
+                os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAGS}".strip()
     return _short_loops
 
 

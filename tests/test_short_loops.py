@@ -60,6 +60,15 @@ def test_empty_xla_flags_get_the_option_alone(fresh, monkeypatch):
     assert os.environ["XLA_FLAGS"] == compiled.XLA_CPU_FLAGS
 
 
+def test_an_inherited_option_is_reported_and_not_added_twice(fresh, monkeypatch):
+    # a process started by one that added it: in force, even where this one would not add it
+    flags = f"{compiled.XLA_CPU_FLAGS} --xla_cpu_multi_thread_eigen=false"
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    monkeypatch.setattr(compiled, "_jax_started", lambda: True)
+    assert compiled.vectorize_short_loops() is True
+    assert os.environ["XLA_FLAGS"] == flags
+
+
 @pytest.mark.parametrize("case", ["opted out", "user's extra options", "JAX started",
                                   "other jaxlib", "no jaxlib", "JAX plugin"])
 def test_xla_flags_are_left_as_they_are(fresh, monkeypatch, case):
