@@ -534,7 +534,7 @@ def vectorize_short_loops() -> bool:
     It leaves XLA_FLAGS as it is where it already sets ``--xla_backend_extra_options`` (the
     user's), with ``PORTABLELAYERS_VECTORIZE_SHORT_LOOPS=0`` (`SHORT_LOOPS_OPT_OUT`), with a
     jaxlib of other versions than `XLA_CPU_OPTIONS_JAXLIB` or none, and where a JAX plugin
-    (a GPU's) is installed, unless ``JAX_PLATFORMS=cpu``: not measured there.
+    (a GPU's) or a TPU runtime is installed, unless ``JAX_PLATFORMS=cpu``: not measured there.
 
     Returns
     -------
@@ -570,7 +570,8 @@ def _may_vectorize_short_loops():
             or "--xla_backend_extra_options" in os.environ.get("XLA_FLAGS", "")
             or importlib.util.find_spec("jaxlib") is None or not _measured_jaxlib()):
         return False
-    if (importlib.util.find_spec("jax_plugins") is not None
+    accelerators = ("jax_plugins", "libtpu")  # PJRT plugins (GPUs), TPUs' runtime
+    if (any(importlib.util.find_spec(name) is not None for name in accelerators)
             and os.environ.get("JAX_PLATFORMS", "").lower() != "cpu"):
         return False
     return not _jax_started()

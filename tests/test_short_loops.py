@@ -35,7 +35,7 @@ def fresh(monkeypatch):
     installed = {"jaxlib"}
 
     def find_spec(name, *args):
-        if name in ("jaxlib", "jax_plugins"):
+        if name in ("jaxlib", "jax_plugins", "libtpu"):
             return real_find_spec("os") if name in installed else None
         return real_find_spec(name, *args)
 
@@ -70,7 +70,7 @@ def test_an_inherited_option_is_reported_and_not_added_twice(fresh, monkeypatch)
 
 
 @pytest.mark.parametrize("case", ["opted out", "user's extra options", "JAX started",
-                                  "other jaxlib", "no jaxlib", "JAX plugin"])
+                                  "other jaxlib", "no jaxlib", "JAX plugin", "TPU runtime"])
 def test_xla_flags_are_left_as_they_are(fresh, monkeypatch, case):
     flags = "--xla_cpu_multi_thread_eigen=false"
     if case == "opted out":
@@ -84,8 +84,10 @@ def test_xla_flags_are_left_as_they_are(fresh, monkeypatch, case):
         monkeypatch.setattr(compiled, "_measured_jaxlib", lambda: False)
     elif case == "no jaxlib":
         fresh.clear()
-    else:  # a GPU plugin's compiler would get the option too: not measured there
+    elif case == "JAX plugin":  # a GPU's compiler would get the option too: not measured
         fresh.add("jax_plugins")
+    else:
+        fresh.add("libtpu")
     assert compiled.vectorize_short_loops() is False
     assert os.environ["XLA_FLAGS"] == flags
     assert compiled.vectorize_short_loops() is False  # the first answer stands
