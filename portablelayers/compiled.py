@@ -556,18 +556,17 @@ def vectorize_short_loops() -> bool:
         if XLA_CPU_FLAGS in flags.split():  # inherited from the process that started this
             _short_loops = True
         else:
-            _short_loops = _may_vectorize_short_loops()
+            _short_loops = _may_vectorize_short_loops(flags)
             if _short_loops:
                 os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAGS}".strip()
     return _short_loops
 
 
-def _may_vectorize_short_loops():
-    """Whether `vectorize_short_loops` may add `XLA_CPU_FLAGS` (see there)."""
+def _may_vectorize_short_loops(flags):
+    """Whether `vectorize_short_loops` may add `XLA_CPU_FLAGS` to XLA_FLAGS `flags`."""
     import importlib.util
 
-    if (os.environ.get(SHORT_LOOPS_OPT_OUT) == "0"
-            or "--xla_backend_extra_options" in os.environ.get("XLA_FLAGS", "")
+    if (os.environ.get(SHORT_LOOPS_OPT_OUT) == "0" or "--xla_backend_extra_options" in flags
             or importlib.util.find_spec("jaxlib") is None or not _measured_jaxlib()):
         return False
     accelerators = ("jax_plugins", "libtpu")  # PJRT plugins (GPUs), TPUs' runtime

@@ -127,8 +127,8 @@ def _compare_with_the_books_step(xp, net_name, opt_name, tolerance):
     the losses, parameters and state agree to `tolerance`."""
     build, images = NETWORKS[net_name]
     # Biases right before batch norm have a gradient of exactly 0: what they get is float32
-    # rounding noise (about 1e-9 a step), which code generated otherwise (XLA's vectorized
-    # loops: vectorize_short_loops) rounds otherwise, and which Adam scales up to full steps
+    # rounding noise (about 1e-9 a step), which differs with the code XLA generates (its
+    # vectorized loops: vectorize_short_loops), and which Adam scales up to full steps
     # (the running means add them). Those (only) are not compared; SGD and Momentum must
     # keep them at noise level on both sides. The losses and every other array are compared.
     cancelled = {"b1", "b2"} if net_name == "MultiLayerNetExtend" else set()
